@@ -1,0 +1,58 @@
+# taskq: the two commands are `make up` (start the local stack) and `make test`.
+# Both bootstrap what they need: a .venv with the project, and redis-server + nginx.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := redis-server nginx
+
+.PHONY: up down status test lint unit integration contract system-deps venv clean bench smoke
+
+up: system-deps venv  ## start the local stack in the background; returns when it is ready
+	$(BIN)/taskq up
+
+down: venv  ## stop the local stack
+	$(BIN)/taskq down
+
+status: venv  ## show every process of the local stack
+	$(BIN)/taskq status
+
+test: system-deps venv lint  ## the whole suite: lint, type check, unit, contract, integration
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit
+
+contract: venv
+	$(BIN)/python -m pytest tests/contract
+
+integration: system-deps venv
+	$(BIN)/python -m pytest tests/integration
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+system-deps:
+	@missing=""; for b in redis-server nginx; do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing$$missing with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); \
+	  else \
+	    echo "missing:$$missing. Install with: sudo apt-get install -y $(APT_PACKAGES)"; exit 2; \
+	  fi; \
+	fi
+
+clean: down
+	rm -rf var

@@ -1,0 +1,48 @@
+"""Shared resources of the API and their dependency aliases."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, Request
+from redis import Redis
+
+from api.task_records import TaskRecords
+from taskq.settings import Settings
+from taskq.tasktypes import TaskType
+
+
+@dataclass
+class ReadinessCache:
+    """The last readiness verdict and when it was taken (checks are broadcasts: cache them)."""
+
+    checked_at: float = 0.0
+    checks: dict[str, str] = field(default_factory=dict)
+
+    def fresh(self, max_age_s: float) -> bool:
+        """True when the cached verdict is younger than ``max_age_s``."""
+        return bool(self.checks) and time.monotonic() - self.checked_at < max_age_s
+
+
+@dataclass
+class ApiResources:
+    """Everything a request handler needs, built once per process in the lifespan."""
+
+    settings: Settings
+    celery: Celery
+    redis: Redis
+    records: TaskRecords
+    task_types: dict[str, TaskType]
+    readiness: ReadinessCache = field(default_factory=ReadinessCache)
+
+
+def get_resources(request: Request) -> ApiResources:
+    """The process's :class:`ApiResources`."""
+    resources: ApiResources = request.app.state.resources
+    return resources
+
+
+ResourcesDep = Annotated[ApiResources, Depends(get_resources)]

@@ -1,0 +1,81 @@
+"""The ASGI application: ``create_app()`` builds it; ``app_factory`` is uvicorn's entry.
+
+uvicorn --factory api.main:app_factory
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis import Redis
+
+from api.deps import ApiResources
+from api.errors import install_error_handlers
+from api.middleware import CorrelationMiddleware
+from api.routes import health, tasks
+from api.task_records import TaskRecords
+from taskq import __version__
+from taskq.logs import configure_logging
+from taskq.settings import Settings, get_settings
+from taskq.tasktypes import task_types
+
+
+def build_resources(settings: Settings) -> ApiResources:
+    """Connections and catalogues for one API process."""
+    from worker.celery_app import create_celery_app  # the broker configuration lives there
+
+    client = Redis.from_url(
+        settings.broker_url,
+        socket_timeout=settings.redis_socket_timeout_s,
+        socket_connect_timeout=settings.redis_socket_timeout_s,
+        health_check_interval=30,
+    )
+    return ApiResources(
+        settings=settings,
+        celery=create_celery_app(settings),
+        redis=client,
+        records=TaskRecords(client, settings.result_expires_s),
+        task_types=task_types(settings.enable_drill_tasks),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The FastAPI app. Connections are made in the lifespan, not here."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resources = build_resources(settings)
+        app.state.resources = resources
+        try:
+            yield
+        finally:
+            resources.redis.close()
+
+    app = FastAPI(
+        title="taskq",
+        version=__version__,
+        description="Submit risk computations and follow them by task id or correlation id.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(tasks.router)
+    # Added last, so it wraps every other middleware: even a 500 carries X-Request-ID.
+    app.add_middleware(CorrelationMiddleware)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """uvicorn's entry point: configure JSON logging, then build the app."""
+    settings = get_settings()
+    configure_logging(
+        service=settings.service_name,
+        node=settings.node_name or f"api-{os.getpid()}",
+        level=settings.log_level,
+        log_file=settings.log_file,
+    )
+    return create_app(settings)

@@ -1,0 +1,119 @@
+"""Correlation middleware: pure ASGI, installed outermost.
+
+For every HTTP request it resolves the correlation id (keep a valid ``X-Request-ID``,
+generate one when absent, replace an invalid one), binds it to the context for the
+request's lifetime, echoes it in the response header, writes one
+``http.request.completed`` line, and turns an unhandled exception into a JSON 500 that
+still carries the header (Starlette's own 500 would be sent outside of this layer).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import error_body
+from taskq.correlation import REQUEST_ID_HEADER, correlation_id_var, resolve_id
+
+logger = logging.getLogger("taskq.api.http")
+
+_HEADER_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
+_MAX_HEADER_BYTES = 1024
+
+
+class CorrelationMiddleware:
+    """See module docstring."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        correlation_id, source = resolve_id(_header_value(scope))
+        token = correlation_id_var.set(correlation_id)
+        started = time.perf_counter()
+        state: dict[str, Any] = {"status": 500, "started": False, "bytes": 0}
+        header = (_HEADER_KEY, correlation_id.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                state["started"] = True
+                headers = [h for h in message.get("headers", []) if h[0].lower() != _HEADER_KEY]
+                message = {**message, "headers": [*headers, header]}
+            elif message["type"] == "http.response.body":
+                state["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            if source == "replaced":
+                logger.warning(
+                    "invalid request id replaced",
+                    extra={
+                        "event.action": "correlation_id.replaced",
+                        "correlation_id_source": source,
+                    },
+                )
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception(
+                "unhandled error",
+                extra={"event.action": "http.request.failed", "url.path": scope.get("path")},
+            )
+            if not state["started"]:
+                await _send_internal_error(send_with_id)
+        finally:
+            _log_request(scope, state, started, source)
+            correlation_id_var.reset(token)
+
+
+def _header_value(scope: Scope) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == _HEADER_KEY:
+            if len(value) > _MAX_HEADER_BYTES:
+                return "\n"  # certainly invalid; never decoded or logged
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _send_internal_error(send: Send) -> None:
+    body = json.dumps(error_body("internal_error", "Internal server error.")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _log_request(scope: Scope, state: dict[str, Any], started: float, source: str) -> None:
+    route = scope.get("route")
+    client = scope.get("client")
+    status = int(state["status"])
+    level = logging.ERROR if status >= 500 else logging.INFO
+    logger.log(
+        level,
+        "request completed",
+        extra={
+            "event.action": "http.request.completed",
+            "http.request.method": scope.get("method"),
+            "url.path": scope.get("path"),
+            "http.route": getattr(route, "path", None),
+            "http.response.status_code": status,
+            "http.response.body.bytes": int(state["bytes"]),
+            "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
+            "client.address": client[0] if client else None,
+            "correlation_id_source": source,
+        },
+    )

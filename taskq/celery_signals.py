@@ -1,0 +1,118 @@
+"""Celery hooks that carry the correlation id from publisher to worker.
+
+On publish the id travels in the message *headers* (``x_correlation_id``), never in task
+arguments, so it survives retries, child tasks and beat tasks without touching any task
+signature. Before a task runs the worker restores it into the context variables; after
+the task they are reset so nothing leaks into the next task of the same process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextvars import Token
+from typing import Any
+
+from celery import signals
+
+from taskq.correlation import (
+    CELERY_HEADER,
+    PUBLISHED_AT_HEADER,
+    correlation_id_var,
+    new_id,
+    task_id_var,
+    task_name_var,
+)
+
+logger = logging.getLogger("taskq.celery")
+
+_tokens: dict[str, tuple[Token[str | None], Token[str | None], Token[str | None]]] = {}
+_started_at: dict[str, float] = {}
+
+
+def stamp_headers(headers: dict[str, Any]) -> str:
+    """Put the current (or a new) correlation id and the publish time into ``headers``."""
+    correlation_id = headers.get(CELERY_HEADER) or correlation_id_var.get() or new_id()
+    headers[CELERY_HEADER] = correlation_id
+    headers[PUBLISHED_AT_HEADER] = time.time()
+    return str(correlation_id)
+
+
+def on_before_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Stamp every outgoing message: API submissions, retries, child and beat tasks."""
+    if headers is not None:
+        stamp_headers(headers)
+
+
+def on_after_publish(
+    headers: dict[str, Any] | None = None, routing_key: str | None = None, **_: Any
+) -> None:
+    """Log one ``task.published`` line per message the broker accepted."""
+    if headers is None:
+        return
+    logger.info(
+        "task published",
+        extra={
+            "event.action": "task.published",
+            "correlation_id": headers.get(CELERY_HEADER),
+            "task_id": headers.get("id"),
+            "task_name": headers.get("task"),
+            "queue": routing_key,
+            "task.retries": int(headers.get("retries") or 0),
+            **({"parent_task_id": parent} if (parent := task_id_var.get()) else {}),
+        },
+    )
+
+
+def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    """Restore the ids into the context and log ``task.started`` with the queue wait."""
+    if task_id is None or task is None:
+        return
+    request = task.request
+    correlation_id = getattr(request, CELERY_HEADER, None) or new_id()
+    _tokens[task_id] = (
+        correlation_id_var.set(correlation_id),
+        task_id_var.set(task_id),
+        task_name_var.set(task.name),
+    )
+    now = time.time()
+    _started_at[task_id] = now
+    published_at = getattr(request, PUBLISHED_AT_HEADER, None)
+    delivery_info = getattr(request, "delivery_info", None) or {}
+    extra: dict[str, Any] = {
+        "event.action": "task.started",
+        "queue": delivery_info.get("routing_key"),
+        "task.retries": int(request.retries or 0),
+        "task.redelivered": bool(delivery_info.get("redelivered", False)),
+    }
+    if isinstance(published_at, int | float):
+        extra["queue_wait_ms"] = round(max(0.0, now - published_at) * 1000.0, 3)
+    logger.info("task started", extra=extra)
+
+
+def on_postrun(task_id: str | None = None, **_: Any) -> None:
+    """Reset the context variables set by :func:`on_prerun`."""
+    if task_id is None:
+        return
+    _started_at.pop(task_id, None)
+    tokens = _tokens.pop(task_id, None)
+    if tokens is None:
+        return
+    correlation_token, task_token, name_token = tokens
+    task_name_var.reset(name_token)
+    task_id_var.reset(task_token)
+    correlation_id_var.reset(correlation_token)
+
+
+def elapsed_ms(task_id: str) -> float | None:
+    """Milliseconds since ``task_id`` started in this process, if it is running here."""
+    started = _started_at.get(task_id)
+    return None if started is None else round((time.time() - started) * 1000.0, 3)
+
+
+def connect() -> None:
+    """Connect the hooks (strong references: they are module functions, kept alive anyway)."""
+    signals.before_task_publish.connect(on_before_publish, weak=False)
+    signals.after_task_publish.connect(on_after_publish, weak=False)
+    signals.task_prerun.connect(on_prerun, weak=False)
+    signals.task_postrun.connect(on_postrun, weak=False)

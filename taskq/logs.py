@@ -1,0 +1,133 @@
+"""JSON logging for every Python process of the stack (api, worker, beat, CLI).
+
+One handler on the root logger, writing one JSON object per line (python-json-logger,
+configured rather than subclassed). Filters sit on the handler, not on loggers, so that
+records from every library logger (uvicorn, Celery, kombu) pass through them.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from pythonjsonlogger.json import JsonFormatter
+
+from taskq.correlation import correlation_id_var, task_id_var, task_name_var
+from taskq.logschema import FIELDS_BY_NAME
+
+#: Event name for lines that do not name one (library lines such as uvicorn's start-up).
+DEFAULT_EVENT = "log"
+
+_STANDARD_ATTRS = frozenset(
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
+)
+_ALLOWED_EXTRAS = frozenset(FIELDS_BY_NAME)
+
+
+class ContextFilter(logging.Filter):
+    """Stamps service identity and the current correlation/task ids onto every record.
+
+    Values already set on the record (passed with ``extra=``) win over the context.
+    """
+
+    def __init__(self, service: str, node: str) -> None:
+        super().__init__()
+        self._service = service
+        self._node = node
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        attrs = record.__dict__
+        attrs.setdefault("service.name", self._service)
+        attrs.setdefault("service.node.name", self._node)
+        attrs.setdefault("event.action", DEFAULT_EVENT)
+        for key, var in (
+            ("correlation_id", correlation_id_var),
+            ("task_id", task_id_var),
+            ("task_name", task_name_var),
+        ):
+            if attrs.get(key) is None:
+                value = var.get()
+                if value is not None:
+                    attrs[key] = value
+        return True
+
+
+class SchemaFilter(logging.Filter):
+    """Drops record attributes that are not fields of the log schema.
+
+    Libraries attach their own extras (uvicorn's ``color_message``, Celery's ``data`` with
+    task arguments); without this they would leak into the JSON lines unchecked.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        attrs = record.__dict__
+        for key in [k for k in attrs if k not in _STANDARD_ATTRS and k not in _ALLOWED_EXTRAS]:
+            del attrs[key]
+        return True
+
+
+def build_formatter() -> JsonFormatter:
+    """The JSON formatter, with ECS names for the standard record attributes."""
+    return JsonFormatter(
+        ["message", "levelname", "name", "process"],
+        rename_fields={
+            "levelname": "log.level",
+            "name": "log.logger",
+            "process": "process.pid",
+            "exc_info": "error.stack_trace",
+        },
+        timestamp="@timestamp",
+        json_ensure_ascii=False,
+    )
+
+
+def build_handler(
+    service: str,
+    node: str,
+    log_file: Path | None,
+    extra_filters: Iterable[logging.Filter] = (),
+) -> logging.Handler:
+    """A handler that writes schema-conforming JSON lines to ``log_file`` or stdout."""
+    handler: logging.Handler
+    if log_file is None:
+        handler = logging.StreamHandler(sys.stdout)
+    else:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        # WatchedFileHandler reopens the file when it is rotated away underneath us.
+        handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
+    for flt in (*extra_filters, ContextFilter(service, node), SchemaFilter()):
+        handler.addFilter(flt)
+    handler.setFormatter(build_formatter())
+    return handler
+
+
+def configure_logging(
+    service: str,
+    node: str,
+    level: str = "INFO",
+    log_file: Path | None = None,
+    extra_filters: Iterable[logging.Filter] = (),
+) -> logging.Handler:
+    """Replace all root handlers with the JSON handler; return it.
+
+    Library loggers keep no handlers of their own and propagate to the root, so there is
+    exactly one writer and no plain-text line beside the JSON ones.
+    """
+    handler = build_handler(service, node, log_file, extra_filters)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "celery", "kombu", "amqp"):
+        lib = logging.getLogger(name)
+        lib.handlers.clear()
+        lib.propagate = True
+    # The API writes its own request line (with correlation id); uvicorn's is redundant.
+    logging.getLogger("uvicorn.access").disabled = True
+    logging.captureWarnings(True)
+    return handler

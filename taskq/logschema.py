@@ -1,0 +1,104 @@
+"""The one definition of the JSON log line: field names, types and meaning.
+
+Everything that writes or reads the logs derives from :data:`FIELDS`: the formatter and
+filters (names), the tests (validation), the Elasticsearch index template (types) and the
+query backends. Names follow ECS where ECS has one; ``correlation_id``, ``task_id`` and
+``task_name`` stay flat because they are what people type into a search box.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+FieldType = Literal["date", "keyword", "text", "long", "float", "boolean"]
+
+
+@dataclass(frozen=True)
+class LogField:
+    """One field of a log line."""
+
+    name: str
+    type: FieldType
+    description: str
+    required: bool = False
+
+
+FIELDS: tuple[LogField, ...] = (
+    LogField("@timestamp", "date", "When the line was written, ISO 8601 with offset.", True),
+    LogField("log.level", "keyword", "DEBUG, INFO, WARNING, ERROR or CRITICAL.", True),
+    LogField("log.logger", "keyword", "Python logger name, or 'nginx.access'."),
+    LogField("message", "text", "Constant, human-readable text; data lives in fields.", True),
+    LogField("service.name", "keyword", "nginx, api, worker or beat.", True),
+    LogField("service.node.name", "keyword", "Instance: api-1, worker-high, ...", True),
+    LogField("event.action", "keyword", "Event name, e.g. task.started.", True),
+    LogField("process.pid", "long", "OS process id of the writer."),
+    LogField("correlation_id", "keyword", "The request's id, from X-Request-ID or generated."),
+    LogField("correlation_id_source", "keyword", "client, generated or replaced."),
+    LogField("task_id", "keyword", "Celery task id."),
+    LogField("task_name", "keyword", "Celery task name, e.g. taskq.risk.calculate_var."),
+    LogField("task_type", "keyword", "API task type, e.g. calculate_var."),
+    LogField("parent_task_id", "keyword", "Task that published this one, if any."),
+    LogField("queue", "keyword", "Queue (routing key) of a task."),
+    LogField("task.state", "keyword", "PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED."),
+    LogField("task.retries", "long", "How many retries preceded this attempt."),
+    LogField("task.redelivered", "boolean", "The broker delivered this message before."),
+    LogField("task.countdown_s", "float", "Delay before a retry runs."),
+    LogField("duration_ms", "float", "Duration of the event's operation in milliseconds."),
+    LogField("queue_wait_ms", "float", "Publish to start of execution, milliseconds."),
+    LogField("upstream.response_time_ms", "float", "nginx: time the API took, milliseconds."),
+    LogField("upstream.address", "keyword", "nginx: the API replica that answered."),
+    LogField("http.request.method", "keyword", "HTTP method."),
+    LogField("url.path", "keyword", "Request path, no query string."),
+    LogField("http.route", "keyword", "Route template, e.g. /api/v1/tasks/{task_id}."),
+    LogField("http.response.status_code", "long", "HTTP status code."),
+    LogField("http.response.body.bytes", "long", "Bytes of response body sent."),
+    LogField("client.address", "keyword", "Peer address."),
+    LogField("user_agent.original", "keyword", "User-Agent header."),
+    LogField("error.type", "keyword", "Exception class or error code."),
+    LogField("error.message", "text", "What went wrong."),
+    LogField("error.stack_trace", "text", "Traceback, when there is one."),
+    LogField("queue.depth", "long", "Messages waiting in a queue (snapshot events)."),
+    LogField("queue.unacked", "long", "Messages delivered but not yet acknowledged."),
+)
+
+FIELDS_BY_NAME: Mapping[str, LogField] = {f.name: f for f in FIELDS}
+REQUIRED_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.required)
+
+_PY_TYPES: Mapping[FieldType, tuple[type, ...]] = {
+    "date": (str,),
+    "keyword": (str,),
+    "text": (str,),
+    "long": (int,),
+    "float": (int, float),
+    "boolean": (bool,),
+}
+
+
+def validate_line(line: Mapping[str, Any]) -> list[str]:
+    """Problems with one parsed log line; empty when it conforms to the schema."""
+    problems = [f"missing {name}" for name in REQUIRED_FIELDS if line.get(name) in (None, "")]
+    for key, value in line.items():
+        spec = FIELDS_BY_NAME.get(key)
+        if spec is None:
+            problems.append(f"unknown field {key}")
+            continue
+        if value is None:
+            continue
+        allowed = _PY_TYPES[spec.type]
+        is_bool = isinstance(value, bool)
+        if not isinstance(value, allowed) or (is_bool and spec.type != "boolean"):
+            problems.append(f"{key}: {type(value).__name__} is not {spec.type}")
+        elif spec.type == "date" and not _is_iso_timestamp(str(value)):
+            problems.append(f"{key}: {value!r} is not ISO 8601 with an offset")
+    return problems
+
+
+def _is_iso_timestamp(value: str) -> bool:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return parsed.tzinfo is not None

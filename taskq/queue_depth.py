@@ -1,0 +1,50 @@
+"""Queue depth as Redis holds it: every priority sub-list of every queue, plus unacked.
+
+kombu's Redis transport splits a queue with message priorities into lists named
+``name``, ``name\\x06\\x163``, ``name\\x06\\x166``, ``name\\x06\\x169``; a depth that reads only
+``name`` undercounts. Messages a worker holds but has not acknowledged sit in the
+``unacked`` hash until they finish or their visibility timeout passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from redis import Redis
+
+PRIORITY_SEPARATOR = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
+UNACKED_KEY = "unacked"
+
+
+@dataclass(frozen=True)
+class QueueDepths:
+    """Waiting messages per queue and the broker-wide unacknowledged count."""
+
+    waiting: dict[str, int]
+    unacked: int
+
+    @property
+    def total(self) -> int:
+        """Everything not yet done: waiting plus unacked."""
+        return sum(self.waiting.values()) + self.unacked
+
+
+def priority_lists(queue: str) -> list[str]:
+    """The Redis list names that together hold ``queue``."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}" for step in PRIORITY_STEPS]
+
+
+def read_depths(client: Redis, queues: Iterable[str]) -> QueueDepths:
+    """All depths in one pipelined round trip."""
+    names = list(queues)
+    pipe = client.pipeline(transaction=False)
+    for queue in names:
+        for key in priority_lists(queue):
+            pipe.llen(key)
+    pipe.hlen(UNACKED_KEY)
+    counts = [int(c) for c in pipe.execute()]
+    steps = len(PRIORITY_STEPS)
+    waiting = {q: sum(counts[i * steps : (i + 1) * steps]) for i, q in enumerate(names)}
+    return QueueDepths(waiting=waiting, unacked=counts[-1])

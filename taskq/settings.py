@@ -1,0 +1,112 @@
+"""Runtime settings, read from ``TASKQ_*`` environment variables.
+
+Settings are never built at import time: call :func:`get_settings` (cached) so tests and
+the stack launcher can set the environment first.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+QueueName = Literal["high", "medium", "low"]
+QUEUES: tuple[QueueName, ...] = ("high", "medium", "low")
+
+
+class Settings(BaseSettings):
+    """Every tunable of the stack. Field docs are the reference the README points to."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKQ_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    service_name: str = Field(default="api", description="service.name of this process's lines.")
+    node_name: str | None = Field(default=None, description="service.node.name; default the host.")
+
+    # --- where things live -------------------------------------------------------------
+    var_dir: Path = Field(default=Path("var"), description="Runtime state: data, pids, configs.")
+    log_dir: Path | None = Field(default=None, description="JSON log files; default var_dir/log.")
+    log_file: Path | None = Field(
+        default=None, description="If set, this process appends its JSON lines here, else stdout."
+    )
+    log_level: str = "INFO"
+
+    # --- ports of the local stack ------------------------------------------------------
+    http_port: int = Field(default=8080, description="nginx, the public entry.")
+    api_base_port: int = Field(default=8101, description="API replica i listens on base + i - 1.")
+    api_replicas: int = Field(default=2, ge=1, le=16)
+    redis_port: int = Field(default=6390, description="redis-server of the local stack.")
+    bind_host: str = "127.0.0.1"
+
+    # --- broker and results ------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        description="Broker and result backend; default redis://bind_host:redis_port/0.",
+    )
+    redis_socket_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Bound on every Redis call from the API: fail fast, never hang.",
+    )
+    result_expires_s: int = Field(
+        default=86_400, gt=0, description="Results and issued-task records live this long."
+    )
+
+    # --- reliability: these numbers depend on each other, see worker/celery_app.py ------
+    task_soft_time_limit_s: int = Field(default=100, gt=0)
+    task_time_limit_s: int = Field(default=120, gt=0)
+    retry_backoff_max_s: int = Field(default=30, gt=0, description="Cap of one retry delay.")
+    max_retries: int = Field(default=5, ge=0)
+    visibility_timeout_s: int = Field(
+        default=180,
+        gt=0,
+        description="Unacked messages are redelivered after this long; must exceed the "
+        "hard time limit and the longest retry delay.",
+    )
+    unacked_restore_interval_s: int = Field(
+        default=5, gt=0, description="How often a worker sweeps for expired unacked messages."
+    )
+    worker_concurrency: int = Field(default=2, ge=1)
+    worker_prefetch_multiplier: int = Field(default=1, ge=1)
+
+    # --- features ----------------------------------------------------------------------
+    enable_drill_tasks: bool = Field(
+        default=True, description="Expose drill_* task types (flaky, fan-out, sleep) for drills."
+    )
+    queue_snapshot_interval_s: float = Field(default=30.0, gt=0)
+    readiness_cache_s: float = Field(default=3.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.task_soft_time_limit_s >= self.task_time_limit_s:
+            raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
+        longest = max(self.task_time_limit_s, self.retry_backoff_max_s)
+        if self.visibility_timeout_s <= longest:
+            raise ValueError(
+                "visibility_timeout_s must exceed task_time_limit_s and retry_backoff_max_s, "
+                "or long tasks and delayed retries are delivered twice"
+            )
+        return self
+
+    @property
+    def broker_url(self) -> str:
+        """The Redis URL for broker and results."""
+        return self.redis_url or f"redis://{self.bind_host}:{self.redis_port}/0"
+
+    @property
+    def resolved_log_dir(self) -> Path:
+        """The directory of the JSON log files."""
+        return self.log_dir if self.log_dir is not None else self.var_dir / "log"
+
+    def api_ports(self) -> list[int]:
+        """Ports of the API replicas, in replica order."""
+        return [self.api_base_port + i for i in range(self.api_replicas)]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built on first use."""
+    return Settings()

@@ -1,0 +1,233 @@
+"""Start, stop and inspect the local stack (supervisord and its programs)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import xmlrpc.client
+from dataclasses import dataclass
+from http.client import HTTPConnection
+from pathlib import Path
+from typing import Any
+
+from taskq.settings import Settings
+from taskq.stack import render
+from taskq.stack.layout import REPO_ROOT, StackLayout
+
+REQUIRED_BINARIES = ("redis-server", "nginx")
+
+
+class StackError(RuntimeError):
+    """The stack could not be started, stopped or reached; the message says why."""
+
+
+@dataclass(frozen=True)
+class ProgramStatus:
+    """One supervised process."""
+
+    name: str
+    state: str
+    pid: int
+    description: str
+
+
+def missing_binaries() -> list[str]:
+    """Binaries the stack needs that are not on PATH."""
+    return [name for name in REQUIRED_BINARIES if shutil.which(name) is None]
+
+
+def running_pid(layout: StackLayout) -> int | None:
+    """PID of this stack's supervisord if it is alive."""
+    try:
+        pid = int(layout.supervisor_pid.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def write_configs(layout: StackLayout, settings: Settings) -> None:
+    """Render every config file into the run directory."""
+    layout.ensure_dirs()
+    layout.nginx_conf.write_text(render.nginx_conf(layout))
+    layout.redis_conf.write_text(render.redis_conf(layout))
+    layout.supervisor_conf.write_text(render.supervisord_conf(layout, settings))
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def stack_environment(layout: StackLayout, settings: Settings) -> dict[str, str]:
+    """Environment of supervisord, inherited by every program."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "TASKQ_VAR_DIR": str(layout.var_dir),
+            "TASKQ_LOG_DIR": str(layout.log_dir),
+            "TASKQ_HTTP_PORT": str(layout.http_port),
+            "TASKQ_REDIS_PORT": str(layout.redis_port),
+            "TASKQ_API_BASE_PORT": str(settings.api_base_port),
+            "TASKQ_API_REPLICAS": str(settings.api_replicas),
+            "TASKQ_BIND_HOST": layout.bind_host,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.pop("TASKQ_LOG_FILE", None)
+    return env
+
+
+def start(settings: Settings, timeout_s: float = 90.0) -> subprocess.Popen[bytes] | None:
+    """Start the stack in the background and wait until nginx answers /readyz with 200.
+
+    Returns the supervisord process handle, or None when this stack was already running.
+    Raises :class:`StackError` with the reason (and a log tail) when it does not come up.
+    """
+    layout = StackLayout.from_settings(settings)
+    if running_pid(layout) is not None:
+        wait_ready(layout, timeout_s)
+        return None
+    missing = missing_binaries()
+    if missing:
+        raise StackError(
+            f"missing {', '.join(missing)}: install with "
+            "`sudo apt-get install -y redis-server nginx-light` (or run `make up` as root)"
+        )
+    busy = [p for p in layout.all_ports() if _port_in_use(layout.bind_host, p)]
+    if busy:
+        raise StackError(
+            f"ports already in use: {', '.join(map(str, busy))}; "
+            "set TASKQ_HTTP_PORT, TASKQ_API_BASE_PORT or TASKQ_REDIS_PORT"
+        )
+    write_configs(layout, settings)
+    console = open(layout.log_dir / "supervisord.console.log", "ab")  # noqa: SIM115 - child keeps it
+    process = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.supervisord", "-c", str(layout.supervisor_conf)],
+        cwd=REPO_ROOT,
+        env=stack_environment(layout, settings),
+        stdin=subprocess.DEVNULL,
+        stdout=console,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # outlives the CLI that started it
+    )
+    console.close()
+    try:
+        wait_ready(layout, timeout_s, process)
+    except StackError:
+        stop(layout, process.pid)
+        raise
+    return process
+
+
+def wait_ready(
+    layout: StackLayout, timeout_s: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Poll nginx's /readyz until 200; fail fast if supervisord died."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise StackError(f"supervisord exited with {process.returncode}\n{log_tail(layout)}")
+        try:
+            with urllib.request.urlopen(layout.base_url + "/readyz", timeout=3) as answer:
+                if answer.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}"
+        except (OSError, urllib.error.URLError) as exc:
+            last = str(exc)
+        time.sleep(0.3)
+    raise StackError(f"stack not ready after {timeout_s:.0f}s (last: {last})\n{log_tail(layout)}")
+
+
+def stop(layout: StackLayout, pid: int | None = None, timeout_s: float = 90.0) -> bool:
+    """SIGTERM supervisord (it stops its programs first) and wait; True if one was running."""
+    pid = pid if pid is not None else running_pid(layout)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            finished, _ = os.waitpid(pid, os.WNOHANG)
+            if finished == pid:
+                return True
+        except ChildProcessError:
+            pass  # not our child (started by another CLI call): poll for its exit instead
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+class _UnixHTTPConnection(HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost")
+        self._path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class _UnixTransport(xmlrpc.client.Transport):
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._path = path
+
+    def make_connection(self, host: Any) -> HTTPConnection:
+        return _UnixHTTPConnection(self._path)
+
+
+def supervisor_rpc(layout: StackLayout) -> Any:
+    """XML-RPC proxy to this stack's supervisord (``supervisor.*`` namespace)."""
+    proxy = xmlrpc.client.ServerProxy(
+        "http://localhost", transport=_UnixTransport(layout.supervisor_socket)
+    )
+    return proxy.supervisor
+
+
+def status(layout: StackLayout) -> list[ProgramStatus]:
+    """State of every supervised program; raises StackError when the stack is down."""
+    if running_pid(layout) is None:
+        raise StackError("the local stack is not running (start it with `make up`)")
+    try:
+        infos = supervisor_rpc(layout).getAllProcessInfo()
+    except (OSError, xmlrpc.client.Error) as exc:
+        raise StackError(f"supervisord did not answer: {exc}") from exc
+    return [
+        ProgramStatus(i["name"], i["statename"], int(i["pid"]), i["description"]) for i in infos
+    ]
+
+
+def log_tail(layout: StackLayout, lines: int = 15) -> str:
+    """The last lines of every console and daemon log, for error messages."""
+    parts = []
+    for path in sorted(layout.log_dir.glob("*.log")):
+        try:
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            continue
+        if tail:
+            parts.append(f"--- {path.name}\n" + "\n".join(tail))
+    return "\n".join(parts)

@@ -1,0 +1,79 @@
+"""Where the local stack keeps its files, and which ports it uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from taskq.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NGINX_TEMPLATE = REPO_ROOT / "nginx" / "nginx.conf.template"
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    """Absolute paths and ports of one local stack, derived from :class:`Settings`."""
+
+    var_dir: Path
+    log_dir: Path
+    http_port: int
+    redis_port: int
+    api_ports: tuple[int, ...]
+    bind_host: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StackLayout:
+        """Resolve relative paths against the current directory."""
+        return cls(
+            var_dir=settings.var_dir.resolve(),
+            log_dir=settings.resolved_log_dir.resolve(),
+            http_port=settings.http_port,
+            redis_port=settings.redis_port,
+            api_ports=tuple(settings.api_ports()),
+            bind_host=settings.bind_host,
+        )
+
+    @property
+    def run_dir(self) -> Path:
+        """Rendered configs, pid files, sockets."""
+        return self.var_dir / "run"
+
+    @property
+    def data_dir(self) -> Path:
+        """Redis's AOF and RDB files."""
+        return self.var_dir / "data"
+
+    @property
+    def supervisor_conf(self) -> Path:
+        return self.run_dir / "supervisord.conf"
+
+    @property
+    def supervisor_pid(self) -> Path:
+        return self.run_dir / "supervisord.pid"
+
+    @property
+    def supervisor_socket(self) -> Path:
+        return self.run_dir / "supervisor.sock"
+
+    @property
+    def nginx_conf(self) -> Path:
+        return self.run_dir / "nginx.conf"
+
+    @property
+    def redis_conf(self) -> Path:
+        return self.run_dir / "redis.conf"
+
+    @property
+    def base_url(self) -> str:
+        """The public entry (nginx)."""
+        return f"http://{self.bind_host}:{self.http_port}"
+
+    def all_ports(self) -> list[int]:
+        """Every port the stack listens on."""
+        return [self.http_port, self.redis_port, *self.api_ports]
+
+    def ensure_dirs(self) -> None:
+        """Create the directories the processes write into."""
+        for path in (self.run_dir, self.data_dir, self.log_dir, self.run_dir / "nginx-tmp"):
+            path.mkdir(parents=True, exist_ok=True)

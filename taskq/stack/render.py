@@ -1,0 +1,157 @@
+"""Renders the configs of the local stack: nginx, redis and supervisord."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+
+from taskq.settings import Settings
+from taskq.stack.layout import NGINX_TEMPLATE, REPO_ROOT, StackLayout
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
+
+#: Worker programs: name -> queues, in the order the worker drains them.
+#: ``high`` has a dedicated worker, so high-priority tasks never wait behind low ones; the
+#: general worker also takes ``high`` first when it is free (strict order, see
+#: ``queue_order_strategy`` in worker/celery_app.py).
+WORKERS: Mapping[str, str] = {"worker-high": "high", "worker-general": "high,medium,low"}
+
+
+class TemplateError(ValueError):
+    """A template names a placeholder that no value was given for."""
+
+
+def render_template(text: str, values: Mapping[str, str]) -> str:
+    """Replace ``${NAME}`` placeholders; every placeholder must have a value."""
+    missing = sorted({m for m in _PLACEHOLDER.findall(text) if m not in values})
+    if missing:
+        raise TemplateError(f"no value for {', '.join(missing)}")
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
+def nginx_values(layout: StackLayout, client_max_body_size: str = "256k") -> dict[str, str]:
+    """Placeholder values of nginx/nginx.conf.template for the local stack."""
+    upstreams = "\n".join(
+        f"        server {layout.bind_host}:{port} max_fails=1 fail_timeout=2s;"
+        for port in layout.api_ports
+    )
+    return {
+        "NGINX_WORKER_PROCESSES": "1",
+        "NGINX_PID_FILE": str(layout.run_dir / "nginx.pid"),
+        "NGINX_ERROR_LOG": str(layout.log_dir / "nginx-error.log"),
+        "NGINX_ACCESS_LOG": str(layout.log_dir / "nginx-access.jsonl"),
+        "NGINX_TEMP_DIR": str(layout.run_dir / "nginx-tmp"),
+        "NGINX_NODE_NAME": "nginx",
+        "NGINX_UPSTREAM_SERVERS": upstreams,
+        "NGINX_LISTEN": f"{layout.bind_host}:{layout.http_port}",
+        "NGINX_CLIENT_MAX_BODY_SIZE": client_max_body_size,
+    }
+
+
+def nginx_conf(layout: StackLayout) -> str:
+    """nginx.conf for the local stack."""
+    return render_template(NGINX_TEMPLATE.read_text(), nginx_values(layout))
+
+
+def redis_conf(layout: StackLayout) -> str:
+    """redis.conf: loopback only, AOF on so accepted tasks survive a restart."""
+    return "\n".join(
+        [
+            f"bind {layout.bind_host}",
+            f"port {layout.redis_port}",
+            "protected-mode yes",
+            "daemonize no",
+            f"dir {layout.data_dir}",
+            f"logfile {layout.log_dir / 'redis-server.log'}",
+            # Every accepted task is in the AOF within a second, even through a crash.
+            "appendonly yes",
+            "appendfsync everysec",
+            # A broker must refuse writes rather than silently drop queued tasks.
+            "maxmemory-policy noeviction",
+            "",
+        ]
+    )
+
+
+def supervisord_conf(layout: StackLayout, settings: Settings) -> str:
+    """supervisord.conf running every process of the stack."""
+    python = sys.executable
+    sections = [
+        f"""[unix_http_server]
+file={layout.supervisor_socket}
+chmod=0700
+
+[supervisord]
+logfile={layout.log_dir / "supervisord.log"}
+pidfile={layout.supervisor_pid}
+nodaemon=true
+directory={REPO_ROOT}
+childlogdir={layout.log_dir}
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{layout.supervisor_socket}
+""",
+        _program("redis", f"redis-server {layout.redis_conf}", layout, priority=10),
+    ]
+    for name, queues in WORKERS.items():
+        command = (
+            f"{python} -m celery -A worker.celery_app worker -Q {queues} "
+            f"-c {settings.worker_concurrency} -n {name}@%%h "
+            f"--statedb {layout.run_dir / (name + '.state')}"
+        )
+        sections.append(
+            _program(name, command, layout, priority=20, service="worker", stop_wait_s=60)
+        )
+    beat = (
+        f"{python} -m celery -A worker.celery_app beat "
+        f"-s {layout.run_dir / 'celerybeat-schedule'} --pidfile="
+    )
+    sections.append(_program("beat", beat, layout, priority=20, service="beat"))
+    for index, port in enumerate(layout.api_ports, start=1):
+        command = (
+            f"{python} -m uvicorn --factory api.main:app_factory --host {layout.bind_host} "
+            f"--port {port} --no-access-log --timeout-graceful-shutdown 10"
+        )
+        sections.append(_program(f"api-{index}", command, layout, priority=30, service="api"))
+    nginx = f"nginx -c {layout.nginx_conf} -p {layout.run_dir}"
+    sections.append(_program("nginx", nginx, layout, priority=40))
+    return "\n".join(sections)
+
+
+def _program(
+    name: str,
+    command: str,
+    layout: StackLayout,
+    priority: int,
+    service: str | None = None,
+    stop_wait_s: int = 15,
+) -> str:
+    env = ""
+    if service is not None:
+        log_file = layout.log_dir / f"{name}.jsonl"
+        env = (
+            f'environment=TASKQ_SERVICE_NAME="{service}",TASKQ_NODE_NAME="{name}",'
+            f'TASKQ_LOG_FILE="{log_file}"\n'
+        )
+    # Console output (tracebacks before logging is up, banners) goes to its own plain
+    # files, never into the JSON logs.
+    return f"""[program:{name}]
+command={command}
+{env}priority={priority}
+autostart=true
+autorestart=true
+startsecs=1
+startretries=10
+stopsignal=TERM
+stopwaitsecs={stop_wait_s}
+stopasgroup=true
+killasgroup=true
+stdout_logfile={layout.log_dir / (name + ".console.log")}
+stdout_logfile_maxbytes=10MB
+stdout_logfile_backups=2
+redirect_stderr=true
+"""

@@ -1,0 +1,45 @@
+"""The catalogue of task types the API accepts: name, input model, Celery task, queue."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from taskq import inputs
+from taskq.settings import QueueName
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """How one ``task_type`` of the API maps onto a Celery task."""
+
+    name: str
+    celery_name: str
+    input_model: type[BaseModel]
+    is_drill: bool = False
+
+
+RISK_TASK_TYPES: tuple[TaskType, ...] = (
+    TaskType("calculate_var", "taskq.risk.calculate_var", inputs.VarInput),
+    TaskType("monte_carlo_pricing", "taskq.risk.monte_carlo_pricing", inputs.OptionPricingInput),
+    TaskType(
+        "portfolio_optimization", "taskq.risk.portfolio_optimization", inputs.OptimizationInput
+    ),
+    TaskType("stress_test", "taskq.risk.stress_test", inputs.StressTestInput),
+)
+DRILL_TASK_TYPES: tuple[TaskType, ...] = (
+    TaskType("drill_flaky", "taskq.drills.flaky", inputs.FlakyDrillInput, is_drill=True),
+    TaskType("drill_fanout", "taskq.drills.fanout", inputs.FanoutDrillInput, is_drill=True),
+    TaskType("drill_sleep", "taskq.drills.sleep", inputs.SleepDrillInput, is_drill=True),
+    TaskType("drill_echo", "taskq.drills.echo", inputs.EchoDrillInput, is_drill=True),
+)
+
+PRIORITY_QUEUES: Mapping[str, QueueName] = {"high": "high", "medium": "medium", "low": "low"}
+
+
+def task_types(include_drills: bool) -> dict[str, TaskType]:
+    """The accepted task types by name."""
+    chosen = RISK_TASK_TYPES + (DRILL_TASK_TYPES if include_drills else ())
+    return {t.name: t for t in chosen}

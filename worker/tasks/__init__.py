@@ -1,0 +1,1 @@
+"""Celery tasks: risk computations, drills and maintenance."""

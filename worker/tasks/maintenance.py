@@ -1,0 +1,35 @@
+"""Scheduled (beat) tasks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redis import Redis
+
+from taskq.queue_depth import read_depths
+from taskq.settings import QUEUES, get_settings
+from worker.celery_app import app
+
+logger = logging.getLogger("taskq.maintenance")
+
+
+@app.task(name="taskq.maintenance.queue_depth_snapshot")
+def queue_depth_snapshot() -> dict[str, Any]:
+    """Log the depth of every queue (all priority sub-lists) and the unacked count."""
+    settings = get_settings()
+    client = Redis.from_url(settings.broker_url, socket_timeout=settings.redis_socket_timeout_s)
+    try:
+        depths = read_depths(client, QUEUES)
+    finally:
+        client.close()
+    for queue, depth in depths.waiting.items():
+        logger.info(
+            "queue depth snapshot",
+            extra={"event.action": "queue.depth_snapshot", "queue": queue, "queue.depth": depth},
+        )
+    logger.info(
+        "unacked snapshot",
+        extra={"event.action": "queue.unacked_snapshot", "queue.unacked": depths.unacked},
+    )
+    return {"waiting": depths.waiting, "unacked": depths.unacked}
