@@ -71,21 +71,25 @@ def _port_in_use(host: str, port: int) -> bool:
 
 
 def stack_environment(layout: StackLayout, settings: Settings) -> dict[str, str]:
-    """Environment of supervisord, inherited by every program."""
+    """Environment of supervisord, inherited by every program: every setting, explicitly,
+    so each process sees exactly the configuration the stack was started with."""
     env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        key = f"TASKQ_{name.upper()}"
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = str(value)
     env.update(
         {
             "TASKQ_VAR_DIR": str(layout.var_dir),
             "TASKQ_LOG_DIR": str(layout.log_dir),
-            "TASKQ_HTTP_PORT": str(layout.http_port),
-            "TASKQ_REDIS_PORT": str(layout.redis_port),
-            "TASKQ_API_BASE_PORT": str(settings.api_base_port),
-            "TASKQ_API_REPLICAS": str(settings.api_replicas),
-            "TASKQ_BIND_HOST": layout.bind_host,
             "PYTHONUNBUFFERED": "1",
         }
     )
-    env.pop("TASKQ_LOG_FILE", None)
+    # Per-process values are set by supervisord for each program.
+    for key in ("TASKQ_LOG_FILE", "TASKQ_SERVICE_NAME", "TASKQ_NODE_NAME"):
+        env.pop(key, None)
     return env
 
 

@@ -1,0 +1,93 @@
+"""Fixtures that run the real local stack: redis-server, nginx, two uvicorn replicas,
+Celery prefork workers and beat under supervisord, on free loopback ports.
+
+A missing redis-server or nginx skips these tests on a laptop but fails them under CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from taskq.settings import Settings
+from taskq.stack import control
+from taskq.stack.layout import StackLayout
+from tests.integration.stack_client import RunningStack
+
+
+def free_port_block(count: int) -> int:
+    """First port of ``count`` consecutive free loopback ports."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + count > 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", port))
+                sockets.append(sock)
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+        return base
+    raise RuntimeError("no block of free ports found")
+
+
+def require_binaries() -> None:
+    """Skip (laptop) or fail (CI) when the stack's daemons are not installed."""
+    missing = control.missing_binaries()
+    if not missing:
+        return
+    message = f"missing {', '.join(missing)}: apt-get install -y redis-server nginx"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def stack_settings(var_dir: Path, **overrides: object) -> Settings:
+    """Settings for a test stack in ``var_dir`` on fresh ports."""
+    base = free_port_block(4)
+    values: dict[str, object] = {
+        "var_dir": var_dir,
+        "http_port": base,
+        "redis_port": base + 1,
+        "api_base_port": base + 2,
+        "api_replicas": 2,
+        "queue_snapshot_interval_s": 2.0,
+        "readiness_cache_s": 0.5,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def start_stack(settings: Settings) -> RunningStack:
+    """Start a stack and wrap it; the caller must call :func:`stop_stack`."""
+    require_binaries()
+    process = control.start(settings, timeout_s=90.0)
+    assert process is not None, "a stack was already running in this var dir"
+    return RunningStack(StackLayout.from_settings(settings), settings, process.pid)
+
+
+def stop_stack(stack: RunningStack) -> None:
+    """Stop the stack by its supervisord PID."""
+    stack.http.close()
+    control.stop(stack.layout, stack.supervisor_pid)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """One local stack shared by the integration tests of a session."""
+    running = start_stack(stack_settings(tmp_path_factory.mktemp("stack")))
+    try:
+        yield running
+    finally:
+        stop_stack(running)
