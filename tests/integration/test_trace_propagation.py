@@ -55,3 +55,88 @@ def test_generated_id_joins_every_hop(stack: RunningStack) -> None:
     lines = _assert_journey(stack, correlation_id, answer.json()["task_id"])
     nginx = next(x for x in lines if x["service.name"] == "nginx")
     assert nginx["correlation_id_source"] == "generated"
+
+
+def test_invalid_request_ids_are_replaced_and_never_logged(stack: RunningStack) -> None:
+    hostile = ['bad"id', "x" * 200, "a b", "{}", "id;rm", "tab\there"]
+    for raw in hostile:
+        answer = stack.submit("drill_echo", {"payload": "x"}, headers={"X-Request-ID": raw})
+        assert answer.status_code == 202, answer.text
+        replaced = answer.headers["X-Request-ID"]
+        assert replaced != raw and re.fullmatch(r"[0-9a-f]{32}", replaced)
+        stack.wait_for_task(answer.json()["task_id"])
+        nginx = stack.wait_for_lines(
+            lambda x, cid=replaced: x.get("correlation_id") == cid and x["service.name"] == "nginx",
+            lambda found: len(found) == 1,
+        )
+        assert nginx[0]["correlation_id_source"] == "replaced"
+    logged = "".join(path.read_text() for path in stack.log_files())
+    for raw in hostile:
+        assert raw not in logged
+
+
+def test_raw_control_characters_in_request_id_never_reach_logs(stack: RunningStack) -> None:
+    import socket
+
+    marker = f"ctl{uuid.uuid4().hex[:8]}"
+    request = (
+        f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-ID: {marker}\x0b\x1b[31m\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection((stack.layout.bind_host, stack.layout.http_port), 5) as conn:
+        conn.sendall(request)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    assert reply.split(b"\r\n", 1)[0].split()[1] in (b"200", b"400")
+    logged = "".join(path.read_text() for path in stack.log_files())
+    assert marker not in logged
+
+
+def test_retried_task_keeps_its_correlation_id(stack: RunningStack) -> None:
+    correlation_id = f"e2e-retry-{uuid.uuid4().hex[:8]}"
+    answer = stack.submit(
+        "drill_flaky", {"fail_times": 2}, headers={"X-Request-ID": correlation_id}
+    )
+    task_id = answer.json()["task_id"]
+    status = stack.wait_for_task(task_id)
+    assert status["status"] == "SUCCESS" and status["result"] == {"attempts": 3}
+    lines = stack.wait_for_lines(
+        lambda x: x.get("task_id") == task_id and x["service.name"] == "worker",
+        lambda found: events_of(found).count("task.succeeded") == 1,
+    )
+    assert events_of(lines).count("task.started") == 3
+    assert events_of(lines).count("task.retry") == 2
+    assert {line["correlation_id"] for line in lines} == {correlation_id}
+    started = [x for x in lines if x["event.action"] == "task.started"]
+    assert sorted(x["task.retries"] for x in started) == [0, 1, 2]
+
+
+def test_child_tasks_inherit_the_correlation_id(stack: RunningStack) -> None:
+    correlation_id = f"e2e-child-{uuid.uuid4().hex[:8]}"
+    answer = stack.submit("drill_fanout", {"children": 2}, headers={"X-Request-ID": correlation_id})
+    parent_id = answer.json()["task_id"]
+    children = stack.wait_for_task(parent_id)["result"]["children"]
+    assert len(children) == 2
+    for child_id in children:
+        lines = stack.wait_for_lines(
+            lambda x, cid=child_id: x.get("task_id") == cid,
+            lambda found: "task.succeeded" in events_of(found),
+        )
+        assert {line["correlation_id"] for line in lines} == {correlation_id}
+        published = [x for x in lines if x["event.action"] == "task.published"]
+        assert published and published[0]["parent_task_id"] == parent_id
+
+
+def test_beat_task_lines_carry_a_correlation_id(stack: RunningStack) -> None:
+    lines = stack.wait_for_lines(
+        lambda x: x.get("event.action") == "queue.depth_snapshot",
+        lambda found: len(found) >= 3,
+        timeout_s=20,
+    )
+    assert all(line.get("correlation_id") and line.get("task_id") for line in lines)
+    beat_publish = stack.wait_for_lines(
+        lambda x: x["service.name"] == "beat" and x.get("event.action") == "task.published",
+        bool,
+    )
+    assert beat_publish[0]["correlation_id"]

@@ -1,0 +1,126 @@
+"""The API's endpoints answer through nginx and on each replica, errors as JSON."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+
+import pytest
+
+from taskq.stack.control import status
+from tests.integration.stack_client import RunningStack, events_of
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/docs", "/openapi.json"])
+def test_endpoints_answer_via_nginx_and_each_replica(stack: RunningStack, path: str) -> None:
+    for base in ("", stack.replica_url(1), stack.replica_url(2)):
+        answer = stack.http.get(f"{base}{path}")
+        assert answer.status_code == 200, (base, answer.text)
+        assert answer.headers["X-Request-ID"]
+
+
+def test_both_replicas_serve_requests(stack: RunningStack) -> None:
+    marker = f"rr-{uuid.uuid4().hex[:8]}"
+    for i in range(8):
+        stack.http.get("/healthz", headers={"X-Request-ID": f"{marker}-{i}"})
+    lines = stack.wait_for_lines(
+        lambda x: (
+            str(x.get("correlation_id", "")).startswith(marker) and x["service.name"] == "api"
+        ),
+        lambda found: len(found) == 8,
+    )
+    assert {line["service.node.name"] for line in lines} == {"api-1", "api-2"}
+
+
+def test_unknown_task_is_404_with_json_error(stack: RunningStack) -> None:
+    answer = stack.http.get(f"/api/v1/tasks/{uuid.uuid4()}")
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "task_not_found"
+    assert answer.json()["correlation_id"] == answer.headers["X-Request-ID"]
+
+
+def test_unknown_route_and_bad_body_are_json_errors(stack: RunningStack) -> None:
+    assert stack.http.get("/nope").json()["error"]["code"] == "not_found"
+    answer = stack.http.post(
+        "/api/v1/tasks", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 422
+    assert answer.json()["error"]["code"] == "validation_error"
+    answer = stack.submit("no_such_type", {})
+    assert answer.status_code == 422
+    assert answer.json()["error"]["code"] == "unknown_task_type"
+    assert "calculate_var" in answer.json()["error"]["details"]["allowed"]
+
+
+def test_failed_task_reports_a_structured_error(stack: RunningStack) -> None:
+    # Valid for the API's schema but not for the worker: published raw through Celery.
+    from worker.celery_app import create_celery_app
+
+    app = create_celery_app(stack.settings)
+    result = app.send_task("taskq.risk.calculate_var", kwargs={"bogus": 1}, queue="medium")
+    assert result.get(timeout=20, propagate=False) is not None
+    assert result.state == "FAILURE"
+    lines = stack.wait_for_lines(
+        lambda x: x.get("task_id") == result.id, lambda f: "task.failed" in events_of(f)
+    )
+    failed = next(x for x in lines if x["event.action"] == "task.failed")
+    assert "portfolio_data" in failed["error.message"]
+    assert "task.retry" not in events_of(lines)
+
+
+def test_queued_task_can_be_revoked(stack: RunningStack) -> None:
+    # Occupy the general worker's two slots with sleeps so the third low task stays queued.
+    blockers = [
+        stack.submit("drill_sleep", {"seconds": 3}, "low").json()["task_id"] for _ in range(2)
+    ]
+    stack.wait_for_lines(
+        lambda x: x.get("task_id") in blockers and x.get("event.action") == "task.started",
+        lambda found: len(found) == 2,
+    )
+    queued = stack.submit("drill_echo", {"payload": "never"}, "low").json()["task_id"]
+    answer = stack.http.delete(f"/api/v1/tasks/{queued}")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "REVOKED"
+    for blocker in blockers:
+        assert stack.wait_for_task(blocker)["status"] == "SUCCESS"
+    time.sleep(1.0)
+    assert stack.http.get(f"/api/v1/tasks/{queued}").json()["status"] == "REVOKED"
+    assert stack.http.delete(f"/api/v1/tasks/{queued}").status_code == 409
+    ran = stack.lines(
+        lambda x: x.get("task_id") == queued and x.get("event.action") == "task.started"
+    )
+    assert ran == []
+
+
+def test_killed_pool_child_task_is_redelivered_with_its_correlation_id(stack: RunningStack) -> None:
+    correlation_id = f"e2e-kill-{uuid.uuid4().hex[:8]}"
+    answer = stack.submit("drill_sleep", {"seconds": 2}, "high", {"X-Request-ID": correlation_id})
+    task_id = answer.json()["task_id"]
+    started = stack.wait_for_lines(
+        lambda x: x.get("task_id") == task_id and x.get("event.action") == "task.started", bool
+    )
+    os.kill(started[0]["process.pid"], signal.SIGKILL)
+    assert stack.wait_for_task(task_id, timeout_s=40)["status"] == "SUCCESS"
+    lines = stack.lines(lambda x: x.get("task_id") == task_id and x["service.name"] == "worker")
+    assert events_of(lines).count("task.started") == 2
+    assert {line["correlation_id"] for line in lines} == {correlation_id}
+
+
+def test_killed_worker_is_restarted_by_the_manager(stack: RunningStack) -> None:
+    before = {p.name: p for p in status(stack.layout)}
+    os.kill(before["worker-high"].pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = {p.name: p for p in status(stack.layout)}
+        if (
+            now["worker-high"].state == "RUNNING"
+            and now["worker-high"].pid != before["worker-high"].pid
+        ):
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError("worker-high was not restarted")
+    answer = stack.submit("drill_echo", {"payload": "after restart"}, "high")
+    assert stack.wait_for_task(answer.json()["task_id"])["status"] == "SUCCESS"
