@@ -27,14 +27,44 @@ from taskq import celery_signals
 from taskq.celery_logs import CeleryRecordFilter
 from taskq.logs import configure_logging
 from taskq.settings import QUEUES, Settings, get_settings
+from worker.dedup import DeliveryGuard, run_guarded
+from worker.result_backend import backend_url
 
 TASK_MODULES = ("worker.tasks.risk", "worker.tasks.drills", "worker.tasks.maintenance")
 
 
 class TracedTask(Task):  # type: ignore[misc]
-    """Base task: uses :class:`worker.traced_request.TracedRequest` in the worker."""
+    """Base task: uses :class:`worker.traced_request.TracedRequest` in the worker, and runs
+    each task at most once per task id with a cap on redeliveries (worker/dedup.py)."""
 
     Request = "worker.traced_request:TracedRequest"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        if request.called_directly or not request.id or request.is_eager:
+            return super().__call__(*args, **kwargs)
+        # In the worker the tracer has pushed the request already: call run() as it would.
+        return run_guarded(
+            _delivery_guard(self.app),
+            str(request.id),
+            int(request.retries or 0),
+            lambda: self.run(*args, **kwargs),
+        )
+
+
+_guards: dict[int, DeliveryGuard] = {}
+
+
+def _delivery_guard(app: Celery) -> DeliveryGuard:
+    """One guard per app, on the result backend's Redis connection pool."""
+    guard = _guards.get(id(app))
+    if guard is None:
+        settings = get_settings()
+        guard = DeliveryGuard(
+            app.backend.client, settings.worker_dedup_ttl_s, settings.max_redeliveries
+        )
+        _guards[id(app)] = guard
+    return guard
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
@@ -56,7 +86,7 @@ def create_celery_app(settings: Settings) -> Celery:
     options = transport_options(settings)
     app.conf.update(
         broker_url=settings.broker_url,
-        result_backend=settings.broker_url,
+        result_backend=backend_url(settings.broker_url),
         broker_transport_options=options,
         result_backend_transport_options=options,
         broker_connection_retry_on_startup=True,
