@@ -163,24 +163,25 @@ def stress_test(params: inputs.StressTestInput) -> dict[str, Any]:
     positions = params.portfolio_data.positions
     exposures = _exposures(params.portfolio_data)
     scenarios = params.scenarios or list(BUILTIN_SCENARIOS)
-    results = []
+    results: list[dict[str, Any]] = []
+    totals: dict[str, float] = {}
     for scenario in scenarios:
         default = scenario.shocks.get("*", 0.0)
         shocks = np.array([scenario.shocks.get(p.symbol, default) for p in positions])
         pnl_by_position = exposures * shocks
+        totals[scenario.name] = round(float(pnl_by_position.sum()), 6)
         results.append(
             {
                 "scenario": scenario.name,
-                "pnl": round(float(pnl_by_position.sum()), 6),
+                "pnl": totals[scenario.name],
                 "pnl_by_symbol": {
                     p.symbol: round(float(v), 6)
                     for p, v in zip(positions, pnl_by_position, strict=True)
                 },
             }
         )
-    worst = min(results, key=lambda r: float(str(r["pnl"])))
     return {
         "portfolio_value": round(float(exposures.sum()), 6),
         "scenarios": results,
-        "worst_scenario": worst["scenario"],
+        "worst_scenario": min(totals, key=totals.__getitem__),
     }
