@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Literal
 
@@ -45,3 +47,21 @@ def resolve_id(candidate: str | None) -> tuple[str, IdSource]:
     if is_valid_id(candidate):
         return candidate, "client"
     return new_id(), "replaced"
+
+
+@contextmanager
+def bound_task_context(
+    correlation_id: str | None, task_id: str | None, task_name: str | None
+) -> Iterator[None]:
+    """Bind the three ids for the duration of a block, restoring the previous values after."""
+    tokens = (
+        correlation_id_var.set(correlation_id),
+        task_id_var.set(task_id),
+        task_name_var.set(task_name),
+    )
+    try:
+        yield
+    finally:
+        task_name_var.reset(tokens[2])
+        task_id_var.reset(tokens[1])
+        correlation_id_var.reset(tokens[0])

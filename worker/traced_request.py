@@ -1,5 +1,11 @@
-"""Celery request class that remembers each message's correlation id in the worker's
-main process, where Celery logs "received", revocations and lost-worker failures."""
+"""Celery request class for the worker's main process.
+
+The main process receives messages and handles their outcome when a pool child reports
+back or dies: "received", revocations, time limits, lost-worker failures are logged there,
+outside any task context. This class remembers each message's correlation id on arrival
+(for the "received" line, see :mod:`taskq.celery_logs`) and binds the task's ids around the
+outcome handlers, so their lines carry them too.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,29 @@ from typing import Any
 from celery.worker.request import Request
 
 from taskq.celery_logs import remember
-from taskq.correlation import CELERY_HEADER
+from taskq.correlation import CELERY_HEADER, bound_task_context
 
 
 class TracedRequest(Request):  # type: ignore[misc]
-    """A :class:`celery.worker.request.Request` that calls :func:`remember` on arrival."""
+    """A :class:`celery.worker.request.Request` that keeps its ids on its log lines."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        remember(self.id, self.request_dict.get(CELERY_HEADER))
+        self._correlation_id: str | None = self.request_dict.get(CELERY_HEADER)
+        remember(self.id, self._correlation_id)
+
+    def on_failure(self, *args: Any, **kwargs: Any) -> Any:
+        with bound_task_context(self._correlation_id, self.id, self.name):
+            return super().on_failure(*args, **kwargs)
+
+    def on_timeout(self, *args: Any, **kwargs: Any) -> Any:
+        with bound_task_context(self._correlation_id, self.id, self.name):
+            return super().on_timeout(*args, **kwargs)
+
+    def on_retry(self, *args: Any, **kwargs: Any) -> Any:
+        with bound_task_context(self._correlation_id, self.id, self.name):
+            return super().on_retry(*args, **kwargs)
+
+    def on_success(self, *args: Any, **kwargs: Any) -> Any:
+        with bound_task_context(self._correlation_id, self.id, self.name):
+            return super().on_success(*args, **kwargs)

@@ -105,6 +105,12 @@ def test_killed_pool_child_task_is_redelivered_with_its_correlation_id(stack: Ru
     assert stack.wait_for_task(task_id, timeout_s=40)["status"] == "SUCCESS"
     lines = stack.lines(lambda x: x.get("task_id") == task_id and x["service.name"] == "worker")
     assert events_of(lines).count("task.started") == 2
+    # The main process's lost-worker line is tied to the task too.
+    assert "task.handler_error" in events_of(lines)
+    assert [x["task.redelivered"] for x in lines if x["event.action"] == "task.started"] == [
+        False,
+        True,
+    ]
     assert {line["correlation_id"] for line in lines} == {correlation_id}
 
 
