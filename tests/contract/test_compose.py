@@ -1,0 +1,224 @@
+"""docker-compose.yml: valid against the Compose specification, and everything it names exists."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from taskq.stack.layout import NGINX_TEMPLATE
+from taskq.stack.render import WORKERS
+from tests.contract.compose_model import (
+    REPO_ROOT,
+    SCHEMA_FILE,
+    load_compose,
+    load_raw_compose,
+    parse_env_file,
+    referenced_variables,
+)
+
+APP_SERVICES = ("api", "worker-high", "worker-general", "beat")
+ELASTIC_SERVICES = ("elasticsearch", "logstash", "kibana", "filebeat")
+ONE_SHOT = ("setup",)
+SECRETS = (
+    "REDIS_PASSWORD",
+    "ELASTIC_PASSWORD",
+    "LOGSTASH_WRITER_PASSWORD",
+    "KIBANA_SYSTEM_PASSWORD",
+    "KIBANA_ENCRYPTION_KEY",
+)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_compose()
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    result = compose["services"]
+    assert isinstance(result, dict)
+    return result
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def _strings(node: Any) -> list[str]:
+    """Every string value of a YAML tree (comments are not interpolated by Compose)."""
+    if isinstance(node, dict):
+        return [s for value in node.values() for s in _strings(value)]
+    if isinstance(node, list):
+        return [s for value in node for s in _strings(value)]
+    return [node] if isinstance(node, str) else []
+
+
+def test_validates_against_the_compose_specification(compose: dict[str, Any]) -> None:
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    # The file names draft 2019-09 by a URI jsonschema does not list: choose the draft here.
+    jsonschema.Draft201909Validator.check_schema(schema)
+    validator = jsonschema.Draft201909Validator(schema)
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def test_the_validator_rejects_a_broken_file(compose: dict[str, Any]) -> None:
+    # Guards against a schema that accepts anything (and so would prove nothing).
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    broken = {**compose, "services": {"api": {"image": "x", "restart": ["always"]}}}
+    assert list(jsonschema.Draft201909Validator(schema).iter_errors(broken))
+
+
+def test_every_variable_is_defined_and_commented_in_env() -> None:
+    entries = parse_env_file()
+    defined = {entry.key for entry in entries}
+    used = set().union(*(referenced_variables(text) for text in _strings(load_raw_compose())))
+    assert used - defined == set(), f"not in .env: {sorted(used - defined)}"
+    uncommented = [entry.key for entry in entries if not entry.comment]
+    assert not uncommented, f"variables without a comment line above: {uncommented}"
+    assert len(defined) == len(entries), "a variable is defined twice in .env"
+
+
+def test_secrets_in_env_are_placeholders_the_setup_refuses() -> None:
+    values = {entry.key: entry.value for entry in parse_env_file()}
+    for name in SECRETS:
+        assert values[name].startswith("changeme"), name
+    assert values["TASKQ_ENVIRONMENT"] == "development"
+    assert len(values["KIBANA_ENCRYPTION_KEY"]) >= 32
+
+
+def test_build_contexts_and_mounted_files_exist(services: dict[str, dict[str, Any]]) -> None:
+    for name, service in services.items():
+        build = service.get("build")
+        if build is not None:
+            context = REPO_ROOT / (build if isinstance(build, str) else build["context"])
+            assert context.is_dir(), f"{name}: build context {context}"
+            dockerfile = context / (build.get("dockerfile", "Dockerfile") if build else "")
+            assert dockerfile.is_file(), f"{name}: {dockerfile}"
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0] if isinstance(volume, str) else volume["source"]
+            if source.startswith("."):
+                assert (REPO_ROOT / source).exists(), f"{name}: mounted {source} is missing"
+
+
+def test_nginx_gets_every_placeholder_of_the_shared_template(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    placeholders = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", NGINX_TEMPLATE.read_text()))
+    nginx = services["nginx"]
+    env = _environment(nginx)
+    assert placeholders, "the template has no placeholders?"
+    assert placeholders - set(env) == set(), f"nginx lacks {sorted(placeholders - set(env))}"
+    assert env["NGINX_ENVSUBST_OUTPUT_DIR"] == "/etc/nginx"
+    assert env["NGINX_ACCESS_LOG"] == "/dev/stdout"
+    assert env["NGINX_ERROR_LOG"] == "stderr"
+    mounts = [v for v in nginx["volumes"] if v.startswith("./nginx/nginx.conf.template:")]
+    assert mounts == ["./nginx/nginx.conf.template:/etc/nginx/templates/nginx.conf.template:ro"]
+
+
+def test_workers_consume_the_same_queues_as_the_local_stack(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, queues in WORKERS.items():
+        words = shlex.split(services[name]["command"][-1])
+        assert words[words.index("-Q") + 1] == queues, name
+        assert f"{name}@%h" in words
+    assert "replicas" in services["worker-general"]["deploy"]
+
+
+def test_app_services_log_json_to_stdout_and_share_one_image(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name in (*APP_SERVICES, *ONE_SHOT):
+        service = services[name]
+        assert service["image"] == "taskq:local", name
+        assert service["build"]["context"] == ".", name
+        assert "TASKQ_LOG_FILE" not in _environment(service), name
+    for name in (*APP_SERVICES, "nginx"):
+        assert services[name]["labels"]["taskq.logs"] == "true", name
+    assert services["api"]["deploy"]["replicas"] == 3
+    assert services["beat"]["deploy"]["replicas"] == 1
+
+
+def test_long_running_services_are_healthchecked_limited_and_restarted(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in services.items():
+        assert service["deploy"]["resources"]["limits"]["memory"], name
+        if name in ONE_SHOT:
+            assert service["restart"] == "no"
+            continue
+        assert service["restart"] == "unless-stopped", name
+        assert service["healthcheck"]["test"], name
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            assert condition["condition"] == "service_healthy", f"{name} -> {dependency}"
+
+
+def test_images_are_pinned_and_elastic_uses_one_version(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    raw = load_raw_compose()["services"]
+    for name, service in services.items():
+        image = service["image"]
+        if image == "taskq:local":
+            continue
+        tag = image.rsplit(":", 1)[-1]
+        assert ":" in image and tag != "latest" and re.match(r"^\d+\.\d+\.\d+", tag), image
+    for name in ELASTIC_SERVICES:
+        assert raw[name]["image"].endswith(":${ELASTIC_VERSION}"), name
+    version = {e.key: e.value for e in parse_env_file()}["ELASTIC_VERSION"]
+    assert re.fullmatch(r"8\.\d+\.\d+", version)
+
+
+def test_redis_is_durable_and_password_protected(services: dict[str, dict[str, Any]]) -> None:
+    command = services["redis"]["command"]
+    pairs = dict(zip(command[1::2], command[2::2], strict=True))
+    assert pairs["--appendonly"] == "yes"
+    assert pairs["--maxmemory-policy"] == "noeviction"
+    assert pairs["--requirepass"].startswith("changeme")
+    url = _environment(services["api"])["TASKQ_REDIS_URL"]
+    assert url == f"redis://:{pairs['--requirepass']}@redis:6379/0"
+
+
+def test_setup_and_logstash_never_use_the_elastic_superuser(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    kibana_env = _environment(services["kibana"])
+    assert kibana_env["ELASTICSEARCH_USERNAME"] == "kibana_system"
+    assert "ELASTIC_PASSWORD" not in _environment(services["logstash"])
+    pipeline = (REPO_ROOT / "elk/logstash/pipeline/taskq.conf").read_text()
+    assert 'user => "logstash_writer"' in pipeline
+
+
+def test_published_ports_bind_to_the_configured_address(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name}: {port}"
+
+
+def test_locust_is_behind_a_profile(services: dict[str, dict[str, Any]]) -> None:
+    for name in ("locust-master", "locust-worker"):
+        assert services[name]["profiles"] == ["loadtest"]
+    assert "--master" in services["locust-master"]["command"]
+    assert Path(REPO_ROOT / "loadtest" / "locustfile.py").is_file()
+
+
+def test_dockerfile_runs_as_non_root_and_installs_the_repo() -> None:
+    text = (REPO_ROOT / "Dockerfile").read_text()
+    assert re.search(r"^USER (?!root)\S+", text, re.MULTILINE)
+    assert "pip wheel --wheel-dir /wheels ." in text
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert ignored[ignored.index("*") :][:1] == ["*"], ".dockerignore starts from nothing"
+    for needed in ("!pyproject.toml", "!README.md", "!taskq/", "!api/", "!worker/"):
+        assert needed in ignored

@@ -1,0 +1,98 @@
+"""The index template is generated from the log schema; Logstash, Kibana and setup agree on it."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+import json
+import re
+import sys
+from types import ModuleType
+
+from taskq import elastic_template
+from taskq.logschema import FIELDS
+from tests.contract.compose_model import REPO_ROOT
+
+PIPELINE = REPO_ROOT / "elk" / "logstash" / "pipeline" / "taskq.conf"
+DATA_VIEW = REPO_ROOT / "kibana-dashboards" / "00-data-view.ndjson"
+ILM_POLICY = REPO_ROOT / "elk" / "elasticsearch" / "ilm-policy.json"
+EXPECTED_TYPES = {
+    "keyword": "keyword",
+    "text": "text",
+    "date": "date",
+    "long": "long",
+    "float": "double",
+    "boolean": "boolean",
+}
+
+
+def load_setup_module() -> ModuleType:
+    """elk/setup/elk_setup.py (a script mounted into the setup container, not a package)."""
+    path = REPO_ROOT / "elk" / "setup" / "elk_setup.py"
+    spec = importlib.util.spec_from_file_location("taskq_elk_setup", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses resolve annotations through sys.modules.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_template_equals_the_generated_one() -> None:
+    committed = elastic_template.TEMPLATE_PATH.read_text(encoding="utf-8")
+    assert committed == elastic_template.render(), (
+        "stale: run python -m taskq.elastic_template --write"
+    )
+    assert elastic_template.main(["--check"]) == 0
+
+
+def test_every_schema_field_is_mapped_with_its_type() -> None:
+    mappings = elastic_template.build_template()["template"]["mappings"]
+    properties = mappings["properties"]
+    for field in FIELDS:
+        assert properties[field.name]["type"] == EXPECTED_TYPES[field.type], field.name
+    assert mappings["subobjects"] is False
+    assert mappings["dynamic"] is False
+    for name in ("correlation_id", "task_id", "task_name", "service.name", "event.action"):
+        assert properties[name]["type"] == "keyword"
+    assert properties["message"]["type"] == "text"
+    assert properties["duration_ms"]["type"] == "double"
+
+
+def _logstash_output_target() -> str:
+    text = PIPELINE.read_text(encoding="utf-8")
+    output = text[text.index("output {") :]
+    values = dict(re.findall(r'^\s*(data_stream_\w+)\s*=>\s*"([^"]*)"', output, re.MULTILINE))
+    assert re.search(r'^\s*data_stream\s*=>\s*"true"', output, re.MULTILINE)
+    return "-".join(
+        values[key] for key in ("data_stream_type", "data_stream_dataset", "data_stream_namespace")
+    )
+
+
+def test_logstash_target_matches_the_template_and_the_data_view() -> None:
+    target = _logstash_output_target()
+    assert target == elastic_template.DATA_STREAM
+    (pattern,) = elastic_template.build_template()["index_patterns"]
+    assert fnmatch.fnmatchcase(target, pattern)
+    (data_view,) = [json.loads(line) for line in DATA_VIEW.read_text().splitlines()]
+    assert data_view["type"] == "index-pattern"
+    assert data_view["attributes"]["title"] == pattern
+    assert data_view["attributes"]["timeFieldName"] == "@timestamp"
+
+
+def test_template_outranks_the_builtin_logs_template() -> None:
+    template = elastic_template.build_template()
+    assert template["priority"] > 100
+    assert template["data_stream"] == {}
+
+
+def test_setup_job_installs_the_same_names() -> None:
+    setup = load_setup_module()
+    assert setup.TEMPLATE_NAME == elastic_template.TEMPLATE_NAME
+    assert setup.ILM_POLICY_NAME == elastic_template.ILM_POLICY_NAME
+    assert setup.INDEX_PATTERN == elastic_template.INDEX_PATTERN
+    settings = elastic_template.build_template()["template"]["settings"]
+    assert settings["index.lifecycle.name"] == elastic_template.ILM_POLICY_NAME
+    policy = json.loads(ILM_POLICY.read_text())["policy"]
+    assert policy["phases"]["hot"]["actions"]["rollover"]
+    assert "delete" in policy["phases"]["delete"]["actions"]

@@ -1,0 +1,140 @@
+"""kibana-dashboards/*.ndjson: parse, resolve, and use only fields of the log schema."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskq.logschema import FIELDS_BY_NAME
+from tests.contract.compose_model import REPO_ROOT
+
+DASHBOARDS_DIR = REPO_ROOT / "kibana-dashboards"
+NOT_AGGREGATABLE = frozenset({"text"})
+REQUIRED = {
+    ("index-pattern", "taskq-logs"),
+    ("search", "taskq-trace-explorer-search"),
+    ("dashboard", "taskq-trace-explorer"),
+    ("dashboard", "taskq-task-pipeline-health"),
+    ("dashboard", "taskq-load-tests-and-drills"),
+}
+#: A KQL field name: before a colon, outside quotes (values here never contain colons).
+_KQL_FIELD = re.compile(r"(?<![\w.@\"])([A-Za-z_@][\w.@]*)\s*:")
+
+SavedObject = dict[str, Any]
+
+
+def ndjson_files() -> list[Path]:
+    return sorted(DASHBOARDS_DIR.glob("*.ndjson"))
+
+
+def load_objects() -> list[SavedObject]:
+    objects = []
+    for path in ndjson_files():
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            assert line.strip(), f"{path.name}:{number} is empty"
+            obj = json.loads(line)
+            assert isinstance(obj, dict), f"{path.name}:{number}"
+            obj["_file"] = path.name
+            objects.append(obj)
+    return objects
+
+
+@pytest.fixture(scope="module")
+def objects() -> list[SavedObject]:
+    return load_objects()
+
+
+def _search_source(obj: SavedObject) -> dict[str, Any]:
+    raw = obj["attributes"].get("kibanaSavedObjectMeta", {}).get("searchSourceJSON", "{}")
+    source = json.loads(raw)
+    assert isinstance(source, dict)
+    return source
+
+
+def kql_fields(query: str) -> set[str]:
+    """Field names a KQL query names (``a.b:(x or y) and c:1`` -> {a.b, c})."""
+    without_strings = re.sub(r'"(?:[^"\\]|\\.)*"', '""', query)
+    return set(_KQL_FIELD.findall(without_strings))
+
+
+def aggregated_fields(obj: SavedObject) -> Iterator[tuple[str, str]]:
+    """(aggregation type, field) of a legacy visualization's aggregations."""
+    vis_state = json.loads(obj["attributes"]["visState"])
+    for agg in vis_state.get("aggs", []):
+        field = agg.get("params", {}).get("field")
+        if field:
+            yield agg["type"], field
+
+
+def test_files_parse_and_ids_are_unique_and_stable(objects: list[SavedObject]) -> None:
+    assert ndjson_files(), "no saved objects"
+    keys = [(obj["type"], obj["id"]) for obj in objects]
+    assert len(keys) == len(set(keys)), "duplicate type/id"
+    assert REQUIRED <= set(keys)
+    for obj in objects:
+        assert re.fullmatch(r"taskq-[a-z0-9-]+", obj["id"]), obj["id"]
+        assert obj["attributes"]["title"]
+
+
+def test_every_reference_resolves_inside_the_set(objects: list[SavedObject]) -> None:
+    known = {(obj["type"], obj["id"]) for obj in objects}
+    for obj in objects:
+        for ref in obj["references"]:
+            assert (ref["type"], ref["id"]) in known, f"{obj['id']} -> {ref}"
+
+
+def test_panels_and_index_refs_name_existing_references(objects: list[SavedObject]) -> None:
+    for obj in objects:
+        names = {ref["name"] for ref in obj["references"]}
+        source = _search_source(obj)
+        if "indexRefName" in source:
+            assert source["indexRefName"] in names, obj["id"]
+        if obj["type"] in ("visualization", "search"):
+            assert "indexRefName" in source, f"{obj['id']} has no data view"
+        if obj["type"] == "dashboard":
+            panels = json.loads(obj["attributes"]["panelsJSON"])
+            assert panels, obj["id"]
+            for panel in panels:
+                assert f"{panel['panelIndex']}:{panel['panelRefName']}" in names, obj["id"]
+
+
+def test_fields_exist_in_the_log_schema_and_aggregations_use_aggregatable_ones(
+    objects: list[SavedObject],
+) -> None:
+    for obj in objects:
+        query = _search_source(obj).get("query", {}).get("query", "")
+        for field in kql_fields(query):
+            assert field in FIELDS_BY_NAME, f"{obj['id']}: query field {field}"
+        if obj["type"] == "visualization":
+            used = list(aggregated_fields(obj))
+            assert used, obj["id"]
+            for agg_type, field in used:
+                spec = FIELDS_BY_NAME.get(field)
+                assert spec is not None, f"{obj['id']}: {agg_type} on unknown field {field}"
+                assert spec.type not in NOT_AGGREGATABLE, f"{obj['id']}: {agg_type} on text"
+                if agg_type in ("percentiles", "max", "avg", "sum", "min"):
+                    assert spec.type in ("long", "float"), f"{obj['id']}: {agg_type} on {field}"
+        if obj["type"] == "search":
+            for column in obj["attributes"]["columns"]:
+                assert column in FIELDS_BY_NAME, f"{obj['id']}: column {column}"
+            for field, _direction in obj["attributes"]["sort"]:
+                assert FIELDS_BY_NAME[field].type not in NOT_AGGREGATABLE
+
+
+def test_trace_explorer_shows_what_on_call_needs(objects: list[SavedObject]) -> None:
+    (search,) = [o for o in objects if o["id"] == "taskq-trace-explorer-search"]
+    columns = set(search["attributes"]["columns"])
+    assert {"service.name", "event.action", "task_id", "message", "task.state"} <= columns
+    assert search["attributes"]["sort"] == [["@timestamp", "asc"]]
+    (dashboard,) = [o for o in objects if o["id"] == "taskq-trace-explorer"]
+    panel_refs = {(r["type"], r["id"]) for r in dashboard["references"]}
+    assert ("search", "taskq-trace-explorer-search") in panel_refs
+
+
+def test_kql_field_extraction() -> None:
+    assert kql_fields('a.b:(x or y) and not c_d:1 or e:"f:g"') == {"a.b", "c_d", "e"}

@@ -1,0 +1,48 @@
+"""The log store resolves the same directories as Settings, without importing pydantic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from taskq.logstore.config import INDEX_FILE_NAME, StoreConfig
+from taskq.settings import Settings
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"TASKQ_VAR_DIR": "/srv/taskq"},
+        {"TASKQ_VAR_DIR": "/srv/taskq", "TASKQ_LOG_DIR": "/var/log/taskq"},
+    ],
+)
+def test_same_log_dir_as_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TASKQ_VAR_DIR", "TASKQ_LOG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    config = StoreConfig.from_env(env)
+    assert config.log_dir == settings.resolved_log_dir
+    assert config.index_path == settings.var_dir / "run" / INDEX_FILE_NAME
+
+
+def test_backend_and_elasticsearch_options() -> None:
+    config = StoreConfig.from_env(
+        {
+            "TASKQ_LOGSTORE_BACKEND": "elasticsearch",
+            "TASKQ_ES_URL": "https://es:9200",
+            "TASKQ_ES_INDEX": "logs-taskq-prod",
+            "TASKQ_LOG_INDEX": "/tmp/i.sqlite3",
+        }
+    )
+    assert (config.backend, config.es_url, config.es_index) == (
+        "elasticsearch",
+        "https://es:9200",
+        "logs-taskq-prod",
+    )
+    assert config.index_path == Path("/tmp/i.sqlite3")
+    with pytest.raises(ValueError, match="TASKQ_LOGSTORE_BACKEND"):
+        StoreConfig.from_env({"TASKQ_LOGSTORE_BACKEND": "kibana"})
