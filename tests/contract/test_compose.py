@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +15,9 @@ import jsonschema
 import pytest
 
 from taskq.stack.layout import NGINX_TEMPLATE
-from taskq.stack.render import WORKERS
+from taskq.stack.render import WORKERS, render_template
 from tests.contract.compose_model import (
+    COMPOSE_FILE,
     REPO_ROOT,
     SCHEMA_FILE,
     load_compose,
@@ -71,6 +75,35 @@ def test_validates_against_the_compose_specification(compose: dict[str, Any]) ->
     assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
 
 
+def _require_binary(name: str, install: str) -> str:
+    """Path of ``name``; skip on a laptop without it, fail under CI=true."""
+    candidates = (Path("/usr/sbin") / name, Path("/usr/bin") / name)
+    found = shutil.which(name) or next((str(p) for p in candidates if p.exists()), None)
+    if found is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{name} is not installed: {install}")
+        pytest.skip(f"{name} is not installed ({install})")
+    return found
+
+
+@pytest.mark.parametrize("profile", [None, "loadtest"])
+def test_docker_compose_config_accepts_the_file(profile: str | None) -> None:
+    """Debian's docker-compose validates offline, no engine: schema, merges, depends_on."""
+    binary = _require_binary("docker-compose", "apt-get install -y docker-compose")
+    command = [binary, "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE_FILE)]
+    if profile:
+        command += ["--profile", profile]
+    result = subprocess.run(
+        [*command, "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_the_validator_rejects_a_broken_file(compose: dict[str, Any]) -> None:
     # Guards against a schema that accepts anything (and so would prove nothing).
     schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
@@ -125,6 +158,28 @@ def test_nginx_gets_every_placeholder_of_the_shared_template(
     assert mounts == ["./nginx/nginx.conf.template:/etc/nginx/templates/nginx.conf.template:ro"]
 
 
+def test_compose_nginx_config_passes_nginx_t(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The template rendered with the compose values is a valid nginx config."""
+    nginx = _require_binary("nginx", "apt-get install -y nginx")
+    env = _environment(services["nginx"])
+    # nginx -t resolves upstream names and opens the pid/temp paths: point them here.
+    env["NGINX_UPSTREAM_SERVERS"] = env["NGINX_UPSTREAM_SERVERS"].replace("api:", "127.0.0.1:")
+    env["NGINX_PID_FILE"] = str(tmp_path / "nginx.pid")
+    env["NGINX_TEMP_DIR"] = str(tmp_path)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render_template(NGINX_TEMPLATE.read_text(), env))
+    result = subprocess.run(
+        [nginx, "-t", "-q", "-c", str(conf), "-p", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_workers_consume_the_same_queues_as_the_local_stack(
     services: dict[str, dict[str, Any]],
 ) -> None:
@@ -167,7 +222,7 @@ def test_images_are_pinned_and_elastic_uses_one_version(
     services: dict[str, dict[str, Any]],
 ) -> None:
     raw = load_raw_compose()["services"]
-    for name, service in services.items():
+    for service in services.values():
         image = service["image"]
         if image == "taskq:local":
             continue

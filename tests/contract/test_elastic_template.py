@@ -96,3 +96,16 @@ def test_setup_job_installs_the_same_names() -> None:
     policy = json.loads(ILM_POLICY.read_text())["policy"]
     assert policy["phases"]["hot"]["actions"]["rollover"]
     assert "delete" in policy["phases"]["delete"]["actions"]
+
+
+def test_one_elastic_major_everywhere() -> None:
+    """The Python client's major (pyproject) is the pinned server's (.env ELASTIC_VERSION)."""
+    from taskq.logstore.config import DEFAULT_ES_INDEX
+    from tests.contract.compose_model import parse_env_file
+
+    assert DEFAULT_ES_INDEX == elastic_template.INDEX_PATTERN
+    version = {e.key: e.value for e in parse_env_file()}["ELASTIC_VERSION"]
+    major = int(version.split(".")[0])
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    (pin,) = re.findall(r'"elasticsearch([^"]*)"', pyproject)
+    assert f"<{major + 1}" in pin and f">={major}." in pin, pin

@@ -52,7 +52,7 @@ def _multipart_file(content_type: str, body: bytes) -> tuple[str, bytes]:
 
 def make_handler(state: FakeElastic) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
         def _answer(self, status: int, body: dict[str, Any]) -> None:
@@ -125,7 +125,7 @@ def make_handler(state: FakeElastic) -> type[BaseHTTPRequestHandler]:
 def fake() -> Iterator[tuple[FakeElastic, str]]:
     state = FakeElastic()
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield state, f"http://127.0.0.1:{server.server_address[1]}"
@@ -200,9 +200,7 @@ def test_success_false_fails_the_job_with_kibanas_errors(
     assert len(state.imported) == 1, "stops at the first failed file"
 
 
-def test_kibana_never_available_times_out(
-    setup: ModuleType, fake: tuple[FakeElastic, str]
-) -> None:
+def test_kibana_never_available_times_out(setup: ModuleType, fake: tuple[FakeElastic, str]) -> None:
     state, url = fake
     state.unavailable_status_calls = 10**6
     with pytest.raises(setup.SetupError, match="Kibana not available"):

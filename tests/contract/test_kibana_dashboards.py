@@ -75,7 +75,7 @@ def test_files_parse_and_ids_are_unique_and_stable(objects: list[SavedObject]) -
     assert ndjson_files(), "no saved objects"
     keys = [(obj["type"], obj["id"]) for obj in objects]
     assert len(keys) == len(set(keys)), "duplicate type/id"
-    assert REQUIRED <= set(keys)
+    assert set(keys) >= REQUIRED
     for obj in objects:
         assert re.fullmatch(r"taskq-[a-z0-9-]+", obj["id"]), obj["id"]
         assert obj["attributes"]["title"]
