@@ -110,9 +110,30 @@ def elapsed_ms(task_id: str) -> float | None:
     return None if started is None else round((time.time() - started) * 1000.0, 3)
 
 
+def on_worker_ready(**_: Any) -> None:
+    """Mark the moment a worker starts consuming (drill and dashboard marker)."""
+    logger.info("worker ready", extra={"event.action": "worker.ready"})
+
+
+def on_worker_shutting_down(sig: str | None = None, how: str | None = None, **_: Any) -> None:
+    """Mark the start of a warm or cold shutdown, with the signal that caused it."""
+    logger.warning(
+        "worker shutting down",
+        extra={"event.action": "worker.shutting_down", "error.message": f"{how} on {sig}"},
+    )
+
+
+def on_worker_shutdown(**_: Any) -> None:
+    """Mark the end of a worker's life."""
+    logger.warning("worker stopped", extra={"event.action": "worker.stopped"})
+
+
 def connect() -> None:
     """Connect the hooks (strong references: they are module functions, kept alive anyway)."""
     signals.before_task_publish.connect(on_before_publish, weak=False)
     signals.after_task_publish.connect(on_after_publish, weak=False)
     signals.task_prerun.connect(on_prerun, weak=False)
     signals.task_postrun.connect(on_postrun, weak=False)
+    signals.worker_ready.connect(on_worker_ready, weak=False)
+    signals.worker_shutting_down.connect(on_worker_shutting_down, weak=False)
+    signals.worker_shutdown.connect(on_worker_shutdown, weak=False)

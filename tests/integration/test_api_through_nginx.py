@@ -130,3 +130,10 @@ def test_killed_worker_is_restarted_by_the_manager(stack: RunningStack) -> None:
         raise AssertionError("worker-high was not restarted")
     answer = stack.submit("drill_echo", {"payload": "after restart"}, "high")
     assert stack.wait_for_task(answer.json()["task_id"])["status"] == "SUCCESS"
+    # Each start of the worker is a marker in the logs (drills and dashboards use it).
+    stack.wait_for_lines(
+        lambda x: (
+            x.get("event.action") == "worker.ready" and x["service.node.name"] == "worker-high"
+        ),
+        lambda found: len(found) >= 2,
+    )
