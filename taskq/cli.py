@@ -10,16 +10,23 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from taskq.settings import get_settings
-from taskq.stack import control
-from taskq.stack.layout import StackLayout
+from taskq import search_cli
+
+# Settings (pydantic) and the stack control are imported by the commands that use them:
+# `taskq trace` must start in well under half a second.
 
 Command = Callable[[argparse.Namespace], int]
 #: Subcommand registrars; other modules add theirs (``register(subparsers)``).
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    search_cli.register,
+]
 
 
 def _up(_: argparse.Namespace) -> int:
+    from taskq.settings import get_settings
+    from taskq.stack import control
+    from taskq.stack.layout import StackLayout
+
     settings = get_settings()
     layout = StackLayout.from_settings(settings)
     try:
@@ -39,6 +46,10 @@ def _up(_: argparse.Namespace) -> int:
 
 
 def _down(_: argparse.Namespace) -> int:
+    from taskq.settings import get_settings
+    from taskq.stack import control
+    from taskq.stack.layout import StackLayout
+
     layout = StackLayout.from_settings(get_settings())
     stopped = control.stop(layout)
     print("taskq local stack stopped" if stopped else "taskq local stack was not running")
@@ -46,6 +57,10 @@ def _down(_: argparse.Namespace) -> int:
 
 
 def _status(_: argparse.Namespace) -> int:
+    from taskq.settings import get_settings
+    from taskq.stack import control
+    from taskq.stack.layout import StackLayout
+
     layout = StackLayout.from_settings(get_settings())
     try:
         programs = control.status(layout)

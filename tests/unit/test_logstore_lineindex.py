@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from taskq.logstore.lineindex import LineIndex, extract_entries, key_hash, log_files
+from taskq.logstore.lineindex import (
+    LineIndex,
+    StaleIndexError,
+    extract_entries,
+    key_hash,
+    log_files,
+    read_locations,
+)
 
 
 def line(cid: str | None, task_id: str | None = None, **extra: Any) -> str:
@@ -153,3 +161,67 @@ def test_lines_longer_than_a_chunk(
     monkeypatch.setattr("taskq.logstore.lineindex._CHUNK_BYTES", 64)
     (logs / "a.jsonl").write_text(line("long", message="y" * 300) + line("short"))
     assert len(cids(index, "long")) == 1 and len(cids(index, "short")) == 1
+
+
+def test_sibling_directory_with_a_common_prefix_is_not_mixed_in(tmp_path: Path) -> None:
+    first, second = tmp_path / "log", tmp_path / "log2"
+    first.mkdir()
+    second.mkdir()
+    (second / "a.jsonl").write_text(line("x"))
+    db = tmp_path / "index.sqlite3"
+    assert len(cids(LineIndex(db, second), "x")) == 1
+    assert cids(LineIndex(db, first), "x") == []
+
+
+def test_two_connections_see_each_others_work(tmp_path: Path, logs: Path) -> None:
+    db = tmp_path / "index.sqlite3"
+    one, two = LineIndex(db, logs), LineIndex(db, logs)
+    path = logs / "a.jsonl"
+    path.write_text(line("shared"))
+    assert len(cids(one, "shared")) == 1
+    assert two.refresh().entries_added == 0  # the other connection already indexed it
+    with path.open("a") as handle:
+        handle.write(line("shared"))
+    assert len(cids(two, "shared")) == 2 and len(cids(one, "shared")) == 2
+
+
+def test_a_file_replaced_between_lookup_and_read_is_detected(logs: Path, index: LineIndex) -> None:
+    path = logs / "a.jsonl"
+    path.write_text(line("moving"))
+    index.refresh()
+    locations = index.locate(["moving"])
+    path.rename(logs / "a.jsonl.1")  # rotated: the old inode lives on under a new name
+    path.write_text(line("other") + line("moving", "t2"))
+    with pytest.raises(StaleIndexError):
+        read_locations(locations)
+    assert sorted(str(x.get("task_id")) for x in cids(index, "moving")) == ["None", "t2"]
+
+
+def test_small_appends_are_merged_into_the_main_table(
+    tmp_path: Path, logs: Path, index: LineIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("taskq.logstore.lineindex.MERGE_ROWS", 4)
+    path = logs / "a.jsonl"
+    counts = sqlite3.connect(tmp_path / "run" / "index.sqlite3")
+    for i in range(5):
+        with path.open("a") as handle:
+            handle.write(line("merged", f"t{i}"))
+        assert len(cids(index, "merged")) == i + 1
+        recent, main = (
+            counts.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+            for name in ("recent", "entries")
+        )
+        assert recent + main == 2 * (i + 1)  # both ids of every line, in one table or the other
+    assert main >= 4 and recent < 4
+    path.unlink()
+    assert cids(index, "merged") == []  # deleted files leave neither table
+
+
+def test_a_large_refresh_writes_straight_to_the_main_table(
+    tmp_path: Path, logs: Path, index: LineIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("taskq.logstore.lineindex._BULK_BYTES", 10)
+    (logs / "a.jsonl").write_text(line("bulk") * 3)
+    assert len(cids(index, "bulk")) == 3
+    db = sqlite3.connect(tmp_path / "run" / "index.sqlite3")
+    assert db.execute("SELECT count(*) FROM recent").fetchone()[0] == 0

@@ -25,15 +25,39 @@ def var_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     base = {"log.level": "INFO", "correlation_id": "cli-1"}
     lines = [
-        {**base, "@timestamp": ts(0), "service.name": "api", "service.node.name": "api-1",
-         "event.action": "task.published", "message": "task published", "task_id": TASK,
-         "task_name": "taskq.drills.echo", "queue": "high"},
-        {**base, "@timestamp": ts(5), "service.name": "worker", "service.node.name": "worker-high",
-         "event.action": "task.started", "message": "task started", "task_id": TASK,
-         "queue_wait_ms": 5.0, "process.pid": 7},
-        {**base, "@timestamp": ts(9), "service.name": "worker", "service.node.name": "worker-high",
-         "event.action": "task.succeeded", "message": "task succeeded", "task_id": TASK,
-         "duration_ms": 4.0, "process.pid": 7},
+        {
+            **base,
+            "@timestamp": ts(0),
+            "service.name": "api",
+            "service.node.name": "api-1",
+            "event.action": "task.published",
+            "message": "task published",
+            "task_id": TASK,
+            "task_name": "taskq.drills.echo",
+            "queue": "high",
+        },
+        {
+            **base,
+            "@timestamp": ts(5),
+            "service.name": "worker",
+            "service.node.name": "worker-high",
+            "event.action": "task.started",
+            "message": "task started",
+            "task_id": TASK,
+            "queue_wait_ms": 5.0,
+            "process.pid": 7,
+        },
+        {
+            **base,
+            "@timestamp": ts(9),
+            "service.name": "worker",
+            "service.node.name": "worker-high",
+            "event.action": "task.succeeded",
+            "message": "task succeeded",
+            "task_id": TASK,
+            "duration_ms": 4.0,
+            "process.pid": 7,
+        },
     ]
     (logs / "worker-high.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     monkeypatch.setenv("TASKQ_VAR_DIR", str(tmp_path))
@@ -92,8 +116,9 @@ def test_stats(var_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_stack_commands_are_still_registered() -> None:
-    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert {"up", "down", "status", "trace", "logs", "stats"} <= set(commands)
+    usage = build_parser().format_usage()
+    for name in ("up", "down", "status", "trace", "logs", "stats"):
+        assert name in usage
 
 
 def test_parse_when() -> None:

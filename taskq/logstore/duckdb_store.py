@@ -1,0 +1,317 @@
+"""The embedded backend: the JSON-lines files of the log directory, read where they lie.
+
+- Lookups by id (``trace``) go through :class:`~taskq.logstore.lineindex.LineIndex`,
+  refreshed before every lookup, then read the few lines by offset: no scan, no DuckDB.
+- Filters (``logs``) and aggregations (``stats``) are DuckDB scans of the files, with
+  malformed lines (a torn last line being written) skipped, and the file list taken again
+  if a file is rotated away mid-query.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from taskq.logschema import FIELDS, FieldType
+from taskq.logstore.base import (
+    GREP_FIELDS,
+    LogFilter,
+    LogLine,
+    LogStoreError,
+    Percentiles,
+    StatsReport,
+    TaskNameStats,
+)
+from taskq.logstore.config import StoreConfig
+from taskq.logstore.lineindex import LineIndex, StaleIndexError, log_files
+
+if TYPE_CHECKING:
+    import duckdb
+
+_DUCK_TYPES: dict[FieldType, str] = {
+    "date": "VARCHAR",
+    "keyword": "VARCHAR",
+    "text": "VARCHAR",
+    "long": "BIGINT",
+    "float": "DOUBLE",
+    "boolean": "BOOLEAN",
+}
+COLUMNS: dict[str, str] = {f.name: _DUCK_TYPES[f.type] for f in FIELDS}
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_STATUS_SQL = """CASE "event.action"
+    WHEN 'task.succeeded' THEN 'SUCCESS' WHEN 'task.failed' THEN 'FAILURE'
+    WHEN 'task.revoked' THEN 'REVOKED' WHEN 'task.rejected' THEN 'REJECTED'
+    WHEN 'task.retry' THEN 'RETRY' WHEN 'task.started' THEN 'STARTED'
+    WHEN 'task.received' THEN 'RECEIVED' WHEN 'task.published' THEN 'PENDING' END"""
+_TERMINAL_SQL = (
+    "\"event.action\" IN ('task.succeeded','task.failed','task.revoked','task.rejected')"
+)
+_ENDED_SQL = "\"event.action\" IN ('task.succeeded','task.failed')"
+
+
+def q(name: str) -> str:
+    """A column name quoted for SQL (the schema's names contain dots)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+class DuckDBStore:
+    """See module docstring. Not thread-safe: one instance per thread or request."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        if not config.log_dir.is_dir():
+            raise LogStoreError(f"log directory {config.log_dir} does not exist")
+        self._config = config
+        self._index: LineIndex | None = None
+        self._duck: duckdb.DuckDBPyConnection | None = None
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+        if self._duck is not None:
+            self._duck.close()
+
+    # --- lookups by id, through the index ----------------------------------------------
+
+    def _line_index(self) -> LineIndex:
+        if self._index is None:
+            try:
+                self._index = LineIndex(self._config.index_path, self._config.log_dir)
+            except (OSError, sqlite3.Error) as exc:
+                raise LogStoreError(
+                    f"cannot open the log index {self._config.index_path}: {exc}"
+                ) from exc
+        return self._index
+
+    def _read(self, keys: set[str]) -> list[LogLine]:
+        try:
+            raw = self._line_index().read(keys)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise LogStoreError(f"log index {self._config.index_path}: {exc}") from exc
+            raise LogStoreError(
+                f"log index {self._config.index_path} is being updated by another process"
+                " for too long; try again"
+            ) from exc
+        except sqlite3.DatabaseError as exc:
+            raise LogStoreError(
+                f"log index {self._config.index_path} is unusable ({exc}); delete it to rebuild"
+            ) from exc
+        except (OSError, StaleIndexError) as exc:
+            raise LogStoreError(f"cannot read the log files: {exc}") from exc
+        lines: list[LogLine] = []
+        for data in raw:
+            try:
+                line = json.loads(data)
+            except ValueError:
+                continue  # a corrupt line: the index only points, the file decides
+            if isinstance(line, dict):
+                lines.append(line)
+        return lines
+
+    def lines_for_correlation(self, correlation_id: str) -> list[LogLine]:
+        return [
+            x for x in self._read({correlation_id}) if x.get("correlation_id") == correlation_id
+        ]
+
+    def lines_for_tasks(self, task_ids: set[str]) -> list[LogLine]:
+        return [x for x in self._read(task_ids) if x.get("task_id") in task_ids]
+
+    # --- scans, through DuckDB -----------------------------------------------------------
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        if self._duck is None:
+            import duckdb  # ~0.1 s: only the scanning commands pay for it
+
+            self._duck = duckdb.connect()
+        return self._duck
+
+    def _query(
+        self, sql: str, params: list[Any], columns: dict[str, str] = COLUMNS
+    ) -> list[tuple[Any, ...]]:
+        """Run ``sql`` whose first two parameters are the file list and the columns;
+        retry if files move."""
+        import duckdb
+
+        for _ in range(3):
+            files = [str(p) for p in log_files(self._config.log_dir)]
+            if not files:
+                return []
+            try:
+                return self._connection().execute(sql, [files, columns, *params]).fetchall()
+            except duckdb.IOException:
+                continue  # a file rotated away between listing and reading
+            except duckdb.Error as exc:
+                raise LogStoreError(f"query failed: {exc}") from exc
+        raise LogStoreError("log files kept disappearing while being read")
+
+    def search(self, log_filter: LogFilter) -> list[LogLine]:
+        where, params = filter_sql(log_filter)
+        names = list(COLUMNS)
+        select = ", ".join(q(n) for n in names)
+        sql = (
+            f"SELECT {select} FROM (SELECT *, TRY_CAST({q('@timestamp')} AS TIMESTAMPTZ) AS _ts"
+            f" FROM {_SOURCE} WHERE {where} ORDER BY _ts DESC NULLS LAST LIMIT ?)"
+            " ORDER BY _ts NULLS FIRST"
+        )
+        rows = self._query(sql, [*params, max(0, log_filter.limit)])
+        return [{k: v for k, v in zip(names, row, strict=True) if v is not None} for row in rows]
+
+    def stats(self, since: datetime | None, until: datetime | None) -> StatsReport:
+        # The reader parses the timestamps itself (faster than a cast of every string).
+        window, params = filter_sql(LogFilter(since=since, until=until), ts=q("@timestamp"))
+        cols = [
+            "event.action",
+            "service.name",
+            "task_id",
+            "task_name",
+            "correlation_id",
+            "duration_ms",
+            "queue_wait_ms",
+            "task.redelivered",
+            "http.response.status_code",
+        ]
+        if not log_files(self._config.log_dir):
+            return StatsReport(since=since, until=until, lines=0)
+        con = self._connection()
+        con.execute("DROP TABLE IF EXISTS w")
+        select = ", ".join(q(c) for c in cols)
+        columns = {c: COLUMNS[c] for c in ("@timestamp", *cols)}
+        columns["@timestamp"] = "TIMESTAMPTZ"
+        # One scan of the files into a narrow table; the aggregations then run in memory.
+        self._query(
+            f"CREATE TEMP TABLE w AS SELECT {select}, {q('@timestamp')} AS _ts"
+            f" FROM {_SOURCE} WHERE {window}",
+            params,
+            columns,
+        )
+        try:
+            return self._aggregate(con, since, until)
+        except duckdb_error() as exc:
+            raise LogStoreError(f"query failed: {exc}") from exc
+        finally:
+            con.execute("DROP TABLE IF EXISTS w")
+
+    def _aggregate(
+        self, con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime | None
+    ) -> StatsReport:
+        fetch = con.execute
+        (count,) = fetch("SELECT count(*) FROM w").fetchone() or (0,)
+        statuses = fetch(
+            f"SELECT status, count(*) FROM (SELECT task_id, coalesce("
+            f"arg_max({_STATUS_SQL}, _ts) FILTER (WHERE {_TERMINAL_SQL}),"
+            f" arg_max({_STATUS_SQL}, _ts)) AS status FROM w"
+            " WHERE task_id IS NOT NULL AND \"event.action\" LIKE 'task.%' GROUP BY task_id)"
+            " WHERE status IS NOT NULL GROUP BY status ORDER BY 2 DESC"
+        ).fetchall()
+        ev = q("event.action")
+        per_name = fetch(
+            f"SELECT task_name, count(*) FILTER (WHERE {_ENDED_SQL}),"
+            f" quantile_cont(duration_ms, [0.5, 0.95, 0.99]) FILTER (WHERE {_ENDED_SQL}),"
+            " quantile_cont(queue_wait_ms, [0.5, 0.95, 0.99])"
+            f" FILTER (WHERE {ev} = 'task.started'),"
+            f" count(*) FILTER (WHERE {ev} = 'task.retry'),"
+            f" count(*) FILTER (WHERE {ev} = 'task.failed'),"
+            f" count(*) FILTER (WHERE {ev} = 'task.started' AND {q('task.redelivered')})"
+            " FROM w WHERE task_name IS NOT NULL GROUP BY task_name ORDER BY 2 DESC, 1"
+        ).fetchall()
+        http = fetch(
+            f"SELECT {q('http.response.status_code')}, count(*) FROM w"
+            f" WHERE {q('service.name')} = 'nginx' AND {ev} = 'http.request.completed'"
+            f" AND {q('http.response.status_code')} IS NOT NULL GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        busiest = fetch(
+            "SELECT correlation_id, count(*) FROM w WHERE correlation_id IS NOT NULL"
+            " GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10"
+        ).fetchall()
+        return StatsReport(
+            since=since,
+            until=until,
+            lines=int(count),
+            tasks_by_status={str(s): int(n) for s, n in statuses},
+            by_task_name=[
+                TaskNameStats(
+                    task_name=str(row[0]),
+                    executions=int(row[1]),
+                    execution_ms=_percentiles(row[2]),
+                    queue_wait_ms=_percentiles(row[3]),
+                    retries=int(row[4]),
+                    failures=int(row[5]),
+                    redeliveries=int(row[6]),
+                )
+                for row in per_name
+            ],
+            http_status={int(s): int(n) for s, n in http},
+            busiest_correlation_ids=[(str(c), int(n)) for c, n in busiest],
+        )
+
+
+_SOURCE = "read_ndjson(?, columns = ?, ignore_errors = true, format = 'newline_delimited')"
+
+
+def duckdb_error() -> type[Exception]:
+    """DuckDB's base exception class (imported lazily)."""
+    import duckdb
+
+    return duckdb.Error
+
+
+def _percentiles(values: list[float] | None) -> Percentiles:
+    if not values:
+        return Percentiles()
+    p50, p95, p99 = (round(float(v), 3) for v in values)
+    return Percentiles(p50, p95, p99)
+
+
+def filter_sql(
+    log_filter: LogFilter, ts: str = f"TRY_CAST({q('@timestamp')} AS TIMESTAMPTZ)"
+) -> tuple[str, list[Any]]:
+    """A DuckDB ``WHERE`` clause (over the raw columns) and its parameters; ``ts`` is the
+    expression of the line's time as a TIMESTAMPTZ."""
+    # ignore_errors turns a malformed (torn) line into a row of NULLs: skip those.
+    clauses: list[str] = [f"{q('@timestamp')} IS NOT NULL"]
+    params: list[Any] = []
+    f = log_filter
+    if f.service:
+        clauses.append(f"({q('service.name')} = ? OR {q('service.node.name')} = ?)")
+        params += [f.service, f.service]
+    if f.level:
+        at_least = [lv for lv in LEVELS if LEVELS.index(lv) >= _level_rank(f.level)]
+        clauses.append(f"upper({q('log.level')}) IN ({', '.join('?' * len(at_least))})")
+        params += at_least
+    if f.event:
+        if "*" in f.event:
+            clauses.append(f"{q('event.action')} LIKE ?")
+            params.append(f.event.replace("%", "").replace("_", "\\_").replace("*", "%"))
+            clauses[-1] += " ESCAPE '\\'"
+        else:
+            clauses.append(f"{q('event.action')} = ?")
+            params.append(f.event)
+    if f.task_name:
+        clauses.append("(task_name = ? OR ends_with(task_name, ?))")
+        params += [f.task_name, "." + f.task_name]
+    for name, value in (("correlation_id", f.correlation_id), ("task_id", f.task_id)):
+        if value:
+            clauses.append(f"{q(name)} = ?")
+            params.append(value)
+    if f.since is not None:
+        clauses.append(f"{ts} >= ?")
+        params.append(f.since)
+    if f.until is not None:
+        clauses.append(f"{ts} <= ?")
+        params.append(f.until)
+    if f.grep:
+        ors = " OR ".join(f"contains(lower({q(n)}), ?)" for n in GREP_FIELDS)
+        clauses.append(f"({ors})")
+        params += [f.grep.lower()] * len(GREP_FIELDS)
+    return " AND ".join(clauses), params
+
+
+def _level_rank(level: str) -> int:
+    name = level.upper()
+    if name == "WARN":
+        name = "WARNING"
+    if name not in LEVELS:
+        raise LogStoreError(f"unknown level {level!r}; one of {', '.join(LEVELS)}")
+    return LEVELS.index(name)

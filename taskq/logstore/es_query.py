@@ -1,0 +1,259 @@
+"""Elasticsearch request bodies and response mapping for the log store, as pure functions.
+
+Kept apart from the client so that they are tested against the documented request and
+response shapes (``_search`` hits, ``terms``/``filter``/``percentiles``/``cardinality``
+aggregations) without a cluster. Field names are those of :mod:`taskq.logschema`, mapped as
+``keyword`` except ``message`` and ``error.*`` text fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from taskq.logstore.base import (
+    TERMINAL_EVENTS,
+    LogFilter,
+    LogLine,
+    Percentiles,
+    StatsReport,
+    TaskNameStats,
+)
+
+#: ``index.max_result_window``'s default: the most hits one search returns.
+MAX_HITS = 10_000
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TEXT_FIELDS = frozenset({"message", "error.message"})
+_PERCENTS = [50.0, 95.0, 99.0]
+_SORT_ASC = [{"@timestamp": {"order": "asc"}}]
+Body = dict[str, Any]
+
+
+def trace_body(correlation_id: str) -> Body:
+    """Every line of one correlation id, oldest first."""
+    return {
+        "query": {"bool": {"filter": [{"term": {"correlation_id": correlation_id}}]}},
+        "sort": _SORT_ASC,
+        "size": MAX_HITS,
+    }
+
+
+def tasks_body(task_ids: set[str]) -> Body:
+    """Every line of some task ids, oldest first."""
+    return {
+        "query": {"bool": {"filter": [{"terms": {"task_id": sorted(task_ids)}}]}},
+        "sort": _SORT_ASC,
+        "size": MAX_HITS,
+    }
+
+
+def _range(since: datetime | None, until: datetime | None) -> list[Body]:
+    bounds = {}
+    if since is not None:
+        bounds["gte"] = since.isoformat()
+    if until is not None:
+        bounds["lte"] = until.isoformat()
+    return [{"range": {"@timestamp": bounds}}] if bounds else []
+
+
+def search_body(f: LogFilter) -> Body:
+    """The newest ``f.limit`` lines matching ``f`` (newest first: reverse the hits)."""
+    filters: list[Body] = []
+    if f.service:
+        filters.append(_any_of({"service.name": f.service}, {"service.node.name": f.service}))
+    if f.level:
+        rank = LEVELS.index(_level(f.level))
+        filters.append({"terms": {"log.level": list(LEVELS[rank:])}})
+    if f.event:
+        if "*" in f.event:
+            filters.append({"wildcard": {"event.action": {"value": f.event}}})
+        else:
+            filters.append({"term": {"event.action": f.event}})
+    if f.task_name:
+        filters.append(
+            {
+                "bool": {
+                    "should": [
+                        {"term": {"task_name": f.task_name}},
+                        {"wildcard": {"task_name": {"value": f"*.{f.task_name}"}}},
+                    ],
+                    "minimum_should_match": 1,
+                }
+            }
+        )
+    for name, value in (("correlation_id", f.correlation_id), ("task_id", f.task_id)):
+        if value:
+            filters.append({"term": {name: value}})
+    filters.extend(_range(f.since, f.until))
+    if f.grep:
+        filters.append(grep_clause(f.grep))
+    return {
+        "query": {"bool": {"filter": filters}},
+        "sort": [{"@timestamp": {"order": "desc"}}],
+        "size": max(0, min(f.limit, MAX_HITS)),
+    }
+
+
+def grep_clause(text: str) -> Body:
+    """Case-insensitive substring in the ``GREP_FIELDS`` (phrase match on text fields)."""
+    from taskq.logstore.base import GREP_FIELDS
+
+    escaped = text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
+    should: list[Body] = [
+        {"match_phrase": {name: text}}
+        if name in _TEXT_FIELDS
+        else {"wildcard": {name: {"value": f"*{escaped}*", "case_insensitive": True}}}
+        for name in GREP_FIELDS
+    ]
+    return {"bool": {"should": should, "minimum_should_match": 1}}
+
+
+def _any_of(*terms: Mapping[str, str]) -> Body:
+    return {"bool": {"should": [{"term": dict(t)} for t in terms], "minimum_should_match": 1}}
+
+
+def _level(level: str) -> str:
+    name = level.upper()
+    name = "WARNING" if name == "WARN" else name
+    if name not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; one of {', '.join(LEVELS)}")
+    return name
+
+
+def stats_body(since: datetime | None, until: datetime | None) -> Body:
+    """Aggregations of ``taskq stats`` over ``[since, until]``; no hits."""
+    ended = {"terms": {"event.action": ["task.succeeded", "task.failed"]}}
+    started = {"term": {"event.action": "task.started"}}
+    return {
+        "size": 0,
+        "track_total_hits": True,
+        "query": {"bool": {"filter": _range(since, until)}},
+        "aggs": {
+            "terminal": {
+                "filter": {"terms": {"event.action": sorted(TERMINAL_EVENTS)}},
+                "aggs": {"by_event": {"terms": {"field": "event.action", "size": 10}}},
+            },
+            "tasks": {"cardinality": {"field": "task_id", "precision_threshold": 40_000}},
+            "by_task_name": {
+                "terms": {"field": "task_name", "size": 100},
+                "aggs": {
+                    "ended": {
+                        "filter": ended,
+                        "aggs": {
+                            "ms": {"percentiles": {"field": "duration_ms", "percents": _PERCENTS}}
+                        },
+                    },
+                    "started": {
+                        "filter": started,
+                        "aggs": {
+                            "wait": {
+                                "percentiles": {"field": "queue_wait_ms", "percents": _PERCENTS}
+                            },
+                            "redelivered": {"filter": {"term": {"task.redelivered": True}}},
+                        },
+                    },
+                    "retries": {"filter": {"term": {"event.action": "task.retry"}}},
+                    "failures": {"filter": {"term": {"event.action": "task.failed"}}},
+                },
+            },
+            "http": {
+                "filter": {
+                    "bool": {
+                        "filter": [
+                            {"term": {"service.name": "nginx"}},
+                            {"term": {"event.action": "http.request.completed"}},
+                        ]
+                    }
+                },
+                "aggs": {"status": {"terms": {"field": "http.response.status_code", "size": 50}}},
+            },
+            "busiest": {"terms": {"field": "correlation_id", "size": 10}},
+        },
+    }
+
+
+# --- responses --------------------------------------------------------------------------
+
+
+def flatten(source: Mapping[str, Any], prefix: str = "") -> LogLine:
+    """``{"service": {"name": "api"}}`` -> ``{"service.name": "api"}``; flat keys stay."""
+    flat: LogLine = {}
+    for key, value in source.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def hits_to_lines(response: Mapping[str, Any]) -> list[LogLine]:
+    """The ``_source`` of each hit, flattened to schema field names, in hit order."""
+    hits = response.get("hits", {}).get("hits", [])
+    return [flatten(hit.get("_source", {})) for hit in hits]
+
+
+def _percentiles(agg: Mapping[str, Any] | None) -> Percentiles:
+    values = (agg or {}).get("values", {})
+
+    def pick(p: float) -> float | None:
+        value = values.get(str(p), values.get(f"{p:.1f}"))
+        return None if value is None else round(float(value), 3)
+
+    return Percentiles(pick(50.0), pick(95.0), pick(99.0))
+
+
+def _count(agg: Mapping[str, Any] | None) -> int:
+    return int((agg or {}).get("doc_count", 0))
+
+
+def response_to_stats(
+    response: Mapping[str, Any], since: datetime | None, until: datetime | None
+) -> StatsReport:
+    """Map the answer to :func:`stats_body` onto a :class:`StatsReport`.
+
+    Elasticsearch cannot cheaply find each task's *last* event, so statuses are the
+    terminal events' statuses plus ``UNFINISHED`` = distinct task ids without one
+    (``cardinality`` is approximate above 40,000 tasks).
+    """
+    aggs = response.get("aggregations", {})
+    total = response.get("hits", {}).get("total", 0)
+    lines = int(total.get("value", 0)) if isinstance(total, Mapping) else int(total)
+    statuses: dict[str, int] = {}
+    for bucket in aggs.get("terminal", {}).get("by_event", {}).get("buckets", []):
+        status = TERMINAL_EVENTS.get(str(bucket["key"]))
+        if status:
+            statuses[status] = statuses.get(status, 0) + int(bucket["doc_count"])
+    unfinished = int(aggs.get("tasks", {}).get("value", 0)) - sum(statuses.values())
+    if unfinished > 0:
+        statuses["UNFINISHED"] = unfinished
+    by_name = [
+        TaskNameStats(
+            task_name=str(bucket["key"]),
+            executions=_count(bucket.get("ended")),
+            execution_ms=_percentiles(bucket.get("ended", {}).get("ms")),
+            queue_wait_ms=_percentiles(bucket.get("started", {}).get("wait")),
+            retries=_count(bucket.get("retries")),
+            failures=_count(bucket.get("failures")),
+            redeliveries=_count(bucket.get("started", {}).get("redelivered")),
+        )
+        for bucket in aggs.get("by_task_name", {}).get("buckets", [])
+    ]
+    by_name.sort(key=lambda s: (-s.executions, s.task_name))
+    http = {
+        int(b["key"]): int(b["doc_count"])
+        for b in aggs.get("http", {}).get("status", {}).get("buckets", [])
+    }
+    busiest = [
+        (str(b["key"]), int(b["doc_count"])) for b in aggs.get("busiest", {}).get("buckets", [])
+    ]
+    return StatsReport(
+        since=since,
+        until=until,
+        lines=lines,
+        tasks_by_status=dict(sorted(statuses.items(), key=lambda kv: -kv[1])),
+        by_task_name=by_name,
+        http_status=dict(sorted(http.items())),
+        busiest_correlation_ids=busiest,
+    )

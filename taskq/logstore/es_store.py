@@ -1,0 +1,62 @@
+"""The Elasticsearch backend: the official client, the bodies of :mod:`es_query`, no logic.
+
+Never run against a live cluster here (none can run on the development machines); the
+bodies and the response mapping are unit-tested against the documented shapes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from taskq.logstore import es_query
+from taskq.logstore.base import LogFilter, LogLine, LogStoreError, StatsReport
+from taskq.logstore.config import StoreConfig
+
+
+class ElasticsearchStore:
+    """Queries ``config.es_index`` (a data stream or index pattern) at ``config.es_url``."""
+
+    def __init__(self, config: StoreConfig, client: Any = None) -> None:
+        self._index = config.es_index
+        self._url = config.es_url
+        if client is None:
+            from elasticsearch import Elasticsearch
+
+            client = Elasticsearch(
+                config.es_url, api_key=config.es_api_key, request_timeout=config.timeout_s
+            )
+        self._client = client
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _search(self, body: es_query.Body) -> dict[str, Any]:
+        from elasticsearch import ApiError, TransportError
+
+        try:
+            response = self._client.search(index=self._index, **body)
+        except (ApiError, TransportError) as exc:
+            detail = getattr(exc, "message", None) or str(exc)
+            raise LogStoreError(
+                f"elasticsearch at {self._url}, index {self._index}: {type(exc).__name__}: {detail}"
+            ) from exc
+        body_of = getattr(response, "body", response)  # ObjectApiResponse or a plain dict
+        return dict(body_of)
+
+    def lines_for_correlation(self, correlation_id: str) -> list[LogLine]:
+        return es_query.hits_to_lines(self._search(es_query.trace_body(correlation_id)))
+
+    def lines_for_tasks(self, task_ids: set[str]) -> list[LogLine]:
+        return es_query.hits_to_lines(self._search(es_query.tasks_body(task_ids)))
+
+    def search(self, log_filter: LogFilter) -> list[LogLine]:
+        try:
+            body = es_query.search_body(log_filter)
+        except ValueError as exc:
+            raise LogStoreError(str(exc)) from exc
+        return list(reversed(es_query.hits_to_lines(self._search(body))))
+
+    def stats(self, since: datetime | None, until: datetime | None) -> StatsReport:
+        response = self._search(es_query.stats_body(since, until))
+        return es_query.response_to_stats(response, since, until)

@@ -1,0 +1,199 @@
+"""``taskq trace``, ``taskq logs`` and ``taskq stats``: the log search commands.
+
+Exit codes: 0 something was found, 1 nothing matches, 2 usage or backend errors (with a
+message on stderr). Importing this module is cheap: backends, DuckDB and rich are
+imported only by the command that runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from taskq.logstore.base import LogStore
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class UsageError(Exception):
+    """A bad argument value; reported with exit code 2."""
+
+
+def parse_when(text: str | None, now: datetime | None = None) -> datetime | None:
+    """``15m``, ``2h``, ``1d`` (ago), an ISO 8601 time (UTC if no offset), or ``all`` -> None."""
+    if text is None or text.strip().lower() in ("", "all"):
+        return None
+    now = now or datetime.now(UTC)
+    match = _DURATION.fullmatch(text.strip())
+    if match:
+        return now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"cannot read time {text!r}: use 15m, 2h, 1d or ISO 8601") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _backend_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("backend (default from TASKQ_LOGSTORE_BACKEND, TASKQ_ES_*)")
+    group.add_argument("--backend", choices=("duckdb", "elasticsearch"), help="default duckdb")
+    group.add_argument(
+        "--log-dir", help="JSON log files (duckdb); default TASKQ_LOG_DIR or var/log"
+    )
+    group.add_argument("--es-url", help="Elasticsearch URL; default TASKQ_ES_URL")
+    group.add_argument("--es-index", help="data stream or index pattern; default logs-taskq-*")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the three commands to the ``taskq`` parser."""
+    text = "the whole journey of one request: timeline and per-task timings"
+    trace = sub.add_parser("trace", help=text, description=text)
+    trace.add_argument("correlation_id", nargs="?", help="the request's X-Request-ID")
+    trace.add_argument("--task", dest="task_id", help="start from a task id instead")
+    _backend_options(trace)
+    trace.set_defaults(handler=_run, action="trace")
+
+    text = "filter the log lines (newest --limit matches, printed oldest first)"
+    logs = sub.add_parser("logs", help=text, description=text)
+    logs.add_argument("--service", help="service or node: nginx, api, api-1, worker, beat, ...")
+    logs.add_argument("--level", help="this level and above: DEBUG, INFO, WARNING, ERROR")
+    logs.add_argument("--event", help="event name; * is a wildcard (task.*)")
+    logs.add_argument("--task-name", help="full or short task name (calculate_var)")
+    logs.add_argument("--correlation-id")
+    logs.add_argument("--task-id")
+    logs.add_argument("--since", help="15m, 2h, 1d or ISO 8601")
+    logs.add_argument("--until", help="15m, 2h, 1d or ISO 8601")
+    logs.add_argument("--grep", help="case-insensitive text in message, error, ids, path")
+    logs.add_argument("--limit", type=int, default=100)
+    _backend_options(logs)
+    logs.set_defaults(handler=_run, action="logs")
+
+    text = "tasks by status, timing percentiles, retries, HTTP statuses, busiest requests"
+    stats = sub.add_parser("stats", help=text, description=text)
+    stats.add_argument("--since", default="1h", help="15m, 2h, 1d, ISO 8601 or all (default 1h)")
+    stats.add_argument("--until", help="15m, 2h, 1d or ISO 8601")
+    _backend_options(stats)
+    stats.set_defaults(handler=_run, action="stats")
+
+
+def _open(args: argparse.Namespace) -> LogStore:
+    """The backend named by the options, else by the environment."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from taskq.logstore.config import StoreConfig
+    from taskq.logstore.factory import open_store
+
+    try:
+        config = StoreConfig.from_env()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    overrides: dict[str, Any] = {
+        "backend": args.backend,
+        "log_dir": Path(args.log_dir) if args.log_dir else None,
+        "es_url": args.es_url,
+        "es_index": args.es_index,
+    }
+    return open_store(replace(config, **{k: v for k, v in overrides.items() if v is not None}))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from taskq.logstore.base import LogStoreError
+
+    name = f"taskq {args.action}"
+    try:
+        if args.action == "trace" and bool(args.correlation_id) == bool(args.task_id):
+            raise UsageError("give a correlation id or --task TASK_ID (one of them)")
+        store = _open(args)
+        try:
+            command = {"trace": _trace, "logs": _logs, "stats": _stats}[args.action]
+            return command(store, args)
+        finally:
+            store.close()
+    except (UsageError, LogStoreError) as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # `taskq logs | head`: the reader left; silence the flush at exit, as grep does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _trace(store: LogStore, args: argparse.Namespace) -> int:
+    from taskq import trace as tracing
+
+    if args.task_id:
+        found = tracing.find_trace_by_task(store, args.task_id)
+        what = f"task {args.task_id}"
+    else:
+        found = tracing.find_trace(store, args.correlation_id)
+        what = f"correlation id {args.correlation_id}"
+    if found is None:
+        print(f"taskq trace: no log line with {what}", file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(found.to_json())
+    else:
+        from taskq.search_render import render_trace
+
+        render_trace(found)
+    return 0
+
+
+def _logs(store: LogStore, args: argparse.Namespace) -> int:
+    from taskq.logstore.base import LogFilter
+
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    log_filter = LogFilter(
+        service=args.service,
+        level=args.level,
+        event=args.event,
+        task_name=args.task_name,
+        correlation_id=args.correlation_id,
+        task_id=args.task_id,
+        since=parse_when(args.since),
+        until=parse_when(args.until),
+        grep=args.grep,
+        limit=args.limit,
+    )
+    lines = store.search(log_filter)
+    if args.json:
+        for line in lines:
+            sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+    else:
+        from taskq.search_render import render_lines
+
+        render_lines(lines)
+    return 0 if lines else 1
+
+
+def _stats(store: LogStore, args: argparse.Namespace) -> int:
+    report = store.stats(parse_when(args.since), parse_when(args.until))
+    if args.json:
+        from dataclasses import asdict
+
+        _print_json(asdict(report))
+    else:
+        from taskq.search_render import render_stats
+
+        render_stats(report)
+    return 0 if report.lines else 1
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, default=_default, indent=2) + "\n")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)

@@ -1,0 +1,186 @@
+"""Readable output of the search commands (rich tables; no colours when not a terminal)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from taskq.logstore.base import LogLine, Percentiles, StatsReport
+from taskq.trace import Attempt, Request, TaskSummary, Trace, parse_time
+
+#: Fields worth showing beside the message in a timeline row.
+_DETAILS = (
+    "http.request.method",
+    "url.path",
+    "http.response.status_code",
+    "duration_ms",
+    "upstream.response_time_ms",
+    "upstream.address",
+    "queue",
+    "task.retries",
+    "task.redelivered",
+    "queue_wait_ms",
+    "parent_task_id",
+    "error.type",
+    "error.message",
+)
+
+
+def console() -> Console:
+    """A console for stdout; wide and plain when stdout is not a terminal (pipes, files)."""
+    if sys.stdout.isatty():
+        return Console(highlight=False)
+    return Console(width=240, no_color=True, highlight=False, soft_wrap=False)
+
+
+def _time(value: Any) -> str:
+    parsed = parse_time(value)
+    if parsed is None:
+        return str(value or "")
+    return parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f} ms"
+
+
+def _details(line: LogLine) -> str:
+    return " ".join(f"{k}={line[k]}" for k in _DETAILS if line.get(k) not in (None, ""))
+
+
+def lines_table(lines: list[LogLine], title: str | None = None) -> Table:
+    """One row per line: time, service node, level, event, task id, message and details."""
+    table = Table(title=title, show_edge=False, pad_edge=False, expand=False)
+    for name in ("time (UTC)", "service", "level", "event", "task_id"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("message", overflow="fold")
+    for line in lines:
+        level = str(line.get("log.level", ""))
+        style = "red" if level in ("ERROR", "CRITICAL") else "yellow" if level == "WARNING" else ""
+        message = str(line.get("message", ""))
+        details = _details(line)
+        table.add_row(
+            _time(line.get("@timestamp")),
+            str(line.get("service.node.name") or line.get("service.name") or ""),
+            Text(level, style=style),
+            str(line.get("event.action", "")),
+            str(line.get("task_id") or ""),
+            f"{message}  {details}" if details else message,
+        )
+    return table
+
+
+def render_lines(lines: list[LogLine]) -> None:
+    """``taskq logs`` output."""
+    out = console()
+    out.print(lines_table(lines))
+    out.print(f"{len(lines)} line(s)")
+
+
+def _request_row(request: Request) -> list[str]:
+    return [
+        f"{request.method or ''} {request.path or ''}",
+        str(request.status or ""),
+        _ms(request.nginx_ms),
+        _ms(request.upstream_ms),
+        request.api_node or "-",
+        _ms(request.api_ms),
+        _ms(request.nginx_to_api_ms),
+    ]
+
+
+def _attempt_row(attempt: Attempt) -> list[str]:
+    return [
+        f"#{attempt.number}",
+        attempt.worker or "-",
+        "-" if attempt.retries is None else str(attempt.retries),
+        "yes" if attempt.redelivered else "no",
+        _ms(attempt.queue_wait_ms),
+        _ms(attempt.execution_ms),
+        attempt.outcome or "running",
+        attempt.error or "",
+    ]
+
+
+def _task_block(out: Console, task: TaskSummary) -> None:
+    out.print(
+        f"\n[bold]task {task.task_id}[/bold]  {task.task_name or '?'}  queue={task.queue or '?'}"
+        f"  final status [bold]{task.final_status}[/bold]"
+        + (f"  parent {task.parent_task_id}" if task.parent_task_id else "")
+    )
+    out.print(
+        f"  API -> broker publish {_ms(task.publish_ms)}   queue wait {_ms(task.queue_wait_ms)}"
+        f"   execution {_ms(task.execution_ms)}   retries {task.retries}"
+        f"   redeliveries {task.redeliveries}   publish -> end {_ms(task.end_to_end_ms)}"
+    )
+    table = Table(show_edge=False, pad_edge=False)
+    for name in ("attempt", "worker", "retries", "redelivered", "queue wait", "execution"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("outcome", no_wrap=True)
+    table.add_column("error", overflow="fold")
+    for attempt in task.attempts:
+        table.add_row(*_attempt_row(attempt))
+    out.print(table)
+
+
+def render_trace(trace: Trace) -> None:
+    """``taskq trace`` output: timeline, requests, tasks, end-to-end."""
+    out = console()
+    out.print(lines_table(trace.lines, title=f"correlation id {trace.correlation_id or '?'}"))
+    if trace.requests:
+        table = Table(title="HTTP requests", show_edge=False, pad_edge=False)
+        for name in ("request", "status", "nginx", "upstream", "replica", "api", "nginx -> api"):
+            table.add_column(name, no_wrap=True)
+        for request in trace.requests:
+            table.add_row(*_request_row(request))
+        out.print()
+        out.print(table)
+    for task in trace.tasks:
+        _task_block(out, task)
+    out.print(
+        f"\n{len(trace.lines)} line(s), {len(trace.tasks)} task(s); end-to-end "
+        f"{_ms(trace.end_to_end_ms)} (first request received -> last task finished)"
+    )
+
+
+def _p(p: Percentiles) -> list[str]:
+    return [_ms(p.p50), _ms(p.p95), _ms(p.p99)]
+
+
+def render_stats(report: StatsReport) -> None:
+    """``taskq stats`` output."""
+    out = console()
+    since = report.since.isoformat(timespec="seconds") if report.since else "the beginning"
+    until = report.until.isoformat(timespec="seconds") if report.until else "now"
+    out.print(f"{report.lines:,} line(s) from {since} to {until}\n")
+    status = ", ".join(f"{k} {v:,}" for k, v in report.tasks_by_status.items()) or "none"
+    out.print(f"tasks by final status: {status}")
+    http = ", ".join(f"{k}: {v:,}" for k, v in report.http_status.items()) or "none"
+    out.print(f"HTTP status (nginx): {http}\n")
+    table = Table(title="by task name", show_edge=False, pad_edge=False)
+    columns = ("task_name", "runs", "exec p50", "exec p95", "exec p99")
+    for name in (*columns, "wait p50", "wait p95", "wait p99", "retries", "failed", "redeliv."):
+        table.add_column(name, no_wrap=True, justify="left" if name == "task_name" else "right")
+    for row in report.by_task_name:
+        table.add_row(
+            row.task_name,
+            f"{row.executions:,}",
+            *_p(row.execution_ms),
+            *_p(row.queue_wait_ms),
+            f"{row.retries:,}",
+            f"{row.failures:,}",
+            f"{row.redeliveries:,}",
+        )
+    out.print(table)
+    busiest = Table(title="busiest correlation ids", show_edge=False, pad_edge=False)
+    busiest.add_column("correlation_id", no_wrap=True)
+    busiest.add_column("lines", justify="right")
+    for correlation_id, count in report.busiest_correlation_ids:
+        busiest.add_row(correlation_id, f"{count:,}")
+    out.print()
+    out.print(busiest)

@@ -1,0 +1,120 @@
+"""The values of a trace: HTTP requests, task attempts, task summaries, the trace itself.
+
+Durations are milliseconds; times are tz-aware datetimes (ISO 8601 strings in JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from taskq.logstore.base import LogLine
+
+
+def parse_time(value: Any) -> datetime | None:
+    """``@timestamp`` as a tz-aware datetime, ``None`` if absent or malformed."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def ms_between(later: datetime | None, earlier: datetime | None) -> float | None:
+    if later is None or earlier is None:
+        return None
+    return round((later - earlier) / timedelta(milliseconds=1), 3)
+
+
+def number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def line_started(line: LogLine, at: datetime | None) -> datetime | None:
+    """When the operation a line reports began: its time minus its ``duration_ms``."""
+    duration = number(line.get("duration_ms"))
+    return at - timedelta(milliseconds=duration) if at and duration is not None else at
+
+
+@dataclass
+class Request:
+    """One HTTP request: nginx's line and the API replica's line, paired."""
+
+    method: str | None
+    path: str | None
+    status: int | None
+    started_at: datetime | None
+    nginx_ms: float | None
+    upstream_ms: float | None
+    api_ms: float | None
+    api_node: str | None
+    api_started_at: datetime | None
+    nginx_to_api_ms: float | None  # nginx received -> API replica started handling
+
+
+@dataclass
+class Attempt:
+    """One execution attempt of a task (the first run, a retry or a redelivery)."""
+
+    number: int
+    retries: int | None = None
+    worker: str | None = None
+    worker_pid: int | None = None
+    redelivered: bool = False
+    published_at: datetime | None = None
+    received_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    queue_wait_ms: float | None = None  # published -> started (the worker's own figure)
+    receive_wait_ms: float | None = None  # published -> received by a worker
+    execution_ms: float | None = None
+    outcome: str | None = None  # SUCCESS, FAILURE, RETRY, REVOKED, REJECTED, LOST or None
+    error: str | None = None
+
+
+@dataclass
+class TaskSummary:
+    """Timings of one task across its attempts."""
+
+    task_id: str
+    task_name: str | None = None
+    queue: str | None = None
+    parent_task_id: str | None = None
+    published_at: datetime | None = None
+    publish_ms: float | None = None  # API started handling the request -> task published
+    queue_wait_ms: float | None = None  # of the first attempt
+    execution_ms: float | None = None  # of the last attempt that ended
+    retries: int = 0
+    redeliveries: int = 0
+    final_status: str = "PENDING"
+    ended_at: datetime | None = None
+    end_to_end_ms: float | None = None  # first publish -> final end
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+@dataclass
+class Trace:
+    """The journey of one correlation id."""
+
+    correlation_id: str | None
+    lines: list[LogLine]
+    requests: list[Request]
+    tasks: list[TaskSummary]
+    started_at: datetime | None
+    ended_at: datetime | None
+    end_to_end_ms: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict; datetimes as ISO 8601 strings."""
+        data = asdict(self)
+        return json.loads(json.dumps(data, default=_json_default))  # type: ignore[no-any-return]
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)

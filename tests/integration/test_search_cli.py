@@ -1,0 +1,143 @@
+"""``taskq trace`` and ``GET /api/v1/traces`` over the logs of real requests.
+
+Requests go through nginx -> api -> Redis -> worker; the command runs as its own process
+with TASKQ_VAR_DIR/TASKQ_LOG_DIR pointing at the stack, as an on-call engineer runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+from taskq.stack.layout import REPO_ROOT
+from taskq.trace import parse_time
+from tests.integration.stack_client import Line, RunningStack, events_of
+
+VAR_DATA = {
+    "portfolio_data": {"positions": [{"symbol": "AAPL", "quantity": 100, "price": 150.0}]},
+    "confidence_level": 0.95,
+    "time_horizon": 10,
+}
+
+
+def taskq(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "TASKQ_VAR_DIR": str(stack.layout.var_dir),
+        "TASKQ_LOG_DIR": str(stack.layout.log_dir),
+        "TASKQ_LOGSTORE_BACKEND": "duckdb",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "taskq.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+def submit(
+    stack: RunningStack, task_type: str, data: dict[str, Any], prefix: str
+) -> tuple[str, str]:
+    correlation_id = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    answer = stack.submit(task_type, data, "high", {"X-Request-ID": correlation_id})
+    assert answer.status_code == 202, answer.text
+    task_id = str(answer.json()["task_id"])
+    assert stack.wait_for_task(task_id)["status"] == "SUCCESS"
+    return correlation_id, task_id
+
+
+def wait_for_success_lines(stack: RunningStack, correlation_id: str, started: int) -> None:
+    """Until nginx's line and ``started`` task.started lines and a task.succeeded are written."""
+
+    def done(lines: list[Line]) -> bool:
+        events = events_of(lines)
+        nginx = any(x["service.name"] == "nginx" for x in lines)
+        return nginx and events.count("task.started") >= started and "task.succeeded" in events
+
+    stack.wait_for_lines(lambda x: x.get("correlation_id") == correlation_id, done)
+
+
+def test_trace_shows_every_hop_and_the_timings(stack: RunningStack) -> None:
+    correlation_id, task_id = submit(stack, "calculate_var", VAR_DATA, "trace")
+    wait_for_success_lines(stack, correlation_id, started=1)
+
+    result = taskq(stack, "trace", correlation_id, "--json")
+    assert result.returncode == 0, result.stderr
+    trace = json.loads(result.stdout)
+    lines = trace["lines"]
+    hops = {(x["service.name"], x["event.action"]) for x in lines}
+    assert {
+        ("nginx", "http.request.completed"),
+        ("api", "http.request.completed"),
+        ("api", "task.published"),
+        ("worker", "task.received"),
+        ("worker", "task.started"),
+        ("worker", "task.succeeded"),
+    } <= hops
+    times = [parse_time(x["@timestamp"]) for x in lines]
+    assert times == sorted(times)  # type: ignore[type-var]  # oldest first
+    (request,) = [r for r in trace["requests"] if r["method"] == "POST"]
+    assert request["status"] == 202 and request["api_node"].startswith("api-")
+    assert request["nginx_ms"] is not None and request["api_ms"] > 0
+    (task,) = trace["tasks"]
+    assert task["task_id"] == task_id and task["task_name"] == "taskq.risk.calculate_var"
+    assert task["queue_wait_ms"] > 0 and task["execution_ms"] > 0
+    assert task["publish_ms"] is not None and task["publish_ms"] >= 0
+    assert task["final_status"] == "SUCCESS" and trace["end_to_end_ms"] > 0
+
+    table = taskq(stack, "trace", "--task", task_id)
+    assert table.returncode == 0, table.stderr
+    assert correlation_id in table.stdout and "SUCCESS" in table.stdout
+    assert "task.received" in table.stdout and "nginx" in table.stdout
+
+    via_api = stack.http.get(f"/api/v1/traces/{correlation_id}")
+    assert via_api.status_code == 200, via_api.text
+    assert [t["task_id"] for t in via_api.json()["tasks"]] == [task_id]
+
+
+def test_retried_task_shows_each_attempt(stack: RunningStack) -> None:
+    correlation_id, task_id = submit(stack, "drill_flaky", {"fail_times": 1}, "retry")
+    wait_for_success_lines(stack, correlation_id, started=2)
+
+    result = taskq(stack, "trace", correlation_id, "--json")
+    assert result.returncode == 0, result.stderr
+    (task,) = json.loads(result.stdout)["tasks"]
+    assert task["task_id"] == task_id and task["retries"] == 1
+    first, second = task["attempts"]
+    assert first["outcome"] == "RETRY" and first["retries"] == 0 and first["worker"]
+    assert "simulated lost connection" in first["error"]
+    assert second["outcome"] == "SUCCESS" and second["retries"] == 1 and second["worker"]
+    assert task["final_status"] == "SUCCESS"
+
+
+def test_unknown_id_exits_1_and_api_answers_404(stack: RunningStack) -> None:
+    unknown = f"never-{uuid.uuid4().hex}"
+    result = taskq(stack, "trace", unknown)
+    assert result.returncode == 1
+    assert unknown in result.stderr
+    answer = stack.http.get(f"/api/v1/traces/{unknown}")
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "trace_not_found"
+
+
+def test_logs_and_stats_commands(stack: RunningStack) -> None:
+    correlation_id, _ = submit(stack, "calculate_var", VAR_DATA, "logs")
+    wait_for_success_lines(stack, correlation_id, started=1)
+    result = taskq(
+        stack, "logs", "--correlation-id", correlation_id, "--service", "worker", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(x)["event.action"] for x in result.stdout.splitlines()]
+    assert {"task.received", "task.started", "task.succeeded"} <= set(events)
+    stats = taskq(stack, "stats", "--since", "1h", "--json")
+    assert stats.returncode == 0, stats.stderr
+    report = json.loads(stats.stdout)
+    assert report["tasks_by_status"].get("SUCCESS", 0) >= 1
+    assert report["http_status"].get("202", 0) >= 1
