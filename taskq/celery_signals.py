@@ -59,9 +59,15 @@ def on_after_publish(
             "task_name": headers.get("task"),
             "queue": routing_key,
             "task.retries": int(headers.get("retries") or 0),
-            **({"parent_task_id": parent} if (parent := task_id_var.get()) else {}),
+            **_parent_of(headers.get("id")),
         },
     )
+
+
+def _parent_of(task_id: Any) -> dict[str, str]:
+    """``parent_task_id`` when a task publishes another task (not its own retry)."""
+    parent = task_id_var.get()
+    return {"parent_task_id": parent} if parent and parent != task_id else {}
 
 
 def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
