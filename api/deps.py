@@ -10,6 +10,8 @@ from celery import Celery
 from fastapi import Depends, Request
 from redis import Redis
 
+from api.breaker import QueueBreaker
+from api.idempotency import IdempotencyStore
 from api.task_records import TaskRecords
 from taskq.settings import Settings
 from taskq.tasktypes import TaskType
@@ -37,6 +39,10 @@ class ApiResources:
     records: TaskRecords
     task_types: dict[str, TaskType]
     readiness: ReadinessCache = field(default_factory=ReadinessCache)
+    #: None when the breaker is disabled (``TASKQ_BREAKER_ENABLED=false``).
+    breaker: QueueBreaker | None = None
+    #: None: Idempotency-Key headers are validated but not honoured.
+    idempotency: IdempotencyStore | None = None
 
 
 def get_resources(request: Request) -> ApiResources:

@@ -12,14 +12,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis import Redis
 
+from api.breaker import QueueBreaker
 from api.deps import ApiResources
 from api.errors import install_error_handlers
+from api.idempotency import IdempotencyStore
 from api.middleware import CorrelationMiddleware
-from api.routes import health, tasks
+from api.routes import health, tasks, traces
 from api.task_records import TaskRecords
 from taskq import __version__
 from taskq.logs import configure_logging
-from taskq.settings import Settings, get_settings
+from taskq.queue_depth import read_depths
+from taskq.settings import QUEUES, Settings, get_settings
 from taskq.tasktypes import task_types
 
 
@@ -39,6 +42,21 @@ def build_resources(settings: Settings) -> ApiResources:
         redis=client,
         records=TaskRecords(client, settings.result_expires_s),
         task_types=task_types(settings.enable_drill_tasks),
+        breaker=_build_breaker(settings, client),
+        idempotency=IdempotencyStore(
+            client, settings.idempotency_ttl_s, settings.idempotency_lock_s
+        ),
+    )
+
+
+def _build_breaker(settings: Settings, client: Redis) -> QueueBreaker | None:
+    if not settings.breaker_enabled:
+        return None
+    return QueueBreaker(
+        lambda: read_depths(client, QUEUES),
+        settings.breaker_thresholds,
+        close_ratio=settings.breaker_close_ratio,
+        cache_s=settings.breaker_cache_s,
     )
 
 
@@ -64,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(traces.router)
     # Added last, so it wraps every other middleware: even a 500 carries X-Request-ID.
     app.add_middleware(CorrelationMiddleware)
     return app

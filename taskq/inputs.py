@@ -56,7 +56,11 @@ class VarInput(_Input):
     method: Literal["parametric", "historical", "monte_carlo"] = "parametric"
     simulations: int = Field(default=10_000, ge=1_000, le=MAX_SIMULATIONS)
     correlation: float = Field(default=0.3, gt=-0.99, lt=1.0)
-    returns_history: dict[Symbol, list[float]] | None = None
+    # Bounded by the field itself (not only by the validator below), so an oversized history
+    # is refused before a model validator walks it.
+    returns_history: dict[Symbol, Annotated[list[float], Field(max_length=MAX_HISTORY)]] | None = (
+        Field(default=None, max_length=MAX_POSITIONS)
+    )
     seed: Seed = None
 
     @model_validator(mode="after")

@@ -17,6 +17,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from taskq.correlation import correlation_id_var, task_id_var, task_name_var
 from taskq.logschema import FIELDS_BY_NAME
+from taskq.redaction import RedactionFilter
 
 #: Event name for lines that do not name one (library lines such as uvicorn's start-up).
 DEFAULT_EVENT = "log"
@@ -98,7 +99,8 @@ def build_handler(
         log_file.parent.mkdir(parents=True, exist_ok=True)
         # WatchedFileHandler reopens the file when it is rotated away underneath us.
         handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
-    for flt in (*extra_filters, ContextFilter(service, node), SchemaFilter()):
+    # Redaction runs last: it sees every field that will be written, whoever set it.
+    for flt in (*extra_filters, ContextFilter(service, node), SchemaFilter(), RedactionFilter()):
         handler.addFilter(flt)
     handler.setFormatter(build_formatter())
     return handler

@@ -62,6 +62,8 @@ FIELDS: tuple[LogField, ...] = (
     LogField("error.stack_trace", "text", "Traceback, when there is one."),
     LogField("queue.depth", "long", "Messages waiting in a queue (snapshot events)."),
     LogField("queue.unacked", "long", "Messages delivered but not yet acknowledged."),
+    LogField("queue.threshold", "long", "Breaker threshold of a queue (breaker events)."),
+    LogField("task.deliveries", "long", "Deliveries of one task attempt so far (poison cap)."),
 )
 
 FIELDS_BY_NAME: Mapping[str, LogField] = {f.name: f for f in FIELDS}

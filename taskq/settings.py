@@ -79,6 +79,82 @@ class Settings(BaseSettings):
     queue_snapshot_interval_s: float = Field(default=30.0, gt=0)
     readiness_cache_s: float = Field(default=3.0, ge=0)
 
+    # --- guarantees: idempotency, breaker, auth, limits ---
+    idempotency_ttl_s: int = Field(
+        default=86_400, gt=0, description="How long an Idempotency-Key is remembered."
+    )
+    idempotency_lock_s: int = Field(
+        default=30,
+        gt=0,
+        description="An in-flight claim is released after this long if its request died.",
+    )
+    breaker_enabled: bool = Field(default=True, description="Shed submissions on queue depth.")
+    breaker_threshold_high: int = Field(
+        default=20_000, gt=0, description="Backlog ahead of a high task that opens its breaker."
+    )
+    breaker_threshold_medium: int = Field(default=10_000, gt=0)
+    breaker_threshold_low: int = Field(
+        default=5_000, gt=0, description="Lowest: low-priority work is shed first."
+    )
+    breaker_close_ratio: float = Field(
+        default=0.8,
+        gt=0,
+        lt=1,
+        description="Hysteresis: an open breaker closes below threshold * this ratio.",
+    )
+    breaker_cache_s: float = Field(
+        default=0.25, ge=0, description="Depth readings are reused this long (per process)."
+    )
+    breaker_retry_after_s: int = Field(default=5, gt=0)
+    api_keys: str = Field(
+        default="",
+        repr=False,
+        description="Comma-separated accepted API keys; empty turns authentication off.",
+    )
+    rate_limit_rps: int = Field(
+        default=3_000, gt=0, description="nginx limit_req: sustained requests/s per address."
+    )
+    rate_limit_burst: int = Field(
+        default=3_000, ge=0, description="nginx limit_req: requests above the rate let through."
+    )
+    rate_limit_exempt: str = Field(
+        default="", description="Comma-separated addresses/CIDRs nginx never rate-limits."
+    )
+    client_max_body_size: str = Field(default="256k", pattern=r"^[0-9]{1,6}[kKmM]?$")
+    worker_dedup_ttl_s: int = Field(
+        default=86_400, gt=0, description="Completion records that suppress duplicate runs."
+    )
+    max_redeliveries: int = Field(
+        default=3,
+        ge=0,
+        description="A task delivered more often than 1 + this ends as FAILURE (poison cap).",
+    )
+
+    @model_validator(mode="after")
+    def _check_breaker_order(self) -> Settings:
+        # Low must shed first: its threshold is the lowest, high's the highest.
+        if not (
+            self.breaker_threshold_low
+            <= self.breaker_threshold_medium
+            <= self.breaker_threshold_high
+        ):
+            raise ValueError("breaker thresholds must satisfy low <= medium <= high")
+        return self
+
+    @property
+    def api_key_list(self) -> tuple[str, ...]:
+        """The accepted API keys (empty: authentication is off)."""
+        return tuple(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    @property
+    def breaker_thresholds(self) -> dict[str, int]:
+        """Breaker threshold per priority queue."""
+        return {
+            "high": self.breaker_threshold_high,
+            "medium": self.breaker_threshold_medium,
+            "low": self.breaker_threshold_low,
+        }
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.task_soft_time_limit_s >= self.task_time_limit_s:

@@ -59,7 +59,7 @@ def running_pid(layout: StackLayout) -> int | None:
 def write_configs(layout: StackLayout, settings: Settings) -> None:
     """Render every config file into the run directory."""
     layout.ensure_dirs()
-    layout.nginx_conf.write_text(render.nginx_conf(layout))
+    layout.nginx_conf.write_text(render.nginx_conf(layout, settings))
     layout.redis_conf.write_text(render.redis_conf(layout))
     layout.supervisor_conf.write_text(render.supervisord_conf(layout, settings))
 

@@ -6,10 +6,11 @@ import re
 import sys
 from collections.abc import Mapping
 
-from taskq.settings import Settings
+from taskq.settings import Settings, get_settings
 from taskq.stack.layout import NGINX_TEMPLATE, REPO_ROOT, StackLayout
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
+_GEO_ENTRY = re.compile(r"[0-9A-Fa-f.:]+(?:/[0-9]{1,3})?")
 
 #: Worker programs: name -> queues, in the order the worker drains them.
 #: ``high`` has a dedicated worker, so high-priority tasks never wait behind low ones; the
@@ -30,8 +31,9 @@ def render_template(text: str, values: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
 
 
-def nginx_values(layout: StackLayout, client_max_body_size: str = "256k") -> dict[str, str]:
+def nginx_values(layout: StackLayout, settings: Settings | None = None) -> dict[str, str]:
     """Placeholder values of nginx/nginx.conf.template for the local stack."""
+    settings = settings or get_settings()
     upstreams = "\n".join(
         f"        server {layout.bind_host}:{port} max_fails=1 fail_timeout=2s;"
         for port in layout.api_ports
@@ -45,13 +47,25 @@ def nginx_values(layout: StackLayout, client_max_body_size: str = "256k") -> dic
         "NGINX_NODE_NAME": "nginx",
         "NGINX_UPSTREAM_SERVERS": upstreams,
         "NGINX_LISTEN": f"{layout.bind_host}:{layout.http_port}",
-        "NGINX_CLIENT_MAX_BODY_SIZE": client_max_body_size,
+        "NGINX_CLIENT_MAX_BODY_SIZE": settings.client_max_body_size,
+        "NGINX_RATE_LIMIT_RPS": str(settings.rate_limit_rps),
+        "NGINX_RATE_LIMIT_BURST": str(settings.rate_limit_burst),
+        "NGINX_RATE_LIMIT_EXEMPT": rate_limit_exempt_lines(settings.rate_limit_exempt),
     }
 
 
-def nginx_conf(layout: StackLayout) -> str:
-    """nginx.conf for the local stack."""
-    return render_template(NGINX_TEMPLATE.read_text(), nginx_values(layout))
+def rate_limit_exempt_lines(exempt: str) -> str:
+    """``geo`` entries for the comma-separated addresses/CIDRs that are never rate-limited."""
+    entries = [e.strip() for e in exempt.split(",") if e.strip()]
+    for entry in entries:
+        if not _GEO_ENTRY.fullmatch(entry):
+            raise ValueError(f"not an address or CIDR: {entry!r}")
+    return "\n".join(f"        {entry} 1;" for entry in entries)
+
+
+def nginx_conf(layout: StackLayout, settings: Settings | None = None) -> str:
+    """nginx.conf for the local stack (limits from ``settings``, default the process's)."""
+    return render_template(NGINX_TEMPLATE.read_text(), nginx_values(layout, settings))
 
 
 def redis_conf(layout: StackLayout) -> str:

@@ -81,6 +81,11 @@ def test_concurrent_identical_requests_execute_once(stack: RunningStack) -> None
     )
     assert len(published) == 1 and len(started) == 1
     assert started[0]["task_id"] == task_id
+    replays = len(accepted)  # every 202 but the first, plus the retry
+    stack.wait_for_lines(
+        lambda x: x.get("task_id") == task_id and x.get("event.action") == "idempotency.replayed",
+        lambda found: len(found) == replays,
+    )
 
 
 def test_same_key_different_body_is_422(stack: RunningStack) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.breaker import QueueBreaker, backlog_ahead, saturated_error
 from taskq.queue_depth import QueueDepths
+from taskq.settings import Settings
 from tests.unit.log_capture import CapturedLogs
 
 THRESHOLDS = {"high": 100, "medium": 50, "low": 10}
@@ -120,3 +122,9 @@ def test_rejection_is_a_503_naming_the_queue_and_logged(logs: CapturedLogs) -> N
     rejected = logs.lines()[-1]
     assert rejected["event.action"] == "http.request.rejected"
     assert rejected["error.type"] == "queue_saturated" and rejected["queue"] == "low"
+
+
+def test_settings_refuse_thresholds_that_would_not_shed_low_first() -> None:
+    with pytest.raises(ValidationError, match="low <= medium <= high"):
+        Settings(breaker_threshold_low=100, breaker_threshold_medium=50)
+    assert Settings().breaker_thresholds == {"high": 20_000, "medium": 10_000, "low": 5_000}

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from taskq.settings import get_settings
+from worker.dedup import PoisonTaskError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -29,7 +30,7 @@ def transient_retry_options() -> dict[str, Any]:
         "retry_jitter": True,
         "max_retries": settings.max_retries,
         # Expected failures: logged as such, without a traceback, and never retried.
-        "throws": (InvalidTaskInput,),
+        "throws": (InvalidTaskInput, PoisonTaskError),
     }
 
 

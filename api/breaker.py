@@ -1,0 +1,163 @@
+"""Queue-depth circuit breaker: shed submissions before the backlog becomes unbounded.
+
+Contract:
+
+* The load a new task of priority ``p`` faces is the *backlog ahead of it*: every message
+  waiting in ``p``'s queue and in the queues drained before it (``high`` before ``medium``
+  before ``low``, see ``queue_order_strategy`` in worker/celery_app.py), all priority
+  sub-lists included, plus every delivered-but-unacknowledged message
+  (:func:`taskq.queue_depth.read_depths`). ``low`` therefore always sees the largest
+  backlog and has the lowest threshold: it sheds first, ``high`` last.
+* A queue's breaker opens when its backlog reaches its threshold and closes only when the
+  backlog falls to ``threshold * close_ratio`` (hysteresis: no flapping at the edge).
+* Depths are read in one pipelined round trip at most every ``cache_s`` seconds per process,
+  by one request thread while the others use the previous reading: the check costs a dict
+  lookup per request, not a Redis round trip.
+* When Redis cannot be read the last reading and states are kept; the publish that follows
+  fails fast on its own (503 ``broker_unavailable``).
+* Transitions are logged once per process as ``breaker.opened`` / ``breaker.closed``; each
+  rejected request as ``http.request.rejected`` (by the caller, :func:`saturated_error`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from api.errors import ApiError
+from taskq.queue_depth import QueueDepths
+
+logger = logging.getLogger("taskq.api.breaker")
+
+#: The order in which the general worker drains its queues (highest priority first).
+PRIORITY_ORDER: tuple[str, ...] = ("high", "medium", "low")
+
+
+def backlog_ahead(depths: QueueDepths, queue: str) -> int:
+    """Messages a new task on ``queue`` waits behind: its queue, the queues drained before
+    it, and everything delivered but not yet acknowledged."""
+    position = PRIORITY_ORDER.index(queue)
+    ahead = PRIORITY_ORDER[: position + 1]
+    return sum(depths.waiting.get(name, 0) for name in ahead) + depths.unacked
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The breaker's answer for one submission."""
+
+    allowed: bool
+    queue: str
+    depth: int
+    threshold: int
+
+
+class QueueBreaker:
+    """Per-process breaker over all priority queues; thread-safe, see module docstring."""
+
+    def __init__(
+        self,
+        read_depths: Callable[[], QueueDepths],
+        thresholds: Mapping[str, int],
+        close_ratio: float = 0.8,
+        cache_s: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        unknown = set(thresholds) - set(PRIORITY_ORDER)
+        if unknown:
+            raise ValueError(f"unknown queues: {sorted(unknown)}")
+        if not 0 < close_ratio < 1:
+            raise ValueError("close_ratio must be between 0 and 1")
+        self._read = read_depths
+        self._thresholds = dict(thresholds)
+        self._close_ratio = close_ratio
+        self._cache_s = cache_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._depths: QueueDepths | None = None
+        self._read_at = -math.inf
+        self._open: dict[str, bool] = dict.fromkeys(self._thresholds, False)
+
+    def check(self, queue: str) -> Verdict:
+        """Whether a submission to ``queue`` is admitted now."""
+        self._refresh_if_stale()
+        depths = self._depths
+        threshold = self._thresholds[queue]
+        depth = backlog_ahead(depths, queue) if depths is not None else 0
+        return Verdict(not self._open[queue], queue, depth, threshold)
+
+    def is_open(self, queue: str) -> bool:
+        """The current state of ``queue``'s breaker (as of the last reading)."""
+        return self._open[queue]
+
+    def _refresh_if_stale(self) -> None:
+        if self._clock() - self._read_at < self._cache_s:
+            return
+        # One thread reads; the others go on with the previous reading instead of queueing.
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            if self._clock() - self._read_at < self._cache_s:
+                return
+            try:
+                depths = self._read()
+            except (RedisError, OSError):
+                return
+            finally:
+                self._read_at = self._clock()
+            self._depths = depths
+            self._update_states(depths)
+        finally:
+            self._lock.release()
+
+    def _update_states(self, depths: QueueDepths) -> None:
+        for queue, threshold in self._thresholds.items():
+            depth = backlog_ahead(depths, queue)
+            was_open = self._open[queue]
+            if not was_open and depth >= threshold:
+                self._open[queue] = True
+                _log_transition("breaker opened", "breaker.opened", queue, depth, threshold)
+            elif was_open and depth <= threshold * self._close_ratio:
+                self._open[queue] = False
+                _log_transition("breaker closed", "breaker.closed", queue, depth, threshold)
+
+
+def _log_transition(message: str, event: str, queue: str, depth: int, threshold: int) -> None:
+    level = logging.WARNING if event == "breaker.opened" else logging.INFO
+    logger.log(
+        level,
+        message,
+        extra={
+            "event.action": event,
+            "queue": queue,
+            "queue.depth": depth,
+            "queue.threshold": threshold,
+        },
+    )
+
+
+def saturated_error(verdict: Verdict, retry_after_s: int) -> ApiError:
+    """The 503 for a rejected submission; logs the ``http.request.rejected`` event."""
+    logger.warning(
+        "request rejected",
+        extra={
+            "event.action": "http.request.rejected",
+            "queue": verdict.queue,
+            "queue.depth": verdict.depth,
+            "queue.threshold": verdict.threshold,
+            "http.response.status_code": 503,
+            "error.type": "queue_saturated",
+        },
+    )
+    return ApiError(
+        503,
+        "queue_saturated",
+        f"Queue {verdict.queue!r} is saturated; nothing was accepted. Retry later.",
+        {"queue": verdict.queue, "depth": verdict.depth, "threshold": verdict.threshold},
+        headers={"Retry-After": str(retry_after_s)},
+    )
