@@ -32,6 +32,10 @@ TERMINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 SYMBOLS = ("AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "JPM", "XOM", "KO", "PFE", "TSLA")
 SUBMIT_URL = "/api/v1/tasks"
 STATUS_NAME = "/api/v1/tasks/[task_id]"
+#: First of the stack's API keys (compose turns keys on); no header when none is set.
+API_KEY = next(
+    (k.strip() for k in os.environ.get("TASKQ_API_KEYS", "").split(",") if k.strip()), ""
+)
 
 
 def new_correlation_id() -> str:
@@ -127,6 +131,8 @@ class TaskFlowUser(HttpUser):
         """POST the task, check the 202, poll the status URL (bounded)."""
         correlation_id = new_correlation_id()
         headers = {"X-Request-ID": correlation_id}
+        if API_KEY:
+            headers["X-API-Key"] = API_KEY
         with self.client.post(
             SUBMIT_URL, json=body, headers=headers, name=SUBMIT_URL, catch_response=True
         ) as answer:

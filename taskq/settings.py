@@ -141,6 +141,15 @@ class Settings(BaseSettings):
             raise ValueError("breaker thresholds must satisfy low <= medium <= high")
         return self
 
+    @model_validator(mode="after")
+    def _refuse_placeholder_keys(self) -> Settings:
+        # The shipped .env holds placeholders: fine on a laptop, never in production.
+        if self.environment == "production" and any(
+            key.lower().startswith("changeme") for key in self.api_key_list
+        ):
+            raise ValueError("placeholder API keys (changeme...) are refused in production")
+        return self
+
     @property
     def api_key_list(self) -> tuple[str, ...]:
         """The accepted API keys (empty: authentication is off)."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Path
 
+from api.auth import ApiKeyDep
 from api.deps import ResourcesDep
 from api.errors import ApiError
 from api.schemas import ErrorBody
@@ -21,7 +22,8 @@ from taskq.logstore.factory import open_store
 from taskq.settings import Settings
 from taskq.trace import find_trace
 
-router = APIRouter(prefix="/api/v1/traces", tags=["traces"])
+# Traces expose request details: the same API keys as the task routes guard them.
+router = APIRouter(prefix="/api/v1/traces", tags=["traces"], dependencies=[ApiKeyDep])
 
 # The same rule as the X-Request-ID validation (taskq/correlation.py, nginx's map).
 CorrelationIdPath = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")

@@ -38,6 +38,7 @@ SECRET_VARIABLES = (
     "KIBANA_SYSTEM_PASSWORD",
     "KIBANA_ENCRYPTION_KEY",
     "REDIS_PASSWORD",
+    "TASKQ_API_KEYS",
 )
 WRITER_ROLE = "taskq_logs_writer"
 WRITER_USER = "logstash_writer"

@@ -42,6 +42,7 @@ done
 id="smoke-$(date +%s)-${RANDOM}"
 echo "== submitting a task with X-Request-ID ${id}"
 curl -fsS -H "X-Request-ID: ${id}" -H 'Content-Type: application/json' \
+  -H "X-API-Key: ${TASKQ_API_KEYS%%,*}" \
   -d '{"task_type":"calculate_var","priority":"high","data":{"portfolio_data":{"positions":[{"symbol":"AAPL","quantity":100,"price":150.0}]},"confidence_level":0.95,"time_horizon":10}}' \
   "http://127.0.0.1:${HTTP_PORT}/api/v1/tasks"
 echo

@@ -25,6 +25,7 @@ SECRETS = {
     "KIBANA_SYSTEM_PASSWORD": "kb-secret-3",
     "KIBANA_ENCRYPTION_KEY": "k" * 32,
     "REDIS_PASSWORD": "redis-secret-4",
+    "TASKQ_API_KEYS": "api-key-5",
 }
 
 
