@@ -22,7 +22,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TASKQ_", extra="ignore")
 
-    environment: Literal["development", "production"] = "development"
+    environment: Literal["development", "production"] = Field(
+        default="development", description="production refuses placeholder secrets."
+    )
     service_name: str = Field(default="api", description="service.name of this process's lines.")
     node_name: str | None = Field(default=None, description="service.node.name; default the host.")
 
@@ -32,14 +34,14 @@ class Settings(BaseSettings):
     log_file: Path | None = Field(
         default=None, description="If set, this process appends its JSON lines here, else stdout."
     )
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", description="Level of the JSON lines.")
 
     # --- ports of the local stack ------------------------------------------------------
     http_port: int = Field(default=8080, description="nginx, the public entry.")
     api_base_port: int = Field(default=8101, description="API replica i listens on base + i - 1.")
-    api_replicas: int = Field(default=2, ge=1, le=16)
+    api_replicas: int = Field(default=2, ge=1, le=16, description="uvicorn processes behind nginx.")
     redis_port: int = Field(default=6390, description="redis-server of the local stack.")
-    bind_host: str = "127.0.0.1"
+    bind_host: str = Field(default="127.0.0.1", description="Address every local process binds.")
 
     # --- broker and results ------------------------------------------------------------
     redis_url: str | None = Field(
@@ -56,10 +58,14 @@ class Settings(BaseSettings):
     )
 
     # --- reliability: these numbers depend on each other, see worker/celery_app.py ------
-    task_soft_time_limit_s: int = Field(default=100, gt=0)
-    task_time_limit_s: int = Field(default=120, gt=0)
+    task_soft_time_limit_s: int = Field(
+        default=100, gt=0, description="A task gets SoftTimeLimitExceeded after this long."
+    )
+    task_time_limit_s: int = Field(
+        default=120, gt=0, description="A task's process is killed after this long."
+    )
     retry_backoff_max_s: int = Field(default=30, gt=0, description="Cap of one retry delay.")
-    max_retries: int = Field(default=5, ge=0)
+    max_retries: int = Field(default=5, ge=0, description="Retries of a transient failure.")
     visibility_timeout_s: int = Field(
         default=180,
         gt=0,
@@ -69,15 +75,21 @@ class Settings(BaseSettings):
     unacked_restore_interval_s: int = Field(
         default=5, gt=0, description="How often a worker sweeps for expired unacked messages."
     )
-    worker_concurrency: int = Field(default=2, ge=1)
-    worker_prefetch_multiplier: int = Field(default=1, ge=1)
+    worker_concurrency: int = Field(default=2, ge=1, description="Pool processes per worker.")
+    worker_prefetch_multiplier: int = Field(
+        default=1, ge=1, description="Messages reserved per pool process."
+    )
 
     # --- features ----------------------------------------------------------------------
     enable_drill_tasks: bool = Field(
         default=True, description="Expose drill_* task types (flaky, fan-out, sleep) for drills."
     )
-    queue_snapshot_interval_s: float = Field(default=30.0, gt=0)
-    readiness_cache_s: float = Field(default=3.0, ge=0)
+    queue_snapshot_interval_s: float = Field(
+        default=30.0, gt=0, description="Period of the beat queue-depth snapshot."
+    )
+    readiness_cache_s: float = Field(
+        default=3.0, ge=0, description="/readyz reuses its verdict this long."
+    )
 
     # --- guarantees: idempotency, breaker, auth, limits ---
     idempotency_ttl_s: int = Field(
@@ -92,7 +104,9 @@ class Settings(BaseSettings):
     breaker_threshold_high: int = Field(
         default=20_000, gt=0, description="Backlog ahead of a high task that opens its breaker."
     )
-    breaker_threshold_medium: int = Field(default=10_000, gt=0)
+    breaker_threshold_medium: int = Field(
+        default=10_000, gt=0, description="Backlog that opens the medium breaker."
+    )
     breaker_threshold_low: int = Field(
         default=5_000, gt=0, description="Lowest: low-priority work is shed first."
     )
@@ -105,7 +119,9 @@ class Settings(BaseSettings):
     breaker_cache_s: float = Field(
         default=0.25, ge=0, description="Depth readings are reused this long (per process)."
     )
-    breaker_retry_after_s: int = Field(default=5, gt=0)
+    breaker_retry_after_s: int = Field(
+        default=5, gt=0, description="Retry-After of a shed submission."
+    )
     api_keys: str = Field(
         default="",
         repr=False,
@@ -120,7 +136,11 @@ class Settings(BaseSettings):
     rate_limit_exempt: str = Field(
         default="", description="Comma-separated addresses/CIDRs nginx never rate-limits."
     )
-    client_max_body_size: str = Field(default="256k", pattern=r"^[0-9]{1,6}[kKmM]?$")
+    client_max_body_size: str = Field(
+        default="256k",
+        pattern=r"^[0-9]{1,6}[kKmM]?$",
+        description="nginx client_max_body_size: larger bodies get a JSON 413.",
+    )
     worker_dedup_ttl_s: int = Field(
         default=86_400, gt=0, description="Completion records that suppress duplicate runs."
     )
