@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
 import tempfile
 import time
@@ -39,6 +38,7 @@ from taskq.queue_depth import read_depths
 from taskq.settings import QUEUES, Settings
 from taskq.stack import control
 from taskq.stack.layout import StackLayout
+from taskq.stack.ports import free_port_block
 from taskq.stack.render import WORKERS
 
 BODY = json.dumps(
@@ -63,25 +63,8 @@ class PhaseResult:
         return self.accepted / self.seconds
 
 
-def _free_port_block(count: int) -> int:
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + count > 65535:
-            continue
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no block of free ports")
-
-
 def _settings(var_dir: Path, breaker: bool) -> Settings:
-    base = _free_port_block(4)
+    base = free_port_block(4)
     return Settings(
         var_dir=var_dir,
         http_port=base,

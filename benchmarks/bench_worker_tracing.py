@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,14 +23,10 @@ from pathlib import Path
 
 from redis import Redis
 
+from taskq.stack.ports import free_port_block
+
 REPO = Path(__file__).resolve().parents[1]
 DRAIN_TIMEOUT_S = 300.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def fill(port: int, tasks: int) -> None:
@@ -112,7 +107,7 @@ def main() -> None:
         parser.error("--tasks 100..50000, --rounds 1..10")
     with tempfile.TemporaryDirectory(prefix="taskq-bench-") as tmp:
         workdir = Path(tmp)
-        port = free_port()
+        port = free_port_block(1)
         redis = subprocess.Popen(
             [
                 "redis-server",

@@ -7,7 +7,6 @@ A missing redis-server or nginx skips these tests on a laptop but fails them und
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,30 +15,8 @@ import pytest
 from taskq.settings import Settings
 from taskq.stack import control
 from taskq.stack.layout import StackLayout
+from taskq.stack.ports import free_port_block
 from tests.integration.stack_client import RunningStack
-
-
-def free_port_block(count: int) -> int:
-    """First port of ``count`` consecutive free loopback ports."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + count > 65535:
-            continue
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                sock.bind(("127.0.0.1", port))
-                sockets.append(sock)
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-        return base
-    raise RuntimeError("no block of free ports found")
 
 
 def require_binaries() -> None:
