@@ -6,9 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # docker-compose (Debian, 1.29): validates docker-compose.yml offline in the contract tests.
-APT_PACKAGES := redis-server nginx docker-compose
+APT_PACKAGES := redis-server nginx
 
-.PHONY: up down status test lint unit integration contract system-deps venv clean bench smoke
+.PHONY: up down status test lint unit integration contract system-deps test-deps venv clean bench smoke
 
 up: system-deps venv  ## start the local stack in the background; returns when it is ready
 	$(BIN)/taskq up
@@ -19,7 +19,7 @@ down: venv  ## stop the local stack
 status: venv  ## show every process of the local stack
 	$(BIN)/taskq status
 
-test: system-deps venv lint  ## the whole suite: lint, type check, unit, contract, integration
+test: system-deps test-deps venv lint  ## the whole suite: lint, type check, unit, contract, integration
 	$(BIN)/python -m pytest
 
 lint: venv
@@ -30,7 +30,7 @@ lint: venv
 unit: venv
 	$(BIN)/python -m pytest tests/unit
 
-contract: venv
+contract: test-deps venv
 	$(BIN)/python -m pytest tests/contract
 
 integration: system-deps venv
@@ -54,7 +54,10 @@ system-deps:
 	    echo "missing:$$missing. Install with: sudo apt-get install -y $(APT_PACKAGES)"; exit 2; \
 	  fi; \
 	fi
-	@# Optional for `make up`, needed by the compose contract test: installed when root can.
+
+# The compose contract test validates docker-compose.yml with Debian's docker-compose (offline,
+# no engine). Only the tests need it, so `make up` does not install it.
+test-deps:
 	@command -v docker-compose >/dev/null 2>&1 || [ "$$(id -u)" != "0" ] || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; }
 
