@@ -66,3 +66,8 @@ clean: down
 
 smoke:  ## full stack in Docker (not run in CI): compose up, submit a task, find its correlation_id in Elasticsearch
 	elk/setup/smoke.sh
+
+bench: system-deps venv  ## benchmarks (minutes; not in CI): ratios measured within one run
+	$(BIN)/python benchmarks/bench_worker_tracing.py --tasks 3000 --rounds 3
+	$(BIN)/python benchmarks/bench_submit.py --seconds 4 --rounds 3 --concurrency 32
+	$(BIN)/python benchmarks/bench_search.py --lines 1000000 --ids 50000
