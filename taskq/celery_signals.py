@@ -121,12 +121,9 @@ def on_worker_ready(**_: Any) -> None:
     logger.info("worker ready", extra={"event.action": "worker.ready"})
 
 
-def on_worker_shutting_down(sig: str | None = None, how: str | None = None, **_: Any) -> None:
-    """Mark the start of a warm or cold shutdown, with the signal that caused it."""
-    logger.warning(
-        "worker shutting down",
-        extra={"event.action": "worker.shutting_down", "error.message": f"{how} on {sig}"},
-    )
+def on_worker_shutting_down(**_: Any) -> None:
+    """Mark the start of a warm or cold shutdown."""
+    logger.warning("worker shutting down", extra={"event.action": "worker.shutting_down"})
 
 
 def on_worker_shutdown(**_: Any) -> None:
