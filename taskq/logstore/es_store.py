@@ -1,6 +1,6 @@
 """The Elasticsearch backend: the official client, the bodies of :mod:`es_query`, no logic.
 
-Never run against a live cluster here (none can run on the development machines); the
+Not yet run against a live cluster; the request
 bodies and the response mapping are unit-tested against the documented shapes.
 """
 
