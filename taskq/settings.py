@@ -67,13 +67,19 @@ class Settings(BaseSettings):
     retry_backoff_max_s: int = Field(default=30, gt=0, description="Cap of one retry delay.")
     max_retries: int = Field(default=5, ge=0, description="Retries of a transient failure.")
     visibility_timeout_s: int = Field(
-        default=180,
+        default=8,
         gt=0,
-        description="Unacked messages are redelivered after this long; must exceed the "
-        "hard time limit and the longest retry delay.",
+        description="A message unacked this long without a heartbeat goes back to its queue. "
+        "With heartbeats: at least three of them; without: above the hard time limit and the "
+        "longest retry delay.",
+    )
+    inflight_heartbeat_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="Workers refresh the messages they hold this often (0 turns it off).",
     )
     unacked_restore_interval_s: int = Field(
-        default=5, gt=0, description="How often a worker sweeps for expired unacked messages."
+        default=2, gt=0, description="How often a worker sweeps for expired unacked messages."
     )
     worker_concurrency: int = Field(default=2, ge=1, description="Pool processes per worker.")
     worker_prefetch_multiplier: int = Field(
@@ -188,11 +194,19 @@ class Settings(BaseSettings):
     def _check_consistency(self) -> Settings:
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
+        if self.inflight_heartbeat_s > 0:
+            # Live workers keep their messages fresh; a few missed beats are tolerated.
+            if self.visibility_timeout_s < 3 * self.inflight_heartbeat_s:
+                raise ValueError(
+                    "visibility_timeout_s must be at least three inflight_heartbeat_s, "
+                    "or a briefly busy worker's messages are delivered twice"
+                )
+            return self
         longest = max(self.task_time_limit_s, self.retry_backoff_max_s)
         if self.visibility_timeout_s <= longest:
             raise ValueError(
-                "visibility_timeout_s must exceed task_time_limit_s and retry_backoff_max_s, "
-                "or long tasks and delayed retries are delivered twice"
+                "without heartbeats visibility_timeout_s must exceed task_time_limit_s and "
+                "retry_backoff_max_s, or long tasks and delayed retries are delivered twice"
             )
         return self
 

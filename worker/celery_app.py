@@ -6,9 +6,10 @@ The reliability numbers depend on each other (see :class:`taskq.settings.Setting
   its task finished, and a pool child that dies mid-task puts it back. A task may therefore
   run twice: every task here is idempotent (pure computations of their inputs).
 * ``visibility_timeout``: if a whole worker dies, Redis keeps its messages in ``unacked``
-  until this passes, then another worker gets them. It must exceed the hard time limit and
-  the longest retry delay, or healthy long tasks and delayed retries are delivered twice.
-  The API process reads the same transport options, so nothing disagrees.
+  until this passes, then another worker gets them. Live workers refresh the messages they
+  hold every ``inflight_heartbeat_s`` (worker/inflight_heartbeat.py), so the timeout is a
+  few heartbeats, not the longest task plus retry delay, and a dead worker's tasks run
+  elsewhere within seconds. The API process reads the same transport options.
 * ``unacked_restore_interval``/``throttle``: kombu otherwise sweeps for expired messages
   only every ~100 s, so a dead worker's tasks would wait that long on top.
 * ``worker_prefetch_multiplier=1``: a worker holds at most one message per free child, so
@@ -28,6 +29,7 @@ from taskq.celery_logs import CeleryRecordFilter
 from taskq.logs import configure_logging
 from taskq.settings import QUEUES, Settings, get_settings
 from worker.dedup import DeliveryGuard, run_guarded
+from worker.inflight_heartbeat import InFlightHeartbeat
 from worker.result_backend import backend_url
 
 TASK_MODULES = ("worker.tasks.risk", "worker.tasks.drills", "worker.tasks.maintenance")
@@ -123,6 +125,7 @@ def create_celery_app(settings: Settings) -> Celery:
             }
         },
     )
+    app.steps["consumer"].add(InFlightHeartbeat)
     return app
 
 

@@ -6,6 +6,7 @@ import os
 import signal
 import time
 import uuid
+from datetime import datetime
 
 import pytest
 
@@ -137,3 +138,41 @@ def test_killed_worker_is_restarted_by_the_manager(stack: RunningStack) -> None:
         ),
         lambda found: len(found) >= 2,
     )
+
+
+def test_whole_worker_killed_mid_task_its_task_runs_elsewhere_soon(stack: RunningStack) -> None:
+    correlation_id = f"e2e-wkill-{uuid.uuid4().hex[:8]}"
+    answer = stack.submit("drill_sleep", {"seconds": 3}, "high", {"X-Request-ID": correlation_id})
+    task_id = answer.json()["task_id"]
+    started = stack.wait_for_lines(
+        lambda x: x.get("task_id") == task_id and x.get("event.action") == "task.started", bool
+    )
+    node = started[0]["service.node.name"]
+    worker = {p.name: p for p in status(stack.layout)}[node]
+    killed_at = time.time()
+    # The worker's main process and its pool, at once: nothing is left to requeue the message,
+    # it stays in Redis's unacked set until its heartbeat-refreshed score expires.
+    os.killpg(worker.pid, signal.SIGKILL)
+    assert stack.wait_for_task(task_id, timeout_s=60)["status"] == "SUCCESS"
+    lines = stack.lines(lambda x: x.get("task_id") == task_id and x["service.name"] == "worker")
+    starts = sorted(
+        (x for x in lines if x["event.action"] == "task.started"), key=lambda x: x["@timestamp"]
+    )
+    assert len(starts) == 2
+    assert {line["correlation_id"] for line in lines} == {correlation_id}
+    rerun_after_s = datetime.fromisoformat(starts[1]["@timestamp"]).timestamp() - killed_at
+    # Heartbeats make this visibility timeout + one sweep (about 10 s), not minutes.
+    assert rerun_after_s < 30, rerun_after_s
+
+
+def test_task_longer_than_the_visibility_timeout_runs_once(stack: RunningStack) -> None:
+    # 12 s is past the 8 s visibility timeout plus a sweep: only the heartbeat of the live
+    # worker keeps the message from being handed to the other worker meanwhile.
+    seconds = stack.settings.visibility_timeout_s + 2 * stack.settings.unacked_restore_interval_s
+    answer = stack.submit("drill_sleep", {"seconds": seconds}, "low")
+    task_id = answer.json()["task_id"]
+    assert stack.wait_for_task(task_id, timeout_s=seconds + 30)["status"] == "SUCCESS"
+    time.sleep(stack.settings.unacked_restore_interval_s)
+    lines = stack.lines(lambda x: x.get("task_id") == task_id and x["service.name"] == "worker")
+    assert events_of(lines).count("task.started") == 1
+    assert "task.duplicate_suppressed" not in events_of(lines)

@@ -53,7 +53,11 @@ def test_redis_keeps_accepted_tasks_through_restarts(tmp_path: Path) -> None:
 
 
 def test_inconsistent_reliability_settings_are_refused() -> None:
-    with pytest.raises(ValidationError, match="visibility_timeout_s"):
-        Settings(visibility_timeout_s=60, task_time_limit_s=120, task_soft_time_limit_s=100)
+    with pytest.raises(ValidationError, match="three inflight_heartbeat_s"):
+        Settings(visibility_timeout_s=5, inflight_heartbeat_s=2)
+    # Without heartbeats the timeout must outlast the longest task and retry delay.
+    with pytest.raises(ValidationError, match="without heartbeats"):
+        Settings(inflight_heartbeat_s=0, visibility_timeout_s=60, task_time_limit_s=120)
+    assert Settings(inflight_heartbeat_s=0, visibility_timeout_s=180).visibility_timeout_s == 180
     with pytest.raises(ValidationError, match="soft"):
         Settings(task_soft_time_limit_s=200, task_time_limit_s=120)

@@ -1,8 +1,8 @@
 """Risk tasks. Inputs are validated again here: a malformed message fails at once, unretried.
 
 Transient infrastructure errors (lost connections, timeouts) retry with exponential backoff
-and jitter, capped by ``retry_backoff_max_s`` (below the visibility timeout, see
-worker/celery_app.py). Every task is a pure function of its input, so a redelivery repeats
+and jitter, capped by ``retry_backoff_max_s`` (a retry waiting for its countdown is kept
+fresh by the worker's heartbeat, see worker/celery_app.py). Every task is a pure function of its input, so a redelivery repeats
 no side effect.
 """
 
