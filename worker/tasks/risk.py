@@ -2,8 +2,8 @@
 
 Transient infrastructure errors (lost connections, timeouts) retry with exponential backoff
 and jitter, capped by ``retry_backoff_max_s`` (a retry waiting for its countdown is kept
-fresh by the worker's heartbeat, see worker/celery_app.py). Every task is a pure function of its input, so a redelivery repeats
-no side effect.
+fresh by the worker's heartbeat, see worker/celery_app.py). Every task is a pure function
+of its input, so a redelivery repeats no side effect.
 """
 
 from __future__ import annotations
