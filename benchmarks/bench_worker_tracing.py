@@ -23,7 +23,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from taskq.stack.ports import free_port_block
+from taskq.stack.scratch_redis import scratch_redis
 
 REPO = Path(__file__).resolve().parents[1]
 DRAIN_TIMEOUT_S = 300.0
@@ -107,34 +107,13 @@ def main() -> None:
         parser.error("--tasks 100..50000, --rounds 1..10")
     with tempfile.TemporaryDirectory(prefix="taskq-bench-") as tmp:
         workdir = Path(tmp)
-        port = free_port_block(1)
-        redis = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                tmp,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(0.5)
+        with scratch_redis(workdir) as port:
             rates: dict[str, list[float]] = {"WARNING": [], "INFO": []}
             for _ in range(args.rounds):
                 for level in rates:
                     rates[level].append(drain(port, args.tasks, level, workdir, args.concurrency))
                     print(f"{level:<8} {rates[level][-1]:8.0f} tasks/s", flush=True)
             lines = sum(1 for _ in (workdir / "worker-INFO.jsonl").open())
-        finally:
-            redis.terminate()
-            redis.wait(timeout=30)
     off, on = statistics.median(rates["WARNING"]), statistics.median(rates["INFO"])
     print(f"median, tracing off (WARNING): {off:.0f} tasks/s")
     per_task = lines / (args.tasks * args.rounds)

@@ -7,19 +7,16 @@ A missing redis-server or nginx skips these tests on a laptop but fails them und
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis import Redis
-from redis.exceptions import RedisError
 
 from taskq.settings import Settings
 from taskq.stack import control
 from taskq.stack.layout import StackLayout
 from taskq.stack.ports import free_port_block
+from taskq.stack.scratch_redis import scratch_redis
 from tests.integration.stack_client import RunningStack
 
 
@@ -78,37 +75,5 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A private redis-server (no persistence) on a free loopback port."""
     require_binaries()
-    port = free_port_block(1)
-    workdir = tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        client = Redis(port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except RedisError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
+    with scratch_redis(tmp_path_factory.mktemp("redis")) as port:
         yield port
-    finally:
-        server.terminate()
-        server.wait(timeout=10)

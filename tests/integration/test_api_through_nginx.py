@@ -11,7 +11,25 @@ from datetime import datetime
 import pytest
 
 from taskq.stack.control import status
-from tests.integration.stack_client import RunningStack, events_of
+from tests.integration.stack_client import Line, RunningStack, events_of
+
+
+def _start_sleep(stack: RunningStack, seconds: float, correlation_id: str) -> tuple[str, Line]:
+    """Submit a high-priority sleep and wait until a worker starts it: (task_id, started line)."""
+    answer = stack.submit(
+        "drill_sleep", {"seconds": seconds}, "high", {"X-Request-ID": correlation_id}
+    )
+    task_id = str(answer.json()["task_id"])
+    started = stack.wait_for_lines(
+        lambda x: x.get("task_id") == task_id and x.get("event.action") == "task.started", bool
+    )
+    return task_id, started[0]
+
+
+def _attempt_starts(lines: list[Line]) -> list[Line]:
+    """The ``task.started`` lines among ``lines``, oldest first (across log files)."""
+    starts = (x for x in lines if x["event.action"] == "task.started")
+    return sorted(starts, key=lambda x: x["@timestamp"])
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/docs", "/openapi.json"])
@@ -97,21 +115,14 @@ def test_queued_task_can_be_revoked(stack: RunningStack) -> None:
 
 def test_killed_pool_child_task_is_redelivered_with_its_correlation_id(stack: RunningStack) -> None:
     correlation_id = f"e2e-kill-{uuid.uuid4().hex[:8]}"
-    answer = stack.submit("drill_sleep", {"seconds": 2}, "high", {"X-Request-ID": correlation_id})
-    task_id = answer.json()["task_id"]
-    started = stack.wait_for_lines(
-        lambda x: x.get("task_id") == task_id and x.get("event.action") == "task.started", bool
-    )
-    os.kill(started[0]["process.pid"], signal.SIGKILL)
+    task_id, started = _start_sleep(stack, 2, correlation_id)
+    os.kill(started["process.pid"], signal.SIGKILL)
     assert stack.wait_for_task(task_id, timeout_s=40)["status"] == "SUCCESS"
     lines = stack.lines(lambda x: x.get("task_id") == task_id and x["service.name"] == "worker")
     assert events_of(lines).count("task.started") == 2
     # The main process's lost-worker line is tied to the task too.
     assert "task.handler_error" in events_of(lines)
-    starts = sorted(
-        (x for x in lines if x["event.action"] == "task.started"), key=lambda x: x["@timestamp"]
-    )
-    assert [x["task.redelivered"] for x in starts] == [False, True]
+    assert [x["task.redelivered"] for x in _attempt_starts(lines)] == [False, True]
     assert {line["correlation_id"] for line in lines} == {correlation_id}
 
 
@@ -142,12 +153,8 @@ def test_killed_worker_is_restarted_by_the_manager(stack: RunningStack) -> None:
 
 def test_whole_worker_killed_mid_task_its_task_runs_elsewhere_soon(stack: RunningStack) -> None:
     correlation_id = f"e2e-wkill-{uuid.uuid4().hex[:8]}"
-    answer = stack.submit("drill_sleep", {"seconds": 3}, "high", {"X-Request-ID": correlation_id})
-    task_id = answer.json()["task_id"]
-    started = stack.wait_for_lines(
-        lambda x: x.get("task_id") == task_id and x.get("event.action") == "task.started", bool
-    )
-    node = started[0]["service.node.name"]
+    task_id, started = _start_sleep(stack, 3, correlation_id)
+    node = started["service.node.name"]
     worker = {p.name: p for p in status(stack.layout)}[node]
     killed_at = time.time()
     # The worker's main process and its pool, at once: nothing is left to requeue the message,
@@ -155,9 +162,7 @@ def test_whole_worker_killed_mid_task_its_task_runs_elsewhere_soon(stack: Runnin
     os.killpg(worker.pid, signal.SIGKILL)
     assert stack.wait_for_task(task_id, timeout_s=60)["status"] == "SUCCESS"
     lines = stack.lines(lambda x: x.get("task_id") == task_id and x["service.name"] == "worker")
-    starts = sorted(
-        (x for x in lines if x["event.action"] == "task.started"), key=lambda x: x["@timestamp"]
-    )
+    starts = _attempt_starts(lines)
     assert len(starts) == 2
     assert {line["correlation_id"] for line in lines} == {correlation_id}
     rerun_after_s = datetime.fromisoformat(starts[1]["@timestamp"]).timestamp() - killed_at

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import uuid
 
 from tests.integration.stack_client import Line, RunningStack, events_of
@@ -76,8 +77,6 @@ def test_invalid_request_ids_are_replaced_and_never_logged(stack: RunningStack) 
 
 
 def test_raw_control_characters_in_request_id_never_reach_logs(stack: RunningStack) -> None:
-    import socket
-
     marker = f"ctl{uuid.uuid4().hex[:8]}"
     request = (
         f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-ID: {marker}\x0b\x1b[31m\r\n"
