@@ -1,10 +1,15 @@
 """Correlation middleware: pure ASGI, installed outermost.
 
 For every HTTP request it resolves the correlation id (keep a valid ``X-Request-ID``,
-generate one when absent, replace an invalid one), binds it to the context for the
-request's lifetime, echoes it in the response header, writes one
-``http.request.completed`` line, and turns an unhandled exception into a JSON 500 that
-still carries the header (Starlette's own 500 would be sent outside of this layer).
+generate one when absent, replace an invalid one) and the exchange id (nginx's
+``X-Exchange-ID``, else a new one), binds both to the context for the request's lifetime,
+echoes the correlation id in the response header, writes one ``http.request.completed``
+line, and turns an unhandled exception into a JSON 500 that still carries the header
+(Starlette's own 500 would be sent outside of this layer).
+
+The line of an error answer carries ``error.type``: the ``error.code`` of the JSON body the
+client received, read from that body, so the log says exactly what the client was told
+whichever layer produced it. A request on a task's URL carries that ``task_id``.
 """
 
 from __future__ import annotations
@@ -17,11 +22,20 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_body
-from taskq.correlation import REQUEST_ID_HEADER, correlation_id_var, resolve_id
+from taskq.correlation import (
+    EXCHANGE_ID_HEADER,
+    REQUEST_ID_HEADER,
+    correlation_id_var,
+    exchange_id_var,
+    is_valid_id,
+    new_id,
+    resolve_id,
+)
 
 logger = logging.getLogger("taskq.api.http")
 
 _HEADER_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
+_EXCHANGE_KEY = EXCHANGE_ID_HEADER.lower().encode("latin-1")
 _MAX_HEADER_BYTES = 1024
 
 
@@ -35,10 +49,14 @@ class CorrelationMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        correlation_id, source = resolve_id(_header_value(scope))
+        correlation_id, source = resolve_id(_header_value(scope, _HEADER_KEY))
+        exchange = _header_value(scope, _EXCHANGE_KEY)
         token = correlation_id_var.set(correlation_id)
+        exchange_token = exchange_id_var.set(
+            exchange if exchange is not None and is_valid_id(exchange) else new_id()
+        )
         started = time.perf_counter()
-        state: dict[str, Any] = {"status": 500, "started": False, "bytes": 0}
+        state: dict[str, Any] = {"status": 500, "started": False, "bytes": 0, "error": None}
         header = (_HEADER_KEY, correlation_id.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
@@ -48,7 +66,10 @@ class CorrelationMiddleware:
                 headers = [h for h in message.get("headers", []) if h[0].lower() != _HEADER_KEY]
                 message = {**message, "headers": [*headers, header]}
             elif message["type"] == "http.response.body":
-                state["bytes"] += len(message.get("body", b""))
+                body = message.get("body", b"")
+                if state["status"] >= 400 and state["bytes"] == 0:
+                    state["error"] = error_code_of(body)
+                state["bytes"] += len(body)
             await send(message)
 
         try:
@@ -70,12 +91,22 @@ class CorrelationMiddleware:
                 await _send_internal_error(send_with_id)
         finally:
             _log_request(scope, state, started, source)
+            exchange_id_var.reset(exchange_token)
             correlation_id_var.reset(token)
 
 
-def _header_value(scope: Scope) -> str | None:
+def error_code_of(body: bytes) -> str:
+    """``error.code`` of an error body (taskq's JSON shape), else ``http_error``."""
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return "http_error"
+    return code if isinstance(code, str) and is_valid_id(code) else "http_error"
+
+
+def _header_value(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
-        if key == _HEADER_KEY:
+        if key == name:
             if len(value) > _MAX_HEADER_BYTES:
                 return "\n"  # certainly invalid; never decoded or logged
             return str(value.decode("latin-1"))
@@ -102,10 +133,13 @@ def _log_request(scope: Scope, state: dict[str, Any], started: float, source: st
     client = scope.get("client")
     status = int(state["status"])
     level = logging.ERROR if status >= 500 else logging.INFO
+    task_id = (scope.get("path_params") or {}).get("task_id")
     logger.log(
         level,
         "request completed",
         extra={
+            "error.type": state["error"] if status >= 400 else None,
+            "task_id": task_id if isinstance(task_id, str) and is_valid_id(task_id) else None,
             "event.action": "http.request.completed",
             "http.request.method": scope.get("method"),
             "url.path": scope.get("path"),

@@ -61,9 +61,13 @@ class Flow:
         status: int,
         route: str,
         replica: str | None = None,
+        exchange: str | None = None,
+        task_id: str | None = None,
     ) -> float:
         """nginx + API lines of one request starting at ``t``; returns its end time."""
         api = replica or self.rng.choice(("api-1", "api-2"))
+        exchange = exchange or self.exchange_id()
+        task = {"task_id": task_id} if task_id else {}
         api_ms = self.rng.lognormvariate(2.3, 0.5)
         end = t + (api_ms + 1.0) / 1000.0
         self.emit(
@@ -85,6 +89,8 @@ class Flow:
                 "service.name": "api",
                 "service.node.name": api,
                 "correlation_id": cid,
+                "http.request.id": exchange,
+                **task,
                 "@timestamp": iso(end - 0.0005),
             },
         )
@@ -101,6 +107,7 @@ class Flow:
                 "service.node.name": "nginx",
                 "correlation_id": cid,
                 "correlation_id_source": "client",
+                "http.request.id": exchange,
                 "http.request.method": method,
                 "url.path": path,
                 "http.response.status_code": status,
@@ -113,6 +120,10 @@ class Flow:
             },
         )
         return end
+
+    def exchange_id(self) -> str:
+        """nginx's ``$request_id``: 32 hex characters."""
+        return f"{self.rng.getrandbits(128):032x}"
 
     def worker_line(
         self, node: str, event: str, msg: str, t: float, ids: Line, **fields: Any
@@ -142,6 +153,7 @@ class Flow:
         ids = {"correlation_id": cid, "task_id": task_id, "task_name": task_name}
         publish = t0 + rng.uniform(0.002, 0.008)
         replica = rng.choice(("api-1", "api-2"))  # publishes and answers the POST
+        exchange = self.exchange_id()
         self.emit(
             replica,
             {
@@ -153,12 +165,13 @@ class Flow:
                 **ids,
                 "queue": queue,
                 "task.retries": 0,
+                "http.request.id": exchange,
                 "service.name": "api",
                 "service.node.name": replica,
                 "@timestamp": iso(publish),
             },
         )
-        end = self.http(cid, t0, "POST", "/api/v1/tasks", 202, "/api/v1/tasks", replica)
+        end = self.http(cid, t0, "POST", "/api/v1/tasks", 202, "/api/v1/tasks", replica, exchange)
         retries = 0 if rng.random() > 0.06 else rng.randint(1, 2)
         fails = rng.random() < 0.01
         t = publish
@@ -168,13 +181,21 @@ class Flow:
             received = t + wait
             started = received + rng.uniform(0.0005, 0.003)
             redelivered = attempt == 0 and rng.random() < 0.004
-            self.worker_line(node, "task.received", "task received", received, ids)
+            attempt_ids = {**ids, "task.attempt_id": f"{rng.getrandbits(64):016x}"}
+            self.worker_line(
+                node,
+                "task.received",
+                "task received",
+                received,
+                attempt_ids,
+                **{"task.retries": attempt},
+            )
             self.worker_line(
                 node,
                 "task.started",
                 "task started",
                 started,
-                ids,
+                attempt_ids,
                 queue=queue,
                 **{
                     "task.retries": attempt,
@@ -191,7 +212,7 @@ class Flow:
                     "task.published",
                     "task published",
                     t,
-                    ids,
+                    attempt_ids,
                     queue=queue,
                     **{"task.retries": attempt + 1, "parent_task_id": task_id},
                 )
@@ -200,7 +221,7 @@ class Flow:
                     "task.retry",
                     "task retry scheduled",
                     done,
-                    ids,
+                    attempt_ids,
                     **{"task.state": "RETRY", "error.message": "Retry in 1s: ConnectionError()"},
                 )
             elif fails:
@@ -209,7 +230,7 @@ class Flow:
                     "task.failed",
                     "task failed",
                     done,
-                    ids,
+                    attempt_ids,
                     **{
                         "task.state": "FAILURE",
                         "duration_ms": round(duration, 3),
@@ -223,14 +244,14 @@ class Flow:
                     "task.succeeded",
                     "task succeeded",
                     done,
-                    ids,
+                    attempt_ids,
                     **{"task.state": "SUCCESS", "duration_ms": round(duration, 3)},
                 )
         poll = end
         for _ in range(rng.randint(1, 10)):
             poll += rng.uniform(0.05, 0.3)
             path = f"/api/v1/tasks/{task_id}"
-            self.http(cid, poll, "GET", path, 200, "/api/v1/tasks/{task_id}")
+            self.http(cid, poll, "GET", path, 200, "/api/v1/tasks/{task_id}", task_id=task_id)
 
     def noise(self, t: float) -> None:
         """A line without ids: a beat queue snapshot or worker housekeeping."""

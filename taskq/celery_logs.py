@@ -16,27 +16,37 @@ from typing import Any
 
 from celery.app import trace as celery_trace
 
-from taskq.celery_signals import elapsed_ms
-from taskq.correlation import correlation_id_var, task_id_var
+from taskq.celery_signals import elapsed_ms, is_duplicate, retries_var
+from taskq.correlation import attempt_id_var, correlation_id_var, task_id_var
 
 _MAX_REMEMBERED = 20_000
-_remembered: OrderedDict[str, str] = OrderedDict()
 
 
-def remember(task_id: str, correlation_id: str | None) -> None:
-    """Record which correlation id a task id belongs to (bounded, oldest dropped first)."""
-    if not correlation_id:
-        return
-    _remembered[task_id] = correlation_id
+@dataclass(frozen=True)
+class Delivery:
+    """What the worker's main process knows about one delivered message."""
+
+    correlation_id: str | None
+    attempt_id: str | None
+    retries: int
+
+
+_remembered: OrderedDict[str, Delivery] = OrderedDict()
+
+
+def remember(task_id: str, delivery: Delivery) -> None:
+    """Record the latest delivery of a task id (bounded, oldest dropped first)."""
+    _remembered[task_id] = delivery
     _remembered.move_to_end(task_id)
     while len(_remembered) > _MAX_REMEMBERED:
         _remembered.popitem(last=False)
 
 
-def recall(task_id: str) -> str | None:
-    """The correlation id remembered for ``task_id``, if any."""
+def recall(task_id: str) -> Delivery | None:
+    """The delivery of ``task_id`` being handled here: the running task's context in a
+    pool process, else the latest one remembered by the main process."""
     if task_id_var.get() == task_id:
-        return correlation_id_var.get()
+        return Delivery(correlation_id_var.get(), attempt_id_var.get(), retries_var.get())
     return _remembered.get(task_id)
 
 
@@ -71,13 +81,19 @@ _ARGS_RULES: dict[str, _Rule] = {
 
 
 class CeleryRecordFilter(logging.Filter):
-    """Rewrites Celery's task lines; other records pass through untouched."""
+    """Rewrites Celery's task lines; other records pass through untouched.
+
+    Drops Celery's "succeeded" line of a delivery answered from the completion record:
+    that delivery wrote ``task.duplicate_suppressed`` instead (one success line per task).
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not isinstance(record.msg, str):
             return True
         data = record.__dict__.get("data")
         if isinstance(data, dict) and (rule := _DATA_RULES.get(record.msg)) is not None:
+            if rule.event == "task.succeeded" and is_duplicate(str(data.get("id"))):
+                return False
             self._apply_data(record, rule, data)
         elif (rule := _ARGS_RULES.get(record.msg)) is not None:
             self._apply_args(record, rule)
@@ -94,6 +110,7 @@ class CeleryRecordFilter(logging.Filter):
             exc = data.get("exc")
             if exc is not None:
                 attrs["error.message"] = str(exc)
+                attrs["error.type"] = exception_type(record, str(exc))
             if rule.event == "task.failed":
                 attrs["task.state"] = "FAILURE"
                 if (duration := elapsed_ms(task_id)) is not None:
@@ -111,6 +128,7 @@ class CeleryRecordFilter(logging.Filter):
         )
         if rule.id_arg is None and args:
             record.__dict__["error.message"] = repr(args[0])
+            record.__dict__["error.type"] = type(args[0]).__name__
         self._stamp(record, rule, task_id, name)
 
     @staticmethod
@@ -120,8 +138,21 @@ class CeleryRecordFilter(logging.Filter):
         attrs["event.action"] = rule.event
         if task_id:
             attrs["task_id"] = task_id
-            correlation_id = recall(task_id)
-            if correlation_id:
-                attrs["correlation_id"] = correlation_id
+            delivery = recall(task_id)
+            if delivery is not None:
+                if delivery.correlation_id:
+                    attrs["correlation_id"] = delivery.correlation_id
+                if delivery.attempt_id:
+                    attrs["task.attempt_id"] = delivery.attempt_id
+                attrs.setdefault("task.retries", delivery.retries)
         if name:
             attrs["task_name"] = str(name)
+
+
+def exception_type(record: logging.LogRecord, exc_repr: str) -> str:
+    """The exception's class name: from the record's exc_info, else the repr's prefix
+    (Celery hands over ``repr(exc)``, e.g. ``ValueError('x')``)."""
+    if record.exc_info and record.exc_info[0] is not None:
+        return record.exc_info[0].__name__
+    name = exc_repr.split("(", 1)[0].strip()
+    return name if name.isidentifier() else "Exception"

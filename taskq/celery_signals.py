@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import logging
 import time
-from contextvars import Token
+from contextvars import ContextVar, Token
 from typing import Any
 
 from celery import signals
 
 from taskq.correlation import (
+    ATTEMPT_HEADER,
     CELERY_HEADER,
     PUBLISHED_AT_HEADER,
+    attempt_id_var,
     correlation_id_var,
     new_id,
     task_id_var,
@@ -26,8 +28,22 @@ from taskq.correlation import (
 
 logger = logging.getLogger("taskq.celery")
 
-_tokens: dict[str, tuple[Token[str | None], Token[str | None], Token[str | None]]] = {}
+_tokens: dict[str, tuple[Token[str | None], ...]] = {}
 _started_at: dict[str, float] = {}
+#: Retry number of the task running in this process.
+retries_var: ContextVar[int] = ContextVar("retries", default=0)
+#: Task id whose current delivery was answered from its completion record.
+_duplicate_of: ContextVar[str | None] = ContextVar("duplicate_of", default=None)
+
+
+def mark_duplicate(task_id: str) -> None:
+    """The running delivery of ``task_id`` is a suppressed duplicate (no success line)."""
+    _duplicate_of.set(task_id)
+
+
+def is_duplicate(task_id: str) -> bool:
+    """True when the running delivery of ``task_id`` was marked by :func:`mark_duplicate`."""
+    return _duplicate_of.get() == task_id
 
 
 def stamp_headers(headers: dict[str, Any]) -> str:
@@ -80,7 +96,10 @@ def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
         correlation_id_var.set(correlation_id),
         task_id_var.set(task_id),
         task_name_var.set(task.name),
+        attempt_id_var.set(getattr(request, ATTEMPT_HEADER, None)),
     )
+    retries_var.set(int(request.retries or 0))
+    _duplicate_of.set(None)
     now = time.time()
     _started_at[task_id] = now
     published_at = getattr(request, PUBLISHED_AT_HEADER, None)
@@ -104,7 +123,8 @@ def on_postrun(task_id: str | None = None, **_: Any) -> None:
     tokens = _tokens.pop(task_id, None)
     if tokens is None:
         return
-    correlation_token, task_token, name_token = tokens
+    correlation_token, task_token, name_token, attempt_token = tokens
+    attempt_id_var.reset(attempt_token)
     task_name_var.reset(name_token)
     task_id_var.reset(task_token)
     correlation_id_var.reset(correlation_token)

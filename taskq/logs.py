@@ -16,7 +16,13 @@ from pathlib import Path
 from pythonjsonlogger.core import BaseJsonFormatter
 from pythonjsonlogger.orjson import OrjsonFormatter
 
-from taskq.correlation import correlation_id_var, task_id_var, task_name_var
+from taskq.correlation import (
+    attempt_id_var,
+    correlation_id_var,
+    exchange_id_var,
+    task_id_var,
+    task_name_var,
+)
 from taskq.logschema import FIELDS_BY_NAME
 from taskq.redaction import RedactionFilter
 
@@ -49,11 +55,18 @@ class ContextFilter(logging.Filter):
             ("correlation_id", correlation_id_var),
             ("task_id", task_id_var),
             ("task_name", task_name_var),
+            ("http.request.id", exchange_id_var),
         ):
             if attrs.get(key) is None:
                 value = var.get()
                 if value is not None:
                     attrs[key] = value
+        # The attempt belongs to the task being run: a line about another task (a child
+        # being published) must not carry it.
+        if attrs.get("task.attempt_id") is None and attrs.get("task_id") == task_id_var.get():
+            attempt_id = attempt_id_var.get()
+            if attempt_id is not None:
+                attrs["task.attempt_id"] = attempt_id
         return True
 
 

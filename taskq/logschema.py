@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 FieldType = Literal["date", "keyword", "text", "long", "float", "boolean"]
@@ -45,11 +46,13 @@ FIELDS: tuple[LogField, ...] = (
     LogField("task.state", "keyword", "PENDING, STARTED, RETRY, SUCCESS, FAILURE or REVOKED."),
     LogField("task.retries", "long", "How many retries preceded this attempt."),
     LogField("task.redelivered", "boolean", "The broker delivered this message before."),
+    LogField("task.attempt_id", "keyword", "One delivery of a task to a worker; on all its lines."),
     LogField("task.countdown_s", "float", "Delay before a retry runs."),
     LogField("duration_ms", "float", "Duration of the event's operation in milliseconds."),
     LogField("queue_wait_ms", "float", "Publish to start of execution, milliseconds."),
     LogField("upstream.response_time_ms", "float", "nginx: time the API took, milliseconds."),
     LogField("upstream.address", "keyword", "nginx: the API replica that answered."),
+    LogField("http.request.id", "keyword", "One HTTP exchange: nginx's and the API's line."),
     LogField("http.request.method", "keyword", "HTTP method."),
     LogField("url.path", "keyword", "Request path, no query string."),
     LogField("http.route", "keyword", "Route template, e.g. /api/v1/tasks/{task_id}."),
@@ -65,6 +68,57 @@ FIELDS: tuple[LogField, ...] = (
     LogField("queue.threshold", "long", "Breaker threshold of a queue (breaker events)."),
     LogField("task.deliveries", "long", "Deliveries of one task attempt so far (poison cap)."),
 )
+
+
+class Event(StrEnum):
+    """The ``event.action`` values that the trace, stats and dashboards reason about."""
+
+    HTTP_COMPLETED = "http.request.completed"
+    HTTP_REJECTED = "http.request.rejected"
+    IDEMPOTENT_REPLAY = "idempotency.replayed"
+    TASK_PUBLISHED = "task.published"
+    TASK_RECEIVED = "task.received"
+    TASK_STARTED = "task.started"
+    TASK_SUCCEEDED = "task.succeeded"
+    TASK_FAILED = "task.failed"
+    TASK_RETRY = "task.retry"
+    TASK_REVOKED = "task.revoked"
+    TASK_REJECTED = "task.rejected"
+    #: Celery's main process lost the pool child running the task; the message is requeued.
+    TASK_HANDLER_ERROR = "task.handler_error"
+    TASK_DUPLICATE = "task.duplicate_suppressed"
+    TASK_POISON = "task.poison"
+    #: The API accepted ``DELETE /api/v1/tasks/{id}`` and stored REVOKED.
+    TASK_REVOKE_REQUESTED = "task.revoke_requested"
+
+
+#: How an event ends one attempt. A duplicate is a redelivery answered from the completion
+#: record; LOST means the worker died with the task (Celery requeues the message).
+ATTEMPT_OUTCOMES: Mapping[str, str] = {
+    Event.TASK_SUCCEEDED: "SUCCESS",
+    Event.TASK_FAILED: "FAILURE",
+    Event.TASK_RETRY: "RETRY",
+    Event.TASK_REVOKED: "REVOKED",
+    Event.TASK_REJECTED: "REJECTED",
+    Event.TASK_HANDLER_ERROR: "LOST",
+    Event.TASK_DUPLICATE: "DUPLICATE",
+}
+
+#: Final statuses of a task, strongest first: whatever order lines arrive in, a task with a
+#: SUCCESS anywhere succeeded (the result backend never overwrites SUCCESS), else FAILURE
+#: beats a revocation that came too late, and so on.
+TERMINAL_STATUSES: tuple[str, ...] = ("SUCCESS", "FAILURE", "REVOKED", "REJECTED")
+
+#: Events that settle a task's final status, and the status each one means.
+TERMINAL_EVENTS: Mapping[str, str] = {
+    Event.TASK_SUCCEEDED: "SUCCESS",
+    Event.TASK_DUPLICATE: "SUCCESS",
+    Event.TASK_FAILED: "FAILURE",
+    Event.TASK_REVOKED: "REVOKED",
+    Event.TASK_REVOKE_REQUESTED: "REVOKED",
+    Event.TASK_REJECTED: "REJECTED",
+}
+
 
 FIELDS_BY_NAME: Mapping[str, LogField] = {f.name: f for f in FIELDS}
 REQUIRED_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.required)

@@ -86,66 +86,84 @@ def _request_row(request: Request) -> list[str]:
     return [
         f"{request.method or ''} {request.path or ''}",
         str(request.status or ""),
+        request.kind + (f" {request.task_id}" if request.task_id else ""),
+        request.error_type or "",
         _ms(request.nginx_ms),
-        _ms(request.upstream_ms),
         request.api_node or "-",
         _ms(request.api_ms),
         _ms(request.nginx_to_api_ms),
+        _ms(request.end_to_end_ms),
     ]
 
 
 def _attempt_row(attempt: Attempt) -> list[str]:
+    error = " ".join(x for x in (attempt.error_type, attempt.error) if x)
     return [
         f"#{attempt.number}",
         attempt.worker or "-",
+        "-" if attempt.worker_pid is None else str(attempt.worker_pid),
         "-" if attempt.retries is None else str(attempt.retries),
         "yes" if attempt.redelivered else "no",
         _ms(attempt.queue_wait_ms),
         _ms(attempt.execution_ms),
-        attempt.outcome or "running",
-        attempt.error or "",
+        attempt.outcome or attempt.state.lower(),
+        error,
     ]
 
 
-def _task_block(out: Console, task: TaskSummary) -> None:
+def _task_block(out: Console, task: TaskSummary, correlation_id: str | None) -> None:
+    error = " ".join(x for x in (task.error_type, task.error) if x)
     out.print(
         f"\n[bold]task {task.task_id}[/bold]  {task.task_name or '?'}  queue={task.queue or '?'}"
         f"  final status [bold]{task.final_status}[/bold]"
+        + (f"  {error}" if error else "")
         + (f"  parent {task.parent_task_id}" if task.parent_task_id else "")
     )
+    if task.published_by and task.published_by != correlation_id:
+        out.print(f"  published by request {task.published_by}")
+    if task.touched_by:
+        out.print(f"  also touched by: {', '.join(task.touched_by)}")
     out.print(
         f"  API -> broker publish {_ms(task.publish_ms)}   queue wait {_ms(task.queue_wait_ms)}"
         f"   execution {_ms(task.execution_ms)}   retries {task.retries}"
         f"   redeliveries {task.redeliveries}   publish -> end {_ms(task.end_to_end_ms)}"
     )
     table = Table(show_edge=False, pad_edge=False)
-    for name in ("attempt", "worker", "retries", "redelivered", "queue wait", "execution"):
+    for name in ("attempt", "worker", "pid", "retries", "redelivered", "queue wait", "execution"):
         table.add_column(name, no_wrap=True)
     table.add_column("outcome", no_wrap=True)
     table.add_column("error", overflow="fold")
     for attempt in task.attempts:
         table.add_row(*_attempt_row(attempt))
     out.print(table)
+    for note in task.notes:
+        out.print(f"  note: {note}")
 
 
 def render_trace(trace: Trace) -> None:
-    """``taskq trace`` output: timeline, requests, tasks, end-to-end."""
+    """``taskq trace`` output: timeline, requests, tasks, and a link to Kibana."""
     out = console()
     out.print(lines_table(trace.lines, title=f"correlation id {trace.correlation_id or '?'}"))
+    if trace.replay_of:
+        out.print(f"\nreplay of {', '.join(trace.replay_of)} (same Idempotency-Key)")
     if trace.requests:
         table = Table(title="HTTP requests", show_edge=False, pad_edge=False)
-        for name in ("request", "status", "nginx", "upstream", "replica", "api", "nginx -> api"):
+        columns = ("request", "status", "did", "error", "nginx", "replica", "api")
+        for name in (*columns, "nginx -> api", "end to end"):
             table.add_column(name, no_wrap=True)
         for request in trace.requests:
             table.add_row(*_request_row(request))
         out.print()
         out.print(table)
     for task in trace.tasks:
-        _task_block(out, task)
+        _task_block(out, task, trace.correlation_id)
+    statuses = ", ".join(f"{t.final_status}" for t in trace.tasks) or "no task"
     out.print(
-        f"\n{len(trace.lines)} line(s), {len(trace.tasks)} task(s); end-to-end "
-        f"{_ms(trace.end_to_end_ms)} (first request received -> last task finished)"
+        f"\n{len(trace.lines)} line(s), {len(trace.requests)} request(s), "
+        f"{len(trace.tasks)} task(s): {statuses}"
     )
+    if trace.kibana_url:
+        out.print(f"Kibana: {trace.kibana_url}")
 
 
 def _p(p: Percentiles) -> list[str]:

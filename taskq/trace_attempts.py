@@ -1,140 +1,240 @@
-"""The attempts of one task from its lines: publishes, deliveries, starts and ends.
+"""One task from its lines: its attempts and its final status, for lines in any order.
 
-Celery writes these lines from different processes (the API, a worker's main process that
-receives, the pool child that runs), so their order in time is not their causal order: a
-retry's ``task.retry`` line can follow the next attempt's start on another worker. Each end
-event is matched to the running attempt of the same worker process.
+Celery writes a task's lines from different processes (the API that publishes, a worker's
+main process that receives, the pool child that runs), so neither their order in a file
+nor their timestamps are their causal order: a fast worker logs ``task.received`` before
+the API logs ``task.published``. Nothing here depends on line order, and time is used
+only to order whole attempts, never to decide what happened:
+
+- An attempt is one delivery of the message to a worker, named by the
+  ``task.attempt_id`` that the worker writes on every line of it (worker/traced_request.py).
+- Each attempt's state is the strongest event among its lines: an end (SUCCESS, FAILURE,
+  RETRY, REVOKED, REJECTED, DUPLICATE, LOST) beats started beats received.
+- The task's final status is the strongest terminal outcome over all attempts (SUCCESS,
+  then FAILURE, REVOKED, REJECTED: the result backend never overwrites SUCCESS), else the
+  state of the latest attempt. Attempts are ordered by retry number (causal: attempt n
+  publishes retry n + 1), then by their first line's time (a redelivery of the same retry
+  follows its predecessor's death by at least its run time or the visibility timeout).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from taskq.logstore.base import TERMINAL_EVENTS, LogLine
-from taskq.trace_model import Attempt, Request, TaskSummary, ms_between, number, parse_time
+from taskq.logschema import ATTEMPT_OUTCOMES, TERMINAL_STATUSES, Event
+from taskq.logstore.base import LogLine
+from taskq.trace_model import Attempt, TaskSummary, line_time, ms_between, number
 
-_END_EVENTS = {**TERMINAL_EVENTS, "task.retry": "RETRY"}
+#: Strength of an attempt's outcome when one attempt has several end lines.
+_OUTCOME_RANK = {
+    "SUCCESS": 7,
+    "FAILURE": 6,
+    "REVOKED": 5,
+    "REJECTED": 4,
+    "RETRY": 3,
+    "DUPLICATE": 2,
+    "LOST": 1,
+}
+_FAR = datetime.fromisoformat("9999-12-31T00:00:00+00:00")
 
 
-def summarize_task(task_id: str, lines: list[LogLine], requests: list[Request]) -> TaskSummary:
-    """Attempts and timings of one task from its lines (sorted oldest first)."""
+@dataclass
+class _AttemptLines:
+    """The lines of one attempt, sorted into what they say."""
+
+    key: str
+    received: list[LogLine] = field(default_factory=list)
+    started: list[LogLine] = field(default_factory=list)
+    ends: list[LogLine] = field(default_factory=list)
+
+    def first_time(self) -> datetime:
+        times = [t for x in (*self.received, *self.started, *self.ends) if (t := line_time(x))]
+        return min(times, default=_FAR)
+
+    def retries(self) -> int:
+        values = [
+            int(v)
+            for x in (*self.received, *self.started, *self.ends)
+            if isinstance(v := x.get("task.retries"), int) and not isinstance(v, bool)
+        ]
+        return max(values, default=0)
+
+
+def summarize_task(task_id: str, lines: Iterable[LogLine], own_id: str | None) -> TaskSummary:
+    """The :class:`TaskSummary` of ``task_id`` from every line carrying it, in any order.
+
+    ``own_id`` is the correlation id being traced: other ids on the task's lines are
+    listed in ``touched_by`` (polls, replays, revocations by other requests).
+    """
+    lines = [x for x in lines if x.get("task_id") == task_id]
     task = TaskSummary(task_id=task_id)
-    attempts = task.attempts
-    for line in lines:
-        event = str(line.get("event.action"))
-        at = parse_time(line.get("@timestamp"))
-        task.task_name = task.task_name or line.get("task_name")
-        task.queue = task.queue or line.get("queue")
-        task.parent_task_id = task.parent_task_id or _parent(line, task_id)
-        if event == "task.published":
-            attempts.append(Attempt(len(attempts) + 1, line.get("task.retries"), published_at=at))
-            task.published_at = task.published_at or at
-            if task.publish_ms is None and line.get("service.name") == "api":
-                task.publish_ms = _publish_ms(at, requests)
-        elif event == "task.received":
-            attempt = _first(attempts, lambda a: a.received_at is None and a.started_at is None)
-            if attempt is None:
-                _lose_running(attempts)
-                attempt = _new(attempts)
-            attempt.received_at = at
-            attempt.receive_wait_ms = ms_between(at, attempt.published_at)
-            attempt.worker = line.get("service.node.name")
-        elif event == "task.started":
-            attempt = _first(attempts, lambda a: a.started_at is None and a.outcome is None)
-            if attempt is None:
-                _lose_running(attempts)
-                attempt = _new(attempts)
-            attempt.started_at = at
-            attempt.worker = line.get("service.node.name")
-            attempt.worker_pid = line.get("process.pid")
-            attempt.retries = line.get("task.retries", attempt.retries)
-            attempt.redelivered = bool(line.get("task.redelivered"))
-            wait = number(line.get("queue_wait_ms"))
-            attempt.queue_wait_ms = (
-                wait if wait is not None else ms_between(at, attempt.published_at)
-            )
-        elif event in _END_EVENTS:
-            attempt = _running_attempt(attempts, line) or _new(attempts)
-            attempt.ended_at = at
-            attempt.outcome = _END_EVENTS[event]
-            attempt.error = line.get("error.message")
-            duration = number(line.get("duration_ms"))
-            attempt.execution_ms = (
-                duration if duration is not None else ms_between(at, attempt.started_at)
-            )
-            attempt.worker = attempt.worker or line.get("service.node.name")
-    return _finish(task)
+    task.task_name = _pick(x.get("task_name") for x in lines)
+    publish = _original_publish(lines)
+    if publish is not None:
+        task.published_at = line_time(publish)
+        task.published_by = _str(publish.get("correlation_id"))
+        task.queue = _str(publish.get("queue"))
+        task.parent_task_id = _parent(publish, task_id)
+    task.queue = task.queue or _pick(x.get("queue") for x in lines)
+    others = {_str(x.get("correlation_id")) for x in lines} - {own_id, task.published_by, None}
+    task.touched_by = sorted(str(x) for x in others)
+    task.attempts = _attempts(lines, task.published_at)
+    _settle(task, [x for x in lines if x.get("event.action") == Event.TASK_REVOKE_REQUESTED])
+    return task
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _pick(values: Iterable[object]) -> str | None:
+    """The most common non-empty string (ties: the smallest), whatever the order."""
+    counts = Counter(v for v in values if isinstance(v, str) and v)
+    if not counts:
+        return None
+    return min(counts, key=lambda v: (-counts[v], v))
 
 
 def _parent(line: LogLine, task_id: str) -> str | None:
     parent = line.get("parent_task_id")
-    return parent if isinstance(parent, str) and parent != task_id else None
+    return parent if isinstance(parent, str) and parent and parent != task_id else None
 
 
-def _publish_ms(at: datetime | None, requests: list[Request]) -> float | None:
-    """From the API starting the request that published the task to the publish."""
-    for request in requests:
-        api_start = request.api_started_at
-        if request.api_ms is None or api_start is None or at is None:
+def _original_publish(lines: list[LogLine]) -> LogLine | None:
+    """The publish of the first attempt: lowest retry number, then earliest."""
+    published = [x for x in lines if x.get("event.action") == Event.TASK_PUBLISHED]
+    return min(
+        published,
+        key=lambda x: (int(x.get("task.retries") or 0), line_time(x) or _FAR),
+        default=None,
+    )
+
+
+def _group(lines: list[LogLine]) -> dict[str, _AttemptLines]:
+    groups: dict[str, _AttemptLines] = {}
+    for line in lines:
+        event = line.get("event.action")
+        if event == Event.TASK_RECEIVED:
+            bucket = "received"
+        elif event == Event.TASK_STARTED:
+            bucket = "started"
+        elif event in ATTEMPT_OUTCOMES:
+            bucket = "ends"
+        else:
             continue
-        if api_start <= at <= api_start + timedelta(milliseconds=request.api_ms):
-            return ms_between(at, api_start)
-    return None
+        key = _str(line.get("task.attempt_id")) or _fallback_key(line)
+        getattr(groups.setdefault(key, _AttemptLines(key)), bucket).append(line)
+    return groups
 
 
-def _first(attempts: list[Attempt], pred: Callable[[Attempt], bool]) -> Attempt | None:
-    return next((a for a in attempts if pred(a)), None)
+def _fallback_key(line: LogLine) -> str:
+    # Lines written before attempts had ids: one attempt per worker and retry number.
+    node = line.get("service.node.name") or "?"
+    return f"{node}/{int(line.get('task.retries') or 0)}"
 
 
-def _last(attempts: list[Attempt], pred: Callable[[Attempt], bool]) -> Attempt | None:
-    return next((a for a in reversed(attempts) if pred(a)), None)
+def _attempts(lines: list[LogLine], published_at: datetime | None) -> list[Attempt]:
+    groups = sorted(_group(lines).values(), key=lambda g: (g.retries(), g.first_time(), g.key))
+    attempts = [_attempt(i + 1, g, published_at) for i, g in enumerate(groups)]
+    for i, attempt in enumerate(attempts):
+        if attempt.outcome is not None:
+            continue
+        later = [a.retries or 0 for a in attempts[i + 1 :]]
+        if any(r == (attempt.retries or 0) for r in later):
+            attempt.outcome = "LOST"  # the same message was delivered again: its worker died
+        elif later:
+            attempt.outcome = "RETRY"  # it published the next retry; its retry line is missing
+    return attempts
 
 
-def _running_attempt(attempts: list[Attempt], end: LogLine) -> Attempt | None:
-    """The attempt an end event closes: the running one in the same worker process (a
-    retry's ``task.retry`` is logged after the next attempt may already have started
-    elsewhere), else the same worker, else the latest running, else the latest open."""
-    running = [a for a in attempts if a.started_at is not None and a.outcome is None]
-    node, pid = end.get("service.node.name"), end.get("process.pid")
-    for pred in (
-        lambda a: a.worker == node and a.worker_pid == pid,
-        lambda a: a.worker == node,
-        lambda a: True,
-    ):
-        found = _last(running, pred)
-        if found is not None:
-            return found
-    return _last(attempts, lambda a: a.outcome is None)
+def _attempt(number_: int, group: _AttemptLines, published_at: datetime | None) -> Attempt:
+    attempt = Attempt(number_, attempt_id=group.key, retries=group.retries())
+    received = min(group.received, key=_line_order, default=None)
+    started = min(group.started, key=_line_order, default=None)
+    if received is not None:
+        attempt.received_at = line_time(received)
+        attempt.worker = _str(received.get("service.node.name"))
+        attempt.receive_wait_ms = ms_between(attempt.received_at, published_at)
+    if started is not None:
+        attempt.started_at = line_time(started)
+        attempt.worker = _str(started.get("service.node.name")) or attempt.worker
+        pid = started.get("process.pid")
+        attempt.worker_pid = pid if isinstance(pid, int) else None
+        attempt.redelivered = bool(started.get("task.redelivered"))
+        wait = number(started.get("queue_wait_ms"))
+        attempt.queue_wait_ms = (
+            wait if wait is not None else ms_between(attempt.started_at, published_at)
+        )
+    end = min(group.ends, key=_end_order, default=None)
+    if end is not None:
+        attempt.outcome = ATTEMPT_OUTCOMES[str(end.get("event.action"))]
+        attempt.ended_at = line_time(end)
+        attempt.worker = attempt.worker or _str(end.get("service.node.name"))
+        attempt.error = _str(end.get("error.message"))
+        attempt.error_type = _str(end.get("error.type"))
+        duration = number(end.get("duration_ms"))
+        attempt.execution_ms = (
+            duration if duration is not None else ms_between(attempt.ended_at, attempt.started_at)
+        )
+    return attempt
 
 
-def _new(attempts: list[Attempt]) -> Attempt:
-    attempts.append(Attempt(len(attempts) + 1))
-    return attempts[-1]
+def _line_order(line: LogLine) -> tuple[datetime, str]:
+    return line_time(line) or _FAR, str(line.get("process.pid"))
 
 
-def _lose_running(attempts: list[Attempt]) -> None:
-    """A new delivery while an attempt still runs: that attempt's worker was lost."""
-    for attempt in attempts:
-        if attempt.outcome is None and (attempt.started_at or attempt.received_at):
-            attempt.outcome = "LOST"
+def _end_order(line: LogLine) -> tuple[int, datetime]:
+    """Strongest outcome first; among equal ones the earliest line."""
+    outcome = ATTEMPT_OUTCOMES[str(line.get("event.action"))]
+    return -_OUTCOME_RANK[outcome], line_time(line) or _FAR
 
 
-def _finish(task: TaskSummary) -> TaskSummary:
+def _settle(task: TaskSummary, revocations: list[LogLine]) -> None:
+    """Final status, timings and counters of ``task`` from its ordered attempts."""
     attempts = task.attempts
-    task.retries = sum(1 for a in attempts if a.outcome == "RETRY")
-    task.redeliveries = sum(1 for a in attempts if a.redelivered)
-    if attempts:
-        task.queue_wait_ms = next((a.queue_wait_ms for a in attempts if a.queue_wait_ms), None)
-        ended = [a for a in attempts if a.execution_ms is not None]
-        task.execution_ms = ended[-1].execution_ms if ended else None
+    outcomes = {a.outcome for a in attempts}
+    if "DUPLICATE" in outcomes:
+        outcomes.add("SUCCESS")  # a duplicate is answered from a stored success
+    if revocations:
+        outcomes.add("REVOKED")
+    final = next((s for s in TERMINAL_STATUSES if s in outcomes), None)
+    if final is not None:
+        task.final_status = final
+        decider = _deciding_attempt(attempts, final)
+        if decider is not None:
+            task.ended_at = decider.ended_at
+            task.execution_ms = decider.execution_ms
+            task.error, task.error_type = decider.error, decider.error_type
+        elif revocations:
+            task.ended_at = min((t for x in revocations if (t := line_time(x))), default=None)
+    elif attempts:
         last = attempts[-1]
-        if last.outcome is not None:
-            task.final_status = last.outcome
-        elif last.started_at is not None:
-            task.final_status = "STARTED"
-        elif last.received_at is not None:
-            task.final_status = "RECEIVED"
-        task.ended_at = last.ended_at if last.outcome in TERMINAL_EVENTS.values() else None
-        task.end_to_end_ms = ms_between(task.ended_at, task.published_at)
-    return task
+        # A lost attempt's message is back in its queue, waiting for its redelivery.
+        task.final_status = "PENDING" if last.outcome == "LOST" else last.state
+    task.retries = sum(1 for a in attempts if a.outcome == "RETRY")
+    seen: set[int] = set()
+    for attempt in attempts:
+        again = (attempt.retries or 0) in seen
+        seen.add(attempt.retries or 0)
+        task.redeliveries += 1 if again or attempt.redelivered else 0
+    task.queue_wait_ms = next((a.queue_wait_ms for a in attempts if a.started_at), None)
+    task.end_to_end_ms = ms_between(task.ended_at, task.published_at)
+    for attempt in attempts:
+        if attempt.receive_wait_ms is not None and attempt.receive_wait_ms < 0:
+            task.notes.append(
+                f"attempt #{attempt.number} was received {-attempt.receive_wait_ms:.1f} ms "
+                "before the publish line's time: the two processes' clocks or log writes "
+                "differ; its wait is shown as 0"
+            )
+            attempt.receive_wait_ms = 0.0
+
+
+def _deciding_attempt(attempts: list[Attempt], final: str) -> Attempt | None:
+    wanted = {final, "DUPLICATE"} if final == "SUCCESS" else {final}
+    matching = [a for a in attempts if a.outcome in wanted]
+    # The real success, not a duplicate answered from it, when both are there.
+    matching.sort(key=lambda a: (a.outcome != final, a.number))
+    return matching[0] if matching else None

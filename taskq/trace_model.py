@@ -1,4 +1,4 @@
-"""The values of a trace: HTTP requests, task attempts, task summaries, the trace itself.
+"""The values of a trace: HTTP exchanges, task attempts, task summaries, the trace itself.
 
 Durations are milliseconds; times are tz-aware datetimes (ISO 8601 strings in JSON).
 """
@@ -34,6 +34,11 @@ def number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def line_time(line: LogLine) -> datetime | None:
+    """The line's ``@timestamp``."""
+    return parse_time(line.get("@timestamp"))
+
+
 def line_started(line: LogLine, at: datetime | None) -> datetime | None:
     """When the operation a line reports began: its time minus its ``duration_ms``."""
     duration = number(line.get("duration_ms"))
@@ -42,11 +47,17 @@ def line_started(line: LogLine, at: datetime | None) -> datetime | None:
 
 @dataclass
 class Request:
-    """One HTTP request: nginx's line and the API replica's line, paired."""
+    """One HTTP exchange: nginx's line and the API replica's line of the same
+    ``http.request.id``, and what the exchange did to a task."""
 
+    exchange_id: str | None
+    correlation_id: str | None
     method: str | None
     path: str | None
     status: int | None
+    kind: str  # submit, replay, poll, revoke or other
+    task_id: str | None  # the task it published, replayed, polled or revoked
+    error_type: str | None
     started_at: datetime | None
     nginx_ms: float | None
     upstream_ms: float | None
@@ -54,46 +65,62 @@ class Request:
     api_node: str | None
     api_started_at: datetime | None
     nginx_to_api_ms: float | None  # nginx received -> API replica started handling
+    end_to_end_ms: float | None = None  # received -> its task ended (submit), else its own time
 
 
 @dataclass
 class Attempt:
-    """One execution attempt of a task (the first run, a retry or a redelivery)."""
+    """One delivery of a task to a worker: the first run, a retry or a redelivery."""
 
     number: int
+    attempt_id: str | None = None
     retries: int | None = None
     worker: str | None = None
     worker_pid: int | None = None
     redelivered: bool = False
-    published_at: datetime | None = None
     received_at: datetime | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
     queue_wait_ms: float | None = None  # published -> started (the worker's own figure)
     receive_wait_ms: float | None = None  # published -> received by a worker
     execution_ms: float | None = None
-    outcome: str | None = None  # SUCCESS, FAILURE, RETRY, REVOKED, REJECTED, LOST or None
+    #: SUCCESS, FAILURE, RETRY, REVOKED, REJECTED, LOST (its worker died), DUPLICATE (a
+    #: redelivery answered from the completion record) or None (still waiting or running).
+    outcome: str | None = None
     error: str | None = None
+    error_type: str | None = None
+
+    @property
+    def state(self) -> str:
+        """The furthest point this attempt reached."""
+        if self.outcome is not None:
+            return self.outcome
+        return "STARTED" if self.started_at is not None else "RECEIVED"
 
 
 @dataclass
 class TaskSummary:
-    """Timings of one task across its attempts."""
+    """One task across its attempts, and the requests that touched it."""
 
     task_id: str
     task_name: str | None = None
     queue: str | None = None
     parent_task_id: str | None = None
+    published_by: str | None = None  # correlation id of the request that published it
+    touched_by: list[str] = field(default_factory=list)  # other ids: polls, replays, revokes
     published_at: datetime | None = None
     publish_ms: float | None = None  # API started handling the request -> task published
-    queue_wait_ms: float | None = None  # of the first attempt
-    execution_ms: float | None = None  # of the last attempt that ended
+    queue_wait_ms: float | None = None  # of the first attempt that started
+    execution_ms: float | None = None  # of the attempt that decided the final status
     retries: int = 0
     redeliveries: int = 0
     final_status: str = "PENDING"
+    error_type: str | None = None
+    error: str | None = None
     ended_at: datetime | None = None
     end_to_end_ms: float | None = None  # first publish -> final end
     attempts: list[Attempt] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -106,7 +133,9 @@ class Trace:
     tasks: list[TaskSummary]
     started_at: datetime | None
     ended_at: datetime | None
-    end_to_end_ms: float | None
+    #: Correlation ids of the original requests when this one replayed their tasks.
+    replay_of: list[str] = field(default_factory=list)
+    kibana_url: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict; datetimes as ISO 8601 strings."""

@@ -7,7 +7,7 @@ worker from being delivered forever (celery#9082). Around every task run (see
 
 1. reads the task's completion record; if there is one the task already succeeded: the
    stored result is returned without running again, and ``duplicate delivery suppressed``
-   is logged (``task.duplicate_suppressed``);
+   is logged (``task.duplicate_suppressed``) instead of a second ``task.succeeded``;
 2. counts this delivery of this attempt (task id + retry number; Celery retries are new
    attempts, not redeliveries); past ``1 + max_redeliveries`` deliveries the task ends as
    FAILURE with :class:`PoisonTaskError` instead of running (``task.poison``);
@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
+
+from taskq.celery_signals import mark_duplicate
 
 logger = logging.getLogger("taskq.worker.dedup")
 
@@ -112,6 +114,7 @@ def run_guarded(guard: DeliveryGuard, task_id: str, retries: int, run: Callable[
     """Run ``run`` at most once per task id; see the module docstring."""
     state = guard.begin(task_id, retries)
     if state.completed:
+        mark_duplicate(task_id)  # Celery's own "succeeded" line is dropped for this delivery
         logger.warning(
             "duplicate delivery suppressed",
             extra={

@@ -13,30 +13,38 @@ from typing import Any
 
 from celery.worker.request import Request
 
-from taskq.celery_logs import remember
-from taskq.correlation import CELERY_HEADER, bound_task_context
+from taskq.celery_logs import Delivery, remember
+from taskq.correlation import ATTEMPT_HEADER, CELERY_HEADER, bound_task_context, new_attempt_id
 
 
 class TracedRequest(Request):  # type: ignore[misc]
-    """A :class:`celery.worker.request.Request` that keeps its ids on its log lines."""
+    """A :class:`celery.worker.request.Request` that keeps its ids on its log lines.
+
+    Each delivery gets a fresh attempt id, carried to the pool process in the request dict
+    (Celery hands that dict to the child, where it becomes ``task.request``), so every
+    line of one execution names it whichever process writes it.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._correlation_id: str | None = self.request_dict.get(CELERY_HEADER)
-        remember(self.id, self._correlation_id)
+        self._attempt_id = new_attempt_id()
+        self.request_dict[ATTEMPT_HEADER] = self._attempt_id
+        retries = int(self.request_dict.get("retries") or 0)
+        remember(self.id, Delivery(self._correlation_id, self._attempt_id, retries))
 
     def on_failure(self, *args: Any, **kwargs: Any) -> Any:
-        with bound_task_context(self._correlation_id, self.id, self.name):
+        with bound_task_context(self._correlation_id, self.id, self.name, self._attempt_id):
             return super().on_failure(*args, **kwargs)
 
     def on_timeout(self, *args: Any, **kwargs: Any) -> Any:
-        with bound_task_context(self._correlation_id, self.id, self.name):
+        with bound_task_context(self._correlation_id, self.id, self.name, self._attempt_id):
             return super().on_timeout(*args, **kwargs)
 
     def on_retry(self, *args: Any, **kwargs: Any) -> Any:
-        with bound_task_context(self._correlation_id, self.id, self.name):
+        with bound_task_context(self._correlation_id, self.id, self.name, self._attempt_id):
             return super().on_retry(*args, **kwargs)
 
     def on_success(self, *args: Any, **kwargs: Any) -> Any:
-        with bound_task_context(self._correlation_id, self.id, self.name):
+        with bound_task_context(self._correlation_id, self.id, self.name, self._attempt_id):
             return super().on_success(*args, **kwargs)

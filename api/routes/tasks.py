@@ -24,6 +24,7 @@ from api.deps import ApiResources, ResourcesDep
 from api.errors import ApiError
 from api.schemas import ErrorBody, Priority, TaskAccepted, TaskCreate, TaskError, TaskStatus
 from taskq.correlation import correlation_id_var
+from taskq.logschema import Event
 from taskq.tasktypes import TaskType
 
 logger = logging.getLogger("taskq.api.tasks")
@@ -174,7 +175,10 @@ def _log_idempotency_rejection(outcome: idempotency.Mismatch | idempotency.InFli
 def _replay(stored: idempotency.StoredResponse, response: Response) -> TaskAccepted:
     logger.info(
         "idempotent request replayed",
-        extra={"event.action": "idempotency.replayed", "task_id": stored.body.get("task_id")},
+        extra={
+            "event.action": Event.IDEMPOTENT_REPLAY,
+            "task_id": stored.body.get("task_id"),
+        },
     )
     response.status_code = stored.status_code
     for name, value in stored.headers.items():
@@ -275,4 +279,12 @@ def revoke_task(resources: ResourcesDep, task_id: str = TaskIdPath) -> TaskStatu
         resources.celery.backend.mark_as_revoked(task_id, reason="revoked by client")
     except BROKER_ERRORS:
         raise _broker_unavailable() from None
+    logger.info(
+        "task revocation stored",
+        extra={
+            "event.action": Event.TASK_REVOKE_REQUESTED,
+            "task_id": task_id,
+            "task_type": current.task_type,
+        },
+    )
     return current.model_copy(update={"status": states.REVOKED})

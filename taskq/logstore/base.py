@@ -12,14 +12,6 @@ from typing import Any, Protocol
 
 LogLine = dict[str, Any]
 
-#: Events that end an attempt of a task, and the final status each one means.
-TERMINAL_EVENTS: dict[str, str] = {
-    "task.succeeded": "SUCCESS",
-    "task.failed": "FAILURE",
-    "task.revoked": "REVOKED",
-    "task.rejected": "REJECTED",
-}
-
 
 class LogStoreError(Exception):
     """The backend cannot answer (unreachable, misconfigured, unreadable files)."""

@@ -11,10 +11,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from taskq.logschema import FIELDS, FieldType
+from taskq.logschema import (
+    ATTEMPT_OUTCOMES,
+    FIELDS,
+    TERMINAL_EVENTS,
+    TERMINAL_STATUSES,
+    Event,
+    FieldType,
+)
 from taskq.logstore.base import (
     GREP_FIELDS,
     LogFilter,
@@ -40,15 +48,53 @@ _DUCK_TYPES: dict[FieldType, str] = {
 }
 COLUMNS: dict[str, str] = {f.name: _DUCK_TYPES[f.type] for f in FIELDS}
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_STATUS_SQL = """CASE "event.action"
-    WHEN 'task.succeeded' THEN 'SUCCESS' WHEN 'task.failed' THEN 'FAILURE'
-    WHEN 'task.revoked' THEN 'REVOKED' WHEN 'task.rejected' THEN 'REJECTED'
-    WHEN 'task.retry' THEN 'RETRY' WHEN 'task.started' THEN 'STARTED'
-    WHEN 'task.received' THEN 'RECEIVED' WHEN 'task.published' THEN 'PENDING' END"""
-_TERMINAL_SQL = (
-    "\"event.action\" IN ('task.succeeded','task.failed','task.revoked','task.rejected')"
-)
 _ENDED_SQL = "\"event.action\" IN ('task.succeeded','task.failed')"
+
+
+def _in(values: Iterable[str]) -> str:
+    """A SQL list of string literals (the values are our own event names)."""
+    return "(" + ",".join(f"'{v}'" for v in sorted(values)) + ")"
+
+
+def _case(mapping: Mapping[str, object], column: str = "e") -> str:
+    whens = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in sorted(mapping.items()))
+    return f"CASE {column} {whens} END"
+
+
+# Final status per task, as taskq/trace_attempts.py settles it: the strongest terminal
+# event over all lines, else the state of the latest attempt (by retry number, then first
+# line time, then attempt id); a lost latest attempt is waiting in its queue (PENDING).
+_TERMINAL_RANK = {
+    event: str(TERMINAL_STATUSES.index(status)) for event, status in TERMINAL_EVENTS.items()
+}
+_ATTEMPT_EVENTS = (Event.TASK_RECEIVED, Event.TASK_STARTED, *ATTEMPT_OUTCOMES)
+_STATUSES_SQL = f"""
+WITH ev AS (
+  SELECT task_id, "event.action" AS e, _ts,
+    coalesce("task.retries", 0) AS r,
+    coalesce("task.attempt_id", coalesce("service.node.name", '?') || '/'
+             || CAST(coalesce("task.retries", 0) AS VARCHAR)) AS a
+  FROM w WHERE task_id IS NOT NULL AND "event.action" LIKE 'task.%'
+), terminal AS (
+  SELECT task_id, min(CAST({_case(_TERMINAL_RANK)} AS INTEGER)) AS rank FROM ev GROUP BY task_id
+), attempts AS (
+  SELECT task_id, a, max(r) AS r, min(_ts) AS first,
+    CASE WHEN bool_or(e = '{Event.TASK_RETRY}') THEN 'RETRY'
+         WHEN bool_or(e = '{Event.TASK_HANDLER_ERROR}') THEN 'PENDING'
+         WHEN bool_or(e = '{Event.TASK_STARTED}') THEN 'STARTED'
+         ELSE 'RECEIVED' END AS state
+  FROM ev WHERE e IN {_in(_ATTEMPT_EVENTS)} GROUP BY task_id, a
+), latest AS (
+  SELECT task_id, state FROM (
+    SELECT task_id, state, row_number() OVER (
+      PARTITION BY task_id ORDER BY r DESC, first DESC NULLS LAST, a DESC) AS n
+    FROM attempts) WHERE n = 1
+)
+SELECT CASE t.rank {" ".join(f"WHEN {i} THEN '{s}'" for i, s in enumerate(TERMINAL_STATUSES))}
+         ELSE coalesce(l.state, 'PENDING') END AS status, count(*)
+FROM terminal t LEFT JOIN latest l USING (task_id)
+GROUP BY 1 ORDER BY 2 DESC, 1
+"""
 
 
 def q(name: str) -> str:
@@ -164,6 +210,9 @@ class DuckDBStore:
         cols = [
             "event.action",
             "service.name",
+            "service.node.name",
+            "task.attempt_id",
+            "task.retries",
             "task_id",
             "task_name",
             "correlation_id",
@@ -198,13 +247,7 @@ class DuckDBStore:
     ) -> StatsReport:
         fetch = con.execute
         (count,) = fetch("SELECT count(*) FROM w").fetchone() or (0,)
-        statuses = fetch(
-            f"SELECT status, count(*) FROM (SELECT task_id, coalesce("
-            f"arg_max({_STATUS_SQL}, _ts) FILTER (WHERE {_TERMINAL_SQL}),"
-            f" arg_max({_STATUS_SQL}, _ts)) AS status FROM w"
-            " WHERE task_id IS NOT NULL AND \"event.action\" LIKE 'task.%' GROUP BY task_id)"
-            " WHERE status IS NOT NULL GROUP BY status ORDER BY 2 DESC"
-        ).fetchall()
+        statuses = fetch(_STATUSES_SQL).fetchall()
         ev = q("event.action")
         per_name = fetch(
             f"SELECT task_name, count(*) FILTER (WHERE {_ENDED_SQL}),"

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from taskq.logschema import TERMINAL_EVENTS, Event
 from taskq.logstore.base import (
-    TERMINAL_EVENTS,
     LogFilter,
     LogLine,
     Percentiles,
@@ -23,6 +23,13 @@ from taskq.logstore.base import (
 
 #: ``index.max_result_window``'s default: the most hits one search returns.
 MAX_HITS = 10_000
+#: Terminal lines counted per task by the stats aggregation: one writer each (a worker
+#: ends a task once; duplicates and the API's revocation would count it twice).
+_COUNTED_TERMINAL = {
+    event: status
+    for event, status in TERMINAL_EVENTS.items()
+    if event not in (Event.TASK_DUPLICATE, Event.TASK_REVOKE_REQUESTED)
+}
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TEXT_FIELDS = frozenset({"message", "error.message"})
 _PERCENTS = [50.0, 95.0, 99.0]
@@ -131,7 +138,7 @@ def stats_body(since: datetime | None, until: datetime | None) -> Body:
         "query": {"bool": {"filter": _range(since, until)}},
         "aggs": {
             "terminal": {
-                "filter": {"terms": {"event.action": sorted(TERMINAL_EVENTS)}},
+                "filter": {"terms": {"event.action": sorted(_COUNTED_TERMINAL)}},
                 "aggs": {"by_event": {"terms": {"field": "event.action", "size": 10}}},
             },
             "tasks": {"cardinality": {"field": "task_id", "precision_threshold": 40_000}},
@@ -222,7 +229,7 @@ def response_to_stats(
     lines = int(total.get("value", 0)) if isinstance(total, Mapping) else int(total)
     statuses: dict[str, int] = {}
     for bucket in aggs.get("terminal", {}).get("by_event", {}).get("buckets", []):
-        status = TERMINAL_EVENTS.get(str(bucket["key"]))
+        status = _COUNTED_TERMINAL.get(str(bucket["key"]))
         if status:
             statuses[status] = statuses.get(status, 0) + int(bucket["doc_count"])
     unfinished = int(aggs.get("tasks", {}).get("value", 0)) - sum(statuses.values())

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from celery.app import trace as celery_trace
 
-from taskq.celery_logs import CeleryRecordFilter, remember
+from taskq.celery_logs import CeleryRecordFilter, Delivery, remember
+from taskq.celery_signals import mark_duplicate
 from taskq.logschema import validate_line
 from tests.unit.log_capture import CapturedLogs
 
@@ -31,7 +32,7 @@ def _log_like_celery(
 
 
 def test_received_line_gets_the_remembered_correlation_id(logs: CapturedLogs) -> None:
-    remember("t-1", "req-42")
+    remember("t-1", Delivery("req-42", "att-1", 0))
     context = {
         "id": "t-1",
         "name": "taskq.risk.calculate_var",
@@ -77,13 +78,14 @@ def test_failure_and_retry_lines(logs: CapturedLogs) -> None:
     line = _log_like_celery(logs, celery_trace.LOG_FAILURE.strip(), failure, logging.ERROR)
     assert (line["event.action"], line["task.state"]) == ("task.failed", "FAILURE")
     assert line["error.message"] == "ValueError('bad')"
+    assert line["error.type"] == "ValueError"
     retry = {"id": "t-3", "name": "n", "exc": "Retry in 1s"}
     line = _log_like_celery(logs, celery_trace.LOG_RETRY, retry)
     assert (line["event.action"], line["task.state"]) == ("task.retry", "RETRY")
 
 
 def test_positional_revoked_line(logs: CapturedLogs) -> None:
-    remember("t-4", "req-4")
+    remember("t-4", Delivery("req-4", "att-4", 0))
     logs.logger.info("Discarding revoked task: %s[%s]", "taskq.drills.echo", "t-4")
     line = logs.lines()[-1]
     assert line["event.action"] == "task.revoked"
@@ -99,3 +101,13 @@ def test_other_lines_pass_untouched(logs: CapturedLogs) -> None:
     line = logs.lines()[-1]
     assert line["message"] == "Connected to redis://x"
     assert line["event.action"] == "log"
+
+
+def test_suppressed_duplicate_writes_no_success_line(logs: CapturedLogs) -> None:
+    context = {"id": "t-5", "name": "n", "return_value": "1", "runtime": 0.1}
+    mark_duplicate("t-5")
+    logs.logger.info(celery_trace.LOG_SUCCESS, context, extra={"data": context})
+    assert logs.lines() == []
+    other = {**context, "id": "t-6"}
+    line = _log_like_celery(logs, celery_trace.LOG_SUCCESS, other)
+    assert line["event.action"] == "task.succeeded"
