@@ -87,7 +87,7 @@ def _parent_of(task_id: Any) -> dict[str, str]:
 
 
 def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
-    """Restore the ids into the context and log ``task.started`` with the queue wait."""
+    """Restore the ids into the context before a task runs."""
     if task_id is None or task is None:
         return
     request = task.request
@@ -100,8 +100,14 @@ def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     )
     retries_var.set(int(request.retries or 0))
     _duplicate_of.set(None)
+    _started_at[task_id] = time.time()
+
+
+def log_started(request: Any, deliveries: int | None) -> None:
+    """Log ``task.started`` with the queue wait: the delivery was counted (``deliveries``,
+    from the delivery guard) and the task's own code runs next. Logged there, not at
+    prerun, so that a started line always means a counted execution."""
     now = time.time()
-    _started_at[task_id] = now
     published_at = getattr(request, PUBLISHED_AT_HEADER, None)
     delivery_info = getattr(request, "delivery_info", None) or {}
     extra: dict[str, Any] = {
@@ -109,6 +115,7 @@ def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
         "queue": delivery_info.get("routing_key"),
         "task.retries": int(request.retries or 0),
         "task.redelivered": bool(delivery_info.get("redelivered", False)),
+        "task.deliveries": deliveries,
     }
     if isinstance(published_at, int | float):
         extra["queue_wait_ms"] = round(max(0.0, now - published_at) * 1000.0, 3)

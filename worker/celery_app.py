@@ -51,6 +51,7 @@ class TracedTask(Task):  # type: ignore[misc]
             str(request.id),
             int(request.retries or 0),
             lambda: self.run(*args, **kwargs),
+            on_start=lambda deliveries: celery_signals.log_started(request, deliveries),
         )
 
 

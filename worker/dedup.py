@@ -3,15 +3,17 @@
 Redis delivers a message again when a worker dies holding it (``acks_late`` +
 ``reject_on_worker_lost``, visibility timeout), and nothing stops a message that kills its
 worker from being delivered forever (celery#9082). Around every task run (see
-``TracedTask.__call__`` in worker/celery_app.py) :func:`run_guarded`:
+``TracedTask.__call__`` in worker/celery_app.py) :func:`run_guarded` reads the task's
+completion record and counts this delivery of this attempt (task id + retry number; Celery
+retries are new attempts, not redeliveries) in one round trip, has ``task.started`` logged
+(``on_start``: every started line is one counted delivery), then:
 
-1. reads the task's completion record; if there is one the task already succeeded: the
-   stored result is returned without running again, and ``duplicate delivery suppressed``
-   is logged (``task.duplicate_suppressed``) instead of a second ``task.succeeded``;
-2. counts this delivery of this attempt (task id + retry number; Celery retries are new
-   attempts, not redeliveries); past ``1 + max_redeliveries`` deliveries the task ends as
-   FAILURE with :class:`PoisonTaskError` instead of running (``task.poison``);
-3. runs the task and stores its result as the completion record for ``ttl_s``.
+1. if there is a completion record the task already succeeded: the stored result is
+   returned without running again, and ``duplicate delivery suppressed`` is logged
+   (``task.duplicate_suppressed``) instead of a second ``task.succeeded``;
+2. past ``1 + max_redeliveries`` deliveries the task ends as FAILURE with
+   :class:`PoisonTaskError` instead of running (``task.poison``);
+3. otherwise it runs the task and stores its result as the completion record for ``ttl_s``.
 
 The records are best-effort: when Redis cannot be reached the task simply runs (every task
 is idempotent, so a lost record costs a repeated computation, never a wrong answer).
@@ -110,9 +112,17 @@ class DeliveryGuard:
             )
 
 
-def run_guarded(guard: DeliveryGuard, task_id: str, retries: int, run: Callable[[], Any]) -> Any:
-    """Run ``run`` at most once per task id; see the module docstring."""
+def run_guarded(
+    guard: DeliveryGuard,
+    task_id: str,
+    retries: int,
+    run: Callable[[], Any],
+    on_start: Callable[[int], None] = lambda deliveries: None,
+) -> Any:
+    """Run ``run`` at most once per task id; see the module docstring. ``on_start`` is
+    called with the delivery count once this delivery is counted, before anything else."""
     state = guard.begin(task_id, retries)
+    on_start(state.deliveries)
     if state.completed:
         mark_duplicate(task_id)  # Celery's own "succeeded" line is dropped for this delivery
         logger.warning(

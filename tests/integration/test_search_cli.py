@@ -90,7 +90,15 @@ def test_trace_shows_every_hop_and_the_timings(stack: RunningStack) -> None:
     assert task["task_id"] == task_id and task["task_name"] == "taskq.risk.calculate_var"
     assert task["queue_wait_ms"] > 0 and task["execution_ms"] > 0
     assert task["publish_ms"] is not None and task["publish_ms"] >= 0
-    assert task["final_status"] == "SUCCESS" and trace["end_to_end_ms"] > 0
+    assert task["final_status"] == "SUCCESS" and request["end_to_end_ms"] > 0
+    assert request["kind"] == "submit" and request["task_id"] == task_id
+    worker_lines = [x for x in lines if x["service.name"] == "worker"]
+    assert {x.get("task.attempt_id") for x in worker_lines} == {task["attempts"][0]["attempt_id"]}
+    nginx_line, api_line = (
+        next(x for x in lines if x["service.name"] == s and x.get("url.path") == "/api/v1/tasks")
+        for s in ("nginx", "api")
+    )
+    assert nginx_line["http.request.id"] == api_line["http.request.id"] == request["exchange_id"]
 
     table = taskq(stack, "trace", "--task", task_id)
     assert table.returncode == 0, table.stderr
