@@ -67,6 +67,7 @@ FIELDS: tuple[LogField, ...] = (
     LogField("queue.unacked", "long", "Messages delivered but not yet acknowledged."),
     LogField("queue.threshold", "long", "Breaker threshold of a queue (breaker events)."),
     LogField("task.deliveries", "long", "Deliveries of one task attempt so far (poison cap)."),
+    LogField("log.file.path", "keyword", "A log file the event is about (rotation)."),
 )
 
 

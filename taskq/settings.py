@@ -35,6 +35,14 @@ class Settings(BaseSettings):
         default=None, description="If set, this process appends its JSON lines here, else stdout."
     )
     log_level: str = Field(default="INFO", description="Level of the JSON lines.")
+    log_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Local stack: a JSON log file this large is rotated to name.jsonl.1.",
+    )
+    log_backups: int = Field(
+        default=4, ge=1, le=100, description="Rotated files kept per log (.1 newest)."
+    )
 
     # --- ports of the local stack ------------------------------------------------------
     http_port: int = Field(default=8080, description="nginx, the public entry.")

@@ -110,6 +110,8 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl=unix://{layout.supervisor_socket}
 """,
         _program("redis", f"redis-server {layout.redis_conf}", layout, priority=10),
+        # Rotates the JSON logs by size and keeps taskq trace's index current.
+        _program("logkeeper", f"{python} -m taskq.stack.logkeeper", layout, 5, service="logkeeper"),
     ]
     for name, queues in WORKERS.items():
         command = (

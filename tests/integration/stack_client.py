@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from taskq.logstore.lineindex import log_files
 from taskq.settings import Settings
 from taskq.stack.layout import StackLayout
 
@@ -57,8 +58,8 @@ class RunningStack:
         raise AssertionError(f"task {task_id} not finished after {timeout_s}s: {status}")
 
     def log_files(self) -> list[Path]:
-        """Every JSON log file of the stack."""
-        return sorted(self.layout.log_dir.glob("*.jsonl"))
+        """Every JSON log file of the stack, rotated ones (``name.jsonl.N``) included."""
+        return log_files(self.layout.log_dir)
 
     def read_lines(self) -> Iterator[tuple[Path, Line]]:
         """Every complete JSON line of every log file (raises if one does not parse)."""

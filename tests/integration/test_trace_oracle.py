@@ -64,6 +64,9 @@ def oracle_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSt
         retry_backoff_max_s=1,
         # No beat snapshot task starts while statuses are being compared with `stats`.
         queue_snapshot_interval_s=3600.0,
+        # The logs rotate several times during the test: traces and stats read .jsonl.N too.
+        log_max_bytes=256 * 1024,
+        log_backups=100,
         rate_limit_exempt="127.0.0.1",
     )
     running = start_stack(settings)
@@ -260,6 +263,9 @@ def test_trace_equals_the_api_and_the_executions(
         assert task["task_id"] == submission.task_id
         assert task["final_status"] == api[submission.task_id] and task["queue"] is not None
         assert trace["replay_of"] == [submission.correlation_id]
+
+    rotated = [p for p in stack.log_files() if not p.name.endswith(".jsonl")]
+    assert len(rotated) >= 3, "the logs were expected to rotate during the test"
 
     # `taskq stats` over the same lines counts the same final statuses as the traces.
     every_task = {

@@ -40,10 +40,11 @@ def test_supervisor_runs_every_process_with_its_own_json_log(tmp_path: Path) -> 
         "api-1",
         "api-2",
         "api-3",
+        "logkeeper",
     ):
         assert f"[program:{program}]" in conf
     assert "-Q high " in conf and "-Q high,medium,low " in conf
-    assert conf.count("TASKQ_LOG_FILE=") == 6  # api x3, two workers, beat
+    assert conf.count("TASKQ_LOG_FILE=") == 7  # api x3, two workers, beat, logkeeper
     assert "autorestart=true" in conf
 
 
