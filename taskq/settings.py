@@ -164,6 +164,11 @@ class Settings(BaseSettings):
         description="A task delivered more often than 1 + this ends as FAILURE (poison cap).",
     )
 
+    kibana_url: str | None = Field(
+        default=None,
+        description="Kibana base URL (e.g. http://127.0.0.1:5601) for links to the Trace explorer.",
+    )
+
     @model_validator(mode="after")
     def _check_breaker_order(self) -> Settings:
         # Low must shed first: its threshold is the lowest, high's the highest.

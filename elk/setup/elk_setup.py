@@ -4,10 +4,14 @@ Idempotent: every step is a PUT or an overwrite, so it runs on every ``docker co
 Standard library only, so it runs in any Python 3.11 image. Steps, in order:
 
 1. refuse placeholder secrets (``changeme...``) unless ``TASKQ_ENVIRONMENT=development``;
-2. wait for Elasticsearch, then, as ``elastic``: set the ``kibana_system`` password; create
-   the role ``taskq_logs_writer`` (write-only on ``logs-taskq-*``) and the user
-   ``logstash_writer`` (Logstash never uses ``elastic``); put the ILM policy and the
-   index template (``elk/elasticsearch/*.json``);
+2. wait for Elasticsearch, then, as ``elastic``: put the ILM policy and the index template
+   (``elk/elasticsearch/*.json``) first; then set the ``kibana_system`` password and create
+   the role ``taskq_logs_writer`` (write-only on ``logs-taskq-*``) and, last, the user
+   ``logstash_writer`` (Logstash never uses ``elastic``). The order matters: Logstash can
+   write as soon as its user exists, and a first write before our template is in place
+   creates ``logs-taskq-default`` from Elasticsearch's built-in ``logs`` template
+   (``logs-*-*``, dotted names as objects), where ``queue`` and ``queue.depth`` collide and the
+   data stream keeps that wrong mapping until it rolls over;
 3. wait until Kibana's ``GET /api/status`` says ``available``, then import every
    ``*.ndjson`` of the dashboards directory with
    ``POST /api/saved_objects/_import?overwrite=true`` (header ``kbn-xsrf``, multipart
@@ -179,7 +183,12 @@ def writer_role() -> dict[str, Any]:
 def setup_elasticsearch(
     es: Http, env: Mapping[str, str], template: Mapping[str, Any], ilm_policy: Mapping[str, Any]
 ) -> None:
-    """Users, role, ILM policy and index template (as ``elastic``)."""
+    """ILM policy and index template, then users and role (as ``elastic``).
+
+    The template goes in before the writer user exists: see the module docstring.
+    """
+    _expect(es.request("PUT", f"/_ilm/policy/{ILM_POLICY_NAME}", ilm_policy), "ILM policy")
+    _expect(es.request("PUT", f"/_index_template/{TEMPLATE_NAME}", template), "index template")
     answer = es.request(
         "POST",
         "/_security/user/kibana_system/_password",
@@ -193,8 +202,6 @@ def setup_elasticsearch(
         "full_name": "taskq Logstash writer",
     }
     _expect(es.request("PUT", f"/_security/user/{WRITER_USER}", user), "writer user")
-    _expect(es.request("PUT", f"/_ilm/policy/{ILM_POLICY_NAME}", ilm_policy), "ILM policy")
-    _expect(es.request("PUT", f"/_index_template/{TEMPLATE_NAME}", template), "index template")
 
 
 def multipart_file(filename: str, content: bytes) -> tuple[bytes, str]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 
 from taskq.stack.layout import NGINX_TEMPLATE
 from taskq.stack.render import WORKERS, render_template
@@ -215,7 +216,10 @@ def test_long_running_services_are_healthchecked_limited_and_restarted(
         assert service["restart"] == "unless-stopped", name
         assert service["healthcheck"]["test"], name
         for dependency, condition in (service.get("depends_on") or {}).items():
-            assert condition["condition"] == "service_healthy", f"{name} -> {dependency}"
+            expected = (
+                "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
+            )
+            assert condition["condition"] == expected, f"{name} -> {dependency}"
 
 
 def test_images_are_pinned_and_elastic_uses_one_version(
@@ -277,3 +281,30 @@ def test_dockerfile_runs_as_non_root_and_installs_the_repo() -> None:
     assert ignored[ignored.index("*") :][:1] == ["*"], ".dockerignore starts from nothing"
     for needed in ("!pyproject.toml", "!README.md", "!taskq/", "!api/", "!worker/"):
         assert needed in ignored
+
+
+def test_the_setup_job_is_waited_for_by_the_writer_and_not_by_kibana(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # Something must depend on the one-shot job, or compose starts Logstash before the
+    # writer user and the index template exist.
+    waiting = {name for name, s in services.items() if "setup" in (s.get("depends_on") or {})}
+    assert waiting == {"logstash"}
+    # setup waits for Kibana (dashboard import); Kibana waiting for setup would deadlock.
+    assert "setup" not in (services["kibana"].get("depends_on") or {})
+
+
+def test_filebeat_keeps_the_image_arguments(services: dict[str, dict[str, Any]]) -> None:
+    # The image's CMD is ["-environment", "container"]; `command` replaces it.
+    command = services["filebeat"]["command"]
+    assert command[:2] == ["-environment", "container"]
+    # docker-entrypoint runs `filebeat "$@"` when its first argument starts with "-".
+    assert command[0].startswith("-")
+
+
+def test_memlock_ulimit_comes_with_bootstrap_memory_lock(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    limits = services["elasticsearch"]["ulimits"]["memlock"]
+    config = yaml.safe_load((REPO_ROOT / "elk/elasticsearch/config/elasticsearch.yml").read_text())
+    assert (limits == {"soft": -1, "hard": -1}) == (config.get("bootstrap.memory_lock") is True)

@@ -48,7 +48,8 @@ def test_filebeat_ships_labelled_containers_to_logstash_beats_input() -> None:
     (provider,) = config["filebeat.autodiscover"]["providers"]  # type: ignore[index]
     assert provider["type"] == "docker"
     (template,) = provider["templates"]
-    assert template["condition"]["equals"] == {"docker.container.labels.taskq_logs": "true"}
+    # Conditions see labels with their dots (tests/contract/test_filebeat_selector.py).
+    assert template["condition"]["equals"] == {"docker.container.labels.taskq.logs": "true"}
     assert template["config"][0]["type"] == "container"
     assert config["output.logstash"]["hosts"] == ["logstash:5044"]  # type: ignore[index]
 

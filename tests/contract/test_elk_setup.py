@@ -191,6 +191,22 @@ def test_elasticsearch_gets_users_role_policy_and_template(
     assert ("PUT", "/_ilm/policy/taskq-logs") in calls
 
 
+def test_template_and_policy_exist_before_logstash_can_write(
+    setup: ModuleType, fake: tuple[FakeElastic, str]
+) -> None:
+    # Logstash writes as soon as logstash_writer exists. A bulk write before our template
+    # is in place creates logs-taskq-default from the built-in logs-*-* template, whose
+    # object mapping of "queue" collides with our "queue.depth"; the data stream keeps that
+    # mapping until it rolls over. So: ILM policy, then template, then the writer user.
+    state, url = fake
+    setup.run(_env(url), timeout_s=10.0, interval_s=0.01)
+    order = [(method, path) for method, path, _headers, _body in state.requests]
+    policy = order.index(("PUT", "/_ilm/policy/taskq-logs"))
+    template = order.index(("PUT", "/_index_template/logs-taskq"))
+    writer = order.index(("PUT", "/_security/user/logstash_writer"))
+    assert policy < template < writer, order
+
+
 def test_success_false_fails_the_job_with_kibanas_errors(
     setup: ModuleType, fake: tuple[FakeElastic, str]
 ) -> None:

@@ -69,6 +69,9 @@ def aggregated_fields(obj: SavedObject) -> Iterator[tuple[str, str]]:
         field = agg.get("params", {}).get("field")
         if field:
             yield agg["type"], field
+        for item in agg.get("params", {}).get("filters", []) if agg["type"] == "filters" else []:
+            for name in kql_fields(item["input"]["query"]):
+                yield "filters", name
 
 
 def test_files_parse_and_ids_are_unique_and_stable(objects: list[SavedObject]) -> None:

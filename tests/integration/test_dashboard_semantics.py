@@ -1,0 +1,350 @@
+"""Every panel of every Kibana dashboard, evaluated on the lines a real stack wrote.
+
+A dedicated stack (low rate limit, low breaker threshold, one retry, API keys on) is driven
+through what the dashboards exist to show: a success, a retry, a permanent failure, a pool
+child killed mid-task and its redelivery, 401, 413, 422, 429, 503 from the breaker, from a
+Redis outage and with no API replica, queue snapshots, and tasks still queued or running
+when the lines are read. Then, for each panel (tests/kibana_panels.py), its KQL is run on
+those lines (tests/kql.py) and:
+
+- it selects at least one line, and each named series of a ``filters`` aggregation too;
+- every field it aggregates, splits or sorts on is on every selected line, with the type
+  the index template gives it (a line without it silently drops out of the panel);
+- every selected line falls into one of its named series.
+
+Two panels are also checked against what the client saw and what the API reports: the
+rejection panel counts each shed request exactly once, and the trace's "tasks that ended"
+table shows each task's final state as the API's status endpoint gives it, and nothing for
+a task that has not ended.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from taskq.stack.control import supervisor_rpc
+from tests.integration.conftest import stack_settings, start_stack, stop_stack
+from tests.integration.stack_client import Line, RunningStack
+from tests.kibana_panels import Panel, dashboard_panels, field_types, has_type
+from tests.kql import compile_query
+
+API_KEY = f"sem-{uuid.uuid4().hex}"
+ABUSIVE_ADDRESS = "127.0.0.2"
+RUN = uuid.uuid4().hex[:8]
+TYPES = field_types()
+PANELS = list(dashboard_panels())
+#: Panels whose lines come from another change: the worker's task.failed lines get
+#: error.type (the exception's class name) there. Strict: when that lands, these pass and
+#: the mark must go.
+PENDING = {
+    "taskq-failures": "task.failed lines carry no error.type yet (worker change pending)",
+}
+FINAL_EVENT = {"SUCCESS": "task.succeeded", "FAILURE": "task.failed", "REVOKED": "task.revoked"}
+FINAL_STATE_VALUES = {
+    status: {event, status} for status, event in FINAL_EVENT.items()
+}  # a table may show the event or the state
+TRACE_DASHBOARD = "taskq-trace-explorer"
+
+
+@dataclass
+class Observed:
+    """The lines of the run, and the independent truth to compare panels with."""
+
+    lines: list[Line] = field(default_factory=list)
+    #: correlation id -> task ids accepted under it (from the 202 bodies).
+    traces: dict[str, list[str]] = field(default_factory=dict)
+    #: task id -> status from GET /api/v1/tasks/{id} when the lines were read.
+    statuses: dict[str, str] = field(default_factory=dict)
+    #: correlation ids of requests the client saw shed for overload (429, 503 saturated).
+    shed: Counter[str] = field(default_factory=Counter)
+
+
+def _program(stack: RunningStack, name: str, running: bool) -> None:
+    rpc = supervisor_rpc(stack.layout)
+    if running:
+        rpc.startProcess(name, True)
+    else:
+        rpc.stopProcess(name, True)
+
+
+def _submit(
+    stack: RunningStack, seen: Observed, name: str, task_type: str, data: Any, priority: str
+) -> httpx.Response:
+    correlation_id = f"sem-{RUN}-{name}"
+    answer = stack.submit(task_type, data, priority, {"X-Request-ID": correlation_id})
+    if answer.status_code == 202:
+        seen.traces.setdefault(correlation_id, []).append(answer.json()["task_id"])
+    elif answer.status_code == 503 and answer.json()["error"]["code"] == "queue_saturated":
+        seen.shed[correlation_id] += 1
+    return answer
+
+
+def _wait_ready(stack: RunningStack, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if stack.http.get("/readyz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("stack not ready again")
+
+
+def _drive(stack: RunningStack, seen: Observed) -> None:
+    echo = {"payload": "sem"}
+    # Success, a retry then success, a permanent failure (one retry allowed, three failures).
+    ok = _submit(
+        stack,
+        seen,
+        "ok",
+        "monte_carlo_pricing",
+        {"spot": 100, "strike": 100, "volatility": 0.2, "maturity": 1},
+        "high",
+    )
+    retry = _submit(stack, seen, "retry", "drill_flaky", {"fail_times": 1}, "medium")
+    failed = _submit(stack, seen, "failed", "drill_flaky", {"fail_times": 3}, "medium")
+    for answer in (ok, retry, failed):
+        assert answer.status_code == 202, answer.text
+    assert stack.wait_for_task(ok.json()["task_id"])["status"] == "SUCCESS"
+    assert stack.wait_for_task(retry.json()["task_id"])["status"] == "SUCCESS"
+    assert stack.wait_for_task(failed.json()["task_id"])["status"] == "FAILURE"
+
+    # A pool child killed mid-task: the task is redelivered and succeeds.
+    sleep = _submit(stack, seen, "killed", "drill_sleep", {"seconds": 2}, "high")
+    task_id = sleep.json()["task_id"]
+    started = stack.wait_for_lines(
+        lambda x: x.get("task_id") == task_id and x.get("event.action") == "task.started", bool
+    )
+    os.kill(started[0]["process.pid"], signal.SIGKILL)
+    assert stack.wait_for_task(task_id, timeout_s=40)["status"] == "SUCCESS"
+
+    # 422 (unknown type, bad data), 401 (no key), 413 (body over the limit).
+    assert _submit(stack, seen, "unknown", "no_such_type", {}, "high").status_code == 422
+    assert (
+        _submit(stack, seen, "invalid", "drill_sleep", {"seconds": -1}, "high").status_code == 422
+    )
+    with httpx.Client(base_url=stack.layout.base_url, timeout=10.0) as anonymous:
+        assert anonymous.post("/api/v1/tasks", json={}).status_code == 401
+    big = {"payload": "x" * 8192}
+    assert _submit(stack, seen, "big", "drill_echo", big, "high").status_code == 413
+
+    # 429 from nginx for an abusive address.
+    transport = httpx.HTTPTransport(local_address=ABUSIVE_ADDRESS)
+    with httpx.Client(base_url=stack.layout.base_url, transport=transport, timeout=10) as abusive:
+        for i in range(30):
+            rid = f"sem-{RUN}-abuse-{i}"
+            if abusive.get("/healthz", headers={"X-Request-ID": rid}).status_code == 429:
+                seen.shed[rid] += 1
+    assert seen.shed, "the rate limit never answered 429"
+
+    # The breaker: nothing drains low, so its backlog passes the threshold and sheds.
+    _program(stack, "worker-general", running=False)
+    try:
+        shed_503 = 0
+        for i in range(60):
+            answer = _submit(stack, seen, f"low-{i}", "drill_echo", echo, "low")
+            if answer.status_code == 503:
+                assert answer.json()["error"]["code"] == "queue_saturated", answer.text
+                shed_503 += 1
+                if shed_503 == 3:
+                    break
+            time.sleep(0.05)
+        assert shed_503 == 3, "the breaker never opened"
+    finally:
+        _program(stack, "worker-general", running=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if _submit(stack, seen, "after-breaker", "drill_echo", echo, "low").status_code == 202:
+            break
+        time.sleep(0.3)
+    stack.wait_for_lines(lambda x: x.get("event.action") == "breaker.closed", bool, timeout_s=30)
+
+    # No API replica: nginx answers 503 upstream_unavailable itself.
+    for name in ("api-1", "api-2"):
+        _program(stack, name, running=False)
+    try:
+        answer = stack.http.get("/healthz", headers={"X-Request-ID": f"sem-{RUN}-noapi"})
+        assert answer.status_code == 503
+        assert answer.json()["error"]["code"] == "upstream_unavailable"
+    finally:
+        for name in ("api-1", "api-2"):
+            _program(stack, name, running=True)
+    _wait_ready(stack)
+
+    # Redis down: 503 broker_unavailable from the API.
+    _program(stack, "redis", running=False)
+    try:
+        time.sleep(0.5)
+        answer = _submit(stack, seen, "outage", "drill_echo", echo, "high")
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "broker_unavailable"
+    finally:
+        _program(stack, "redis", running=True)
+    _wait_ready(stack)
+    after = _submit(stack, seen, "after-outage", "drill_echo", echo, "high")
+    assert stack.wait_for_task(after.json()["task_id"], timeout_s=40)["status"] == "SUCCESS"
+
+    # Queue snapshots from beat.
+    stack.wait_for_lines(
+        lambda x: x.get("event.action") == "queue.depth_snapshot",
+        lambda found: len(found) >= 2,
+        timeout_s=20,
+    )
+
+    # Still in flight when the lines are read: one queued (nothing drains low), one running.
+    _program(stack, "worker-general", running=False)
+    queued = _submit(stack, seen, "queued", "drill_echo", echo, "low")
+    running = _submit(stack, seen, "running", "drill_sleep", {"seconds": 30}, "high")
+    running_id = running.json()["task_id"]
+    assert queued.status_code == 202
+    stack.wait_for_lines(
+        lambda x: x.get("task_id") == running_id and x.get("event.action") == "task.started",
+        bool,
+    )
+
+
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
+    settings = stack_settings(
+        tmp_path_factory.mktemp("dashboards"),
+        api_keys=API_KEY,
+        rate_limit_rps=5,
+        rate_limit_burst=5,
+        rate_limit_exempt="127.0.0.1",
+        client_max_body_size="4k",
+        breaker_threshold_low=5,
+        breaker_threshold_medium=500,
+        breaker_threshold_high=1000,
+        breaker_close_ratio=0.5,
+        breaker_cache_s=0.1,
+        max_retries=1,
+        retry_backoff_max_s=1,
+        task_soft_time_limit_s=40,
+        task_time_limit_s=45,
+        visibility_timeout_s=15,
+    )
+    stack = start_stack(settings)
+    stack.http.headers["X-API-Key"] = API_KEY
+    seen = Observed()
+    try:
+        _drive(stack, seen)
+        seen.lines = [line for _path, line in stack.read_lines()]
+        for task_ids in seen.traces.values():
+            for task_id in task_ids:
+                status = stack.http.get(f"/api/v1/tasks/{task_id}").json()["status"]
+                seen.statuses[task_id] = status
+        yield seen
+    finally:
+        stop_stack(stack)
+
+
+def _select(lines: list[Line], *queries: Any) -> list[Line]:
+    predicates = [compile_query(query, TYPES) for query in queries]
+    return [line for line in lines if all(p(line) for p in predicates)]
+
+
+def _panel_lines(panel: Panel, seen: Observed) -> list[Line]:
+    lines = _select(seen.lines, *panel.queries)
+    if panel.dashboard_id == TRACE_DASHBOARD:
+        # The trace explorer is read with one id in the query bar: the retried task's.
+        user = {"query": f'correlation_id:"sem-{RUN}-retry"', "language": "kuery"}
+        lines = _select(lines, user)
+    return lines
+
+
+def _params() -> list[Any]:
+    return [
+        pytest.param(
+            panel,
+            id=panel.name,
+            marks=(
+                [pytest.mark.xfail(strict=True, reason=PENDING[panel.object_id])]
+                if panel.object_id in PENDING
+                else []
+            ),
+        )
+        for panel in PANELS
+    ]
+
+
+def test_every_dashboard_has_panels() -> None:
+    dashboards = {panel.dashboard_id for panel in PANELS}
+    assert dashboards == {
+        "taskq-trace-explorer",
+        "taskq-task-pipeline-health",
+        "taskq-load-tests-and-drills",
+    }
+
+
+@pytest.mark.parametrize("panel", _params())
+def test_panel_selects_real_lines_with_the_fields_it_uses(panel: Panel, observed: Observed) -> None:
+    lines = _panel_lines(panel, observed)
+    assert lines, f"{panel.title}: selects no line"
+    for role, name in panel.used_fields:
+        mapping_type = TYPES[name]
+        missing = [x for x in lines if not has_type(x.get(name), mapping_type)]
+        events = sorted({str(x.get("event.action")) for x in missing})
+        assert not missing, (
+            f"{panel.title}: {len(missing)} of {len(lines)} lines have no {mapping_type} "
+            f"{name} ({role}); events {events}"
+        )
+    for column in panel.columns:
+        assert any(column in x for x in lines), f"{panel.title}: column {column} always empty"
+    if panel.series:
+        predicates = [(label, compile_query(q, TYPES)) for label, q in panel.series]
+        for label, predicate in predicates:
+            assert any(predicate(x) for x in lines), f"{panel.title}: series {label!r} is empty"
+        outside = [x for x in lines if not any(p(x) for _label, p in predicates)]
+        assert not outside, f"{panel.title}: {len(outside)} lines fall in no series"
+
+
+def _panel(object_id: str) -> Panel:
+    (panel,) = [p for p in PANELS if p.object_id == object_id]
+    return panel
+
+
+def test_rejections_count_each_shed_request_once(observed: Observed) -> None:
+    panel = _panel("taskq-rejections")
+    lines = _select(observed.lines, *panel.queries)
+    requests = Counter(
+        str(x.get("correlation_id"))
+        for x in lines
+        if not str(x.get("event.action")).startswith("breaker.")
+    )
+    assert requests == observed.shed
+    assert {x["event.action"] for x in lines} >= {"breaker.opened", "breaker.closed"}
+
+
+def test_trace_tasks_table_shows_each_final_state_and_nothing_in_flight(
+    observed: Observed,
+) -> None:
+    ended = _panel("taskq-trace-tasks")
+    lifecycle = _panel("taskq-trace-task-lifecycle")
+    assert ended.row_fields and ended.row_fields[0] == "task_id"
+    state_field = ended.row_fields[-1]
+    assert {"SUCCESS", "FAILURE"} <= set(observed.statuses.values())
+    assert {"PENDING", "STARTED"} & set(observed.statuses.values()), "nothing in flight"
+    for correlation_id, task_ids in observed.traces.items():
+        bar = {"query": f'correlation_id:"{correlation_id}"', "language": "kuery"}
+        rows = _select(observed.lines, *ended.queries, bar)
+        shown = _select(observed.lines, *lifecycle.queries, bar)
+        for task_id in task_ids:
+            status = observed.statuses[task_id]
+            states = {x.get(state_field) for x in rows if x.get("task_id") == task_id}
+            if status in FINAL_EVENT:
+                assert len(states) == 1, (correlation_id, status, states)
+                assert states <= FINAL_STATE_VALUES[status], (correlation_id, status, states)
+            else:
+                assert states == set(), (correlation_id, status, states)
+            assert any(x.get("task_id") == task_id for x in shown), (correlation_id, status)
