@@ -1,0 +1,67 @@
+"""/docs (Swagger UI) and /redoc served from this process: no CDN, no outside request.
+
+FastAPI's defaults load swagger-ui and redoc from a CDN and the favicon from its own site,
+so behind a firewall the pages stay blank. The assets here come from the pinned
+``fastapi-offline`` package (only its static files: Swagger UI 5 and ReDoc 2), installed
+with the API; the pages are FastAPI's own ``get_swagger_ui_html``/``get_redoc_html`` with
+local URLs, Google fonts off and Swagger's online validator off.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+ASSETS_URL = "/docs-assets"
+ASSET_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+
+
+def assets_dir() -> Path:
+    """Where the installed package keeps the Swagger UI and ReDoc files."""
+    return Path(str(files("fastapi_offline") / "static"))
+
+
+def install_docs(app: FastAPI) -> None:
+    """Add /docs, /docs/oauth2-redirect, /redoc and the assets; the app must be built with
+    ``docs_url=None, redoc_url=None``."""
+    app.mount(ASSETS_URL, StaticFiles(directory=assets_dir()), name="docs-assets")
+    openapi_url = app.openapi_url or "/openapi.json"
+    redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{redirect_url}",
+            swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+            # Upstream default asks validator.swagger.io about the spec: no outside calls.
+            swagger_ui_parameters={"validatorUrl": None, **(app.swagger_ui_parameters or {})},
+        )
+
+    @app.get(redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )
