@@ -5,6 +5,10 @@ back or dies: "received", revocations, time limits, lost-worker failures are log
 outside any task context. This class remembers each message's correlation id on arrival
 (for the "received" line, see :mod:`taskq.celery_logs`) and binds the task's ids around the
 outcome handlers, so their lines carry them too.
+
+Every event it sends is counted for the worker's Prometheus metrics
+(:mod:`taskq.worker_metrics`) and leaves with results, exception texts and tracebacks
+redacted (:mod:`taskq.task_event_redaction`).
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from typing import Any
 
 from celery.worker.request import Request
 
+from taskq import worker_metrics
 from taskq.celery_logs import remember
-from taskq.correlation import CELERY_HEADER, bound_task_context
+from taskq.correlation import CELERY_HEADER, PUBLISHED_AT_HEADER, bound_task_context
+from taskq.task_event_redaction import redact_event_fields
 
 
 class TracedRequest(Request):  # type: ignore[misc]
@@ -24,6 +30,13 @@ class TracedRequest(Request):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._correlation_id: str | None = self.request_dict.get(CELERY_HEADER)
         remember(self.id, self._correlation_id)
+        redelivered = bool((self.delivery_info or {}).get("redelivered"))
+        worker_metrics.task_received(self.name, redelivered)
+
+    def send_event(self, type: str, **fields: Any) -> None:
+        published_at = self.request_dict.get(PUBLISHED_AT_HEADER)
+        worker_metrics.task_event(type, self.name, fields, published_at)
+        super().send_event(type, **redact_event_fields(type, fields))
 
     def on_failure(self, *args: Any, **kwargs: Any) -> Any:
         with bound_task_context(self._correlation_id, self.id, self.name):

@@ -109,11 +109,7 @@ def start(settings: Settings, timeout_s: float = 90.0) -> subprocess.Popen[bytes
             f"missing {', '.join(missing)}: install with "
             "`sudo apt-get install -y redis-server nginx-light` (or run `make up` as root)"
         )
-    busy = [
-        p
-        for p in layout.all_ports(len(render.WORKERS))
-        if _port_in_use(layout.bind_host, p)
-    ]
+    busy = [p for p in layout.all_ports(len(render.WORKERS)) if _port_in_use(layout.bind_host, p)]
     if busy:
         raise StackError(
             f"ports already in use: {', '.join(map(str, busy))}; "
