@@ -55,11 +55,25 @@ system-deps:
 	  fi; \
 	fi
 
-# The compose contract test validates docker-compose.yml with Debian's docker-compose (offline,
-# no engine). Only the tests need it, so `make up` does not install it.
+# Only the tests need these, so `make up` does not install them:
+# - docker-compose: validates docker-compose.yml offline (no engine) in the contract tests;
+# - prometheus: its promtool checks and unit-tests monitoring/prometheus/alert-rules.yml;
+# - chromium: the browser test of /docs and /redoc (driven by Playwright, never downloaded).
+TEST_APT_PACKAGES := docker-compose prometheus chromium
+
 test-deps:
-	@command -v docker-compose >/dev/null 2>&1 || [ "$$(id -u)" != "0" ] || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; }
+	@missing=""; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing$$missing with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "missing:$$missing (tests that need them skip). Install with: sudo apt-get install -y$$missing"; \
+	  fi; \
+	fi
 
 clean: down
 	rm -rf var

@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.content_type_hint import MESSAGE as HINT_MESSAGE
+from api.content_type_hint import content_type_hint
 from taskq.correlation import correlation_id_var
 
 _STATUS_CODES = {
@@ -87,11 +89,13 @@ async def _on_api_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
 
-async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(
-        422, "validation_error", "The request is not valid.", _validation_details(exc)
-    )
+    details = _validation_details(exc)
+    hint = content_type_hint(request, exc)
+    if hint is not None:
+        return error_response(422, "validation_error", HINT_MESSAGE, [*details, hint])
+    return error_response(422, "validation_error", "The request is not valid.", details)
 
 
 async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:

@@ -14,9 +14,12 @@ from redis import Redis
 
 from api.breaker import QueueBreaker
 from api.deps import ApiResources
+from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.idempotency import IdempotencyStore
+from api.metrics import ApiMetrics, BrokerCollector, install_metrics, resources_attr
 from api.middleware import CorrelationMiddleware
+from api.openapi_headers import install_openapi_headers
 from api.routes import health, tasks, traces
 from api.task_records import TaskRecords
 from taskq import __version__
@@ -78,11 +81,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Submit risk computations and follow them by task id or correlation id.",
         lifespan=lifespan,
+        # Served from local files by install_docs: FastAPI's own pages load a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.include_router(traces.router)
+    install_docs(app)
+    install_openapi_headers(app)
+    collector = BrokerCollector(
+        resources_attr(app, "redis"),
+        resources_attr(app, "breaker"),
+        settings.breaker_thresholds,
+        settings.breaker_close_ratio,
+    )
+    install_metrics(app, ApiMetrics(), collector)
     # Added last, so it wraps every other middleware: even a 500 carries X-Request-ID.
     app.add_middleware(CorrelationMiddleware)
     return app

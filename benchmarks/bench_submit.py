@@ -64,12 +64,13 @@ class PhaseResult:
 
 
 def _settings(var_dir: Path, breaker: bool) -> Settings:
-    base = free_port_block(4)
+    base = free_port_block(6)
     return Settings(
         var_dir=var_dir,
         http_port=base,
         redis_port=base + 1,
         api_base_port=base + 2,
+        worker_metrics_base_port=base + 4,
         breaker_enabled=breaker,
         # Never open during the benchmark: the check runs, the rejection does not.
         breaker_threshold_low=10_000_000,

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     api_replicas: int = Field(default=2, ge=1, le=16, description="uvicorn processes behind nginx.")
     redis_port: int = Field(default=6390, description="redis-server of the local stack.")
     bind_host: str = Field(default="127.0.0.1", description="Address every local process binds.")
+    worker_metrics_base_port: int = Field(
+        default=8121, description="Local stack: worker i serves /metrics on base + i - 1."
+    )
+    worker_metrics_port: int = Field(
+        default=0, ge=0, description="This worker's Prometheus /metrics port (0: none)."
+    )
 
     # --- broker and results ------------------------------------------------------------
     redis_url: str | None = Field(

@@ -21,13 +21,14 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import setup_logging
-from kombu.entity import Queue
+from celery.signals import setup_logging, worker_ready
+from kombu.entity import Exchange, Queue
 
-from taskq import celery_signals
+from taskq import celery_signals, worker_metrics
 from taskq.celery_logs import CeleryRecordFilter
 from taskq.logs import configure_logging
 from taskq.settings import QUEUES, Settings, get_settings
+from taskq.task_event_redaction import RedactingAMQP
 from worker.dedup import DeliveryGuard, run_guarded
 from worker.inflight_heartbeat import InFlightHeartbeat
 from worker.result_backend import backend_url
@@ -85,7 +86,8 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 
 def create_celery_app(settings: Settings) -> Celery:
     """A configured Celery app; the API uses it to publish, workers and beat to run."""
-    app = Celery("taskq", task_cls=TracedTask, include=list(TASK_MODULES))
+    # RedactingAMQP: messages and task-sent events describe the arguments, never show them.
+    app = Celery("taskq", task_cls=TracedTask, include=list(TASK_MODULES), amqp=RedactingAMQP)
     options = transport_options(settings)
     app.conf.update(
         broker_url=settings.broker_url,
@@ -111,12 +113,18 @@ def create_celery_app(settings: Settings) -> Celery:
         worker_prefetch_multiplier=settings.worker_prefetch_multiplier,
         task_soft_time_limit=settings.task_soft_time_limit_s,
         task_time_limit=settings.task_time_limit_s,
-        task_queues=[Queue(name) for name in QUEUES],
+        # One direct exchange per queue, bound by the queue's name: a bare Queue(name) gets
+        # Celery's default exchange and routing key, so every queue would share one binding.
+        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
         task_default_queue="medium",
         task_create_missing_queues=False,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
-        worker_send_task_events=False,
+        # Task events on, for Flower and `celery events` (Flower turns them on remotely
+        # anyway). Arguments, results and exception texts in them are redacted
+        # (taskq/task_event_redaction.py).
+        worker_send_task_events=True,
+        task_send_sent_event=True,
         beat_schedule={
             "queue-depth-snapshot": {
                 "task": "taskq.maintenance.queue_depth_snapshot",
@@ -141,6 +149,13 @@ def _configure_worker_logging(**_: Any) -> None:
         log_file=settings.log_file,
         extra_filters=[CeleryRecordFilter()],
     )
+
+
+@worker_ready.connect(weak=False)
+def _serve_worker_metrics(**_: Any) -> None:
+    """Each worker's main process serves Prometheus /metrics (taskq/worker_metrics.py)."""
+    settings = get_settings()
+    worker_metrics.serve(settings.worker_metrics_port, settings.bind_host)
 
 
 celery_signals.connect()

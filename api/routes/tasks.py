@@ -22,6 +22,7 @@ from api.auth import ApiKeyDep, presented_key
 from api.breaker import saturated_error
 from api.deps import ApiResources, ResourcesDep
 from api.errors import ApiError
+from api.metrics import metrics_of
 from api.schemas import ErrorBody, Priority, TaskAccepted, TaskCreate, TaskError, TaskStatus
 from taskq.correlation import correlation_id_var
 from taskq.logschema import Event
@@ -75,6 +76,20 @@ def create_task(
     ] = None,
 ) -> TaskAccepted:
     """Validate and enqueue a task; 202 means it is durably queued in Redis."""
+    metrics = metrics_of(request)
+    if metrics is None:
+        return _submit(body, resources, request, response, idempotency_key)
+    with metrics.counting_submission(body.task_type, resources.task_types, response):
+        return _submit(body, resources, request, response, idempotency_key)
+
+
+def _submit(
+    body: TaskCreate,
+    resources: ApiResources,
+    request: Request,
+    response: Response,
+    idempotency_key: str | None,
+) -> TaskAccepted:
     key = _parse_idempotency_key(idempotency_key)
     task_type, params = _validated(body, resources)
     claim: idempotency.Claimed | None = None

@@ -109,11 +109,12 @@ def start(settings: Settings, timeout_s: float = 90.0) -> subprocess.Popen[bytes
             f"missing {', '.join(missing)}: install with "
             "`sudo apt-get install -y redis-server nginx-light` (or run `make up` as root)"
         )
-    busy = [p for p in layout.all_ports() if _port_in_use(layout.bind_host, p)]
+    busy = [p for p in layout.all_ports(len(render.WORKERS)) if _port_in_use(layout.bind_host, p)]
     if busy:
         raise StackError(
             f"ports already in use: {', '.join(map(str, busy))}; "
-            "set TASKQ_HTTP_PORT, TASKQ_API_BASE_PORT or TASKQ_REDIS_PORT"
+            "set TASKQ_HTTP_PORT, TASKQ_API_BASE_PORT, TASKQ_REDIS_PORT or "
+            "TASKQ_WORKER_METRICS_BASE_PORT"
         )
     write_configs(layout, settings)
     console = open(layout.log_dir / "supervisord.console.log", "ab")  # noqa: SIM115 - child keeps it

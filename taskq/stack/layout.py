@@ -21,6 +21,9 @@ class StackLayout:
     redis_port: int
     api_ports: tuple[int, ...]
     bind_host: str
+    #: Worker i (1-based, in :data:`taskq.stack.render.WORKERS` order) serves /metrics on
+    #: this + i - 1.
+    worker_metrics_base_port: int = 8121
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StackLayout:
@@ -32,6 +35,7 @@ class StackLayout:
             redis_port=settings.redis_port,
             api_ports=tuple(settings.api_ports()),
             bind_host=settings.bind_host,
+            worker_metrics_base_port=settings.worker_metrics_base_port,
         )
 
     @property
@@ -69,9 +73,14 @@ class StackLayout:
         """The public entry (nginx)."""
         return f"http://{self.bind_host}:{self.http_port}"
 
-    def all_ports(self) -> list[int]:
-        """Every port the stack listens on."""
-        return [self.http_port, self.redis_port, *self.api_ports]
+    def worker_metrics_port(self, index: int) -> int:
+        """Prometheus port of worker ``index`` (1-based)."""
+        return self.worker_metrics_base_port + index - 1
+
+    def all_ports(self, workers: int = 0) -> list[int]:
+        """Every port the stack listens on (with the first ``workers`` metrics ports)."""
+        metrics = [self.worker_metrics_port(i) for i in range(1, workers + 1)]
+        return [self.http_port, self.redis_port, *self.api_ports, *metrics]
 
     def ensure_dirs(self) -> None:
         """Create the directories the processes write into."""

@@ -113,14 +113,23 @@ serverurl=unix://{layout.supervisor_socket}
         # Rotates the JSON logs by size and keeps taskq trace's index current.
         _program("logkeeper", f"{python} -m taskq.stack.logkeeper", layout, 5, service="logkeeper"),
     ]
-    for name, queues in WORKERS.items():
+    for index, (name, queues) in enumerate(WORKERS.items(), start=1):
         command = (
             f"{python} -m celery -A worker.celery_app worker -Q {queues} "
             f"-c {settings.worker_concurrency} -n {name}@%%h "
             f"--statedb {layout.run_dir / (name + '.state')}"
         )
+        metrics_env = f'TASKQ_WORKER_METRICS_PORT="{layout.worker_metrics_port(index)}"'
         sections.append(
-            _program(name, command, layout, priority=20, service="worker", stop_wait_s=60)
+            _program(
+                name,
+                command,
+                layout,
+                priority=20,
+                service="worker",
+                stop_wait_s=60,
+                extra_env=metrics_env,
+            )
         )
     beat = (
         f"{python} -m celery -A worker.celery_app beat "
@@ -145,13 +154,15 @@ def _program(
     priority: int,
     service: str | None = None,
     stop_wait_s: int = 15,
+    extra_env: str = "",
 ) -> str:
     env = ""
     if service is not None:
         log_file = layout.log_dir / f"{name}.jsonl"
+        more = f",{extra_env}" if extra_env else ""
         env = (
             f'environment=TASKQ_SERVICE_NAME="{service}",TASKQ_NODE_NAME="{name}",'
-            f'TASKQ_LOG_FILE="{log_file}"\n'
+            f'TASKQ_LOG_FILE="{log_file}"{more}\n'
         )
     # Console output (tracebacks before logging is up, banners) goes to its own plain
     # files, never into the JSON logs.

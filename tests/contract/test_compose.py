@@ -87,7 +87,7 @@ def _require_binary(name: str, install: str) -> str:
     return found
 
 
-@pytest.mark.parametrize("profile", [None, "loadtest"])
+@pytest.mark.parametrize("profile", [None, "loadtest", "monitoring"])
 def test_docker_compose_config_accepts_the_file(profile: str | None) -> None:
     """Debian's docker-compose validates offline, no engine: schema, merges, depends_on."""
     binary = _require_binary("docker-compose", "apt-get install -y docker-compose")
@@ -231,7 +231,7 @@ def test_images_are_pinned_and_elastic_uses_one_version(
         if image == "taskq:local":
             continue
         tag = image.rsplit(":", 1)[-1]
-        assert ":" in image and tag != "latest" and re.match(r"^\d+\.\d+\.\d+", tag), image
+        assert ":" in image and tag != "latest" and re.match(r"^v?\d+\.\d+\.\d+", tag), image
     for name in ELASTIC_SERVICES:
         assert raw[name]["image"].endswith(":${ELASTIC_VERSION}"), name
     version = {e.key: e.value for e in parse_env_file()}["ELASTIC_VERSION"]
@@ -308,3 +308,22 @@ def test_memlock_ulimit_comes_with_bootstrap_memory_lock(
     limits = services["elasticsearch"]["ulimits"]["memlock"]
     config = yaml.safe_load((REPO_ROOT / "elk/elasticsearch/config/elasticsearch.yml").read_text())
     assert (limits == {"soft": -1, "hard": -1}) == (config.get("bootstrap.memory_lock") is True)
+
+
+def test_prometheus_is_behind_a_profile_and_scrapes_every_replica(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    prometheus = services["prometheus"]
+    assert prometheus["profiles"] == ["monitoring"]
+    assert "./monitoring/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    config = yaml.safe_load((REPO_ROOT / "monitoring/prometheus/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    api_sd = jobs["taskq-api"]["dns_sd_configs"][0]
+    assert api_sd["names"] == ["api"] and api_sd["port"] == 8000
+    assert "--port 8000" in " ".join(services["api"]["command"])
+    worker_sd = jobs["taskq-workers"]["dns_sd_configs"][0]
+    assert set(worker_sd["names"]) == set(WORKERS)
+    for name in WORKERS:
+        env = _environment(services[name])
+        assert env["TASKQ_WORKER_METRICS_PORT"] == str(worker_sd["port"]), name
+        assert env["TASKQ_BIND_HOST"] == "0.0.0.0", name

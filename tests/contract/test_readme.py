@@ -28,3 +28,13 @@ def test_the_two_commands_are_first_and_exist() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^up:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_taskq_commands_run_as_written() -> None:
+    """The command lives in the project's venv: a bare `taskq` in a shell block would fail
+    for anyone who did not activate it."""
+    blocks = re.findall(r"```bash\n(.*?)```", README, re.S)
+    lines = [line.strip() for block in blocks for line in block.splitlines()]
+    bare = [line for line in lines if re.match(r"^taskq\s", line)]
+    assert not bare, f"use .venv/bin/taskq: {bare}"
+    assert any(line.startswith(".venv/bin/taskq trace") for line in lines)

@@ -33,13 +33,14 @@ def require_binaries() -> None:
 
 def stack_settings(var_dir: Path, **overrides: object) -> Settings:
     """Settings for a test stack in ``var_dir`` on fresh ports."""
-    base = free_port_block(4)
+    base = free_port_block(6)
     values: dict[str, object] = {
         "var_dir": var_dir,
         "http_port": base,
         "redis_port": base + 1,
         "api_base_port": base + 2,
         "api_replicas": 2,
+        "worker_metrics_base_port": base + 4,
         "queue_snapshot_interval_s": 2.0,
         "readiness_cache_s": 0.5,
     }
