@@ -139,6 +139,11 @@ def _trace(store: LogStore, args: argparse.Namespace) -> int:
     if found is None:
         print(f"taskq trace: no log line with {what}", file=sys.stderr)
         return 1
+    kibana = os.environ.get("TASKQ_KIBANA_URL")
+    if kibana and found.correlation_id:
+        from taskq.kibana import trace_url
+
+        found.kibana_url = trace_url(kibana, found.correlation_id)
     if args.json:
         _print_json(found.to_json())
     else:

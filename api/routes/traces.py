@@ -16,6 +16,7 @@ from api.auth import ApiKeyDep
 from api.deps import ResourcesDep
 from api.errors import ApiError
 from api.schemas import ErrorBody
+from taskq.kibana import trace_url
 from taskq.logstore.base import LogStoreError
 from taskq.logstore.config import INDEX_FILE_NAME, StoreConfig
 from taskq.logstore.factory import open_store
@@ -58,4 +59,6 @@ def get_trace(resources: ResourcesDep, correlation_id: str = CorrelationIdPath) 
         ) from None
     if trace is None:
         raise ApiError(404, "trace_not_found", "No log line carries this correlation id.")
+    if resources.settings.kibana_url:
+        trace.kibana_url = trace_url(resources.settings.kibana_url, correlation_id)
     return trace.to_json()

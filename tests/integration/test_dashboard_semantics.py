@@ -43,12 +43,6 @@ ABUSIVE_ADDRESS = "127.0.0.2"
 RUN = uuid.uuid4().hex[:8]
 TYPES = field_types()
 PANELS = list(dashboard_panels())
-#: Panels whose lines come from another change: the worker's task.failed lines get
-#: error.type (the exception's class name) there. Strict: when that lands, these pass and
-#: the mark must go.
-PENDING = {
-    "taskq-failures": "task.failed lines carry no error.type yet (worker change pending)",
-}
 FINAL_EVENT = {"SUCCESS": "task.succeeded", "FAILURE": "task.failed", "REVOKED": "task.revoked"}
 FINAL_STATE_VALUES = {
     status: {event, status} for status, event in FINAL_EVENT.items()
@@ -264,18 +258,7 @@ def _panel_lines(panel: Panel, seen: Observed) -> list[Line]:
 
 
 def _params() -> list[Any]:
-    return [
-        pytest.param(
-            panel,
-            id=panel.name,
-            marks=(
-                [pytest.mark.xfail(strict=True, reason=PENDING[panel.object_id])]
-                if panel.object_id in PENDING
-                else []
-            ),
-        )
-        for panel in PANELS
-    ]
+    return [pytest.param(panel, id=panel.name) for panel in PANELS]
 
 
 def test_every_dashboard_has_panels() -> None:

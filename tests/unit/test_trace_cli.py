@@ -82,6 +82,19 @@ def test_trace_json_and_by_task(var_dir: Path, capsys: pytest.CaptureFixture[str
     assert task["final_status"] == "SUCCESS" and task["attempts"][0]["worker"] == "worker-high"
 
 
+def test_trace_links_to_kibana_when_configured(
+    var_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["trace", "cli-1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kibana_url"] is None
+    monkeypatch.setenv("TASKQ_KIBANA_URL", "http://kibana.example:5601/")
+    expected = "http://kibana.example:5601/app/dashboards#/view/taskq-trace-explorer?"
+    assert main(["trace", "cli-1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kibana_url"].startswith(expected)
+    assert main(["trace", "cli-1"]) == 0
+    assert "Kibana: " + expected in capsys.readouterr().out
+
+
 def test_trace_exit_codes(var_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["trace", "unknown-id"]) == 1
     assert "no log line with correlation id unknown-id" in capsys.readouterr().err
