@@ -36,11 +36,26 @@ from worker.result_backend import backend_url
 TASK_MODULES = ("worker.tasks.risk", "worker.tasks.drills", "worker.tasks.maintenance")
 
 
+#: Shortest delay of a retry. Celery's full jitter may draw 0 s, and then the next attempt
+#: can end on another worker before this one has recorded RETRY: Flower and task events
+#: showed such tasks as RETRY after they had ended. Jitter still spreads retries over
+#: [this, the backoff].
+MIN_RETRY_DELAY_S = 0.5
+
+
 class TracedTask(Task):  # type: ignore[misc]
     """Base task: uses :class:`worker.traced_request.TracedRequest` in the worker, and runs
     each task at most once per task id with a cap on redeliveries (worker/dedup.py)."""
 
     Request = "worker.traced_request:TracedRequest"
+
+    def retry(
+        self, *args: Any, countdown: float | None = None, eta: Any = None, **kwargs: Any
+    ) -> Any:
+        """Celery's retry, with a delay of at least :data:`MIN_RETRY_DELAY_S`."""
+        if eta is None and countdown is not None:
+            countdown = max(float(countdown), MIN_RETRY_DELAY_S)
+        return super().retry(*args, countdown=countdown, eta=eta, **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request

@@ -6,10 +6,12 @@
   a result: the API reads the stored state when a client polls. Those subscriptions cost a
   round trip per publish and accumulate, one channel per task, for the life of the process.
   ``get()`` still works: it subscribes when it is called.
-* SUCCESS is final, atomically. Celery reads the stored state and then writes, so a slow
-  writer can overwrite a newer SUCCESS: a retry published with a zero countdown runs and
-  succeeds on another worker while the first one is still recording RETRY, and the task's
-  status stays RETRY forever. Here the check and the write are one Lua script.
+* SUCCESS is final, and an earlier attempt never overwrites a later one, atomically.
+  Celery reads the stored state and then writes, so a slow writer can overwrite a newer
+  state: a retry published with a zero countdown runs and succeeds (or fails for good) on
+  another worker while the first one is still recording RETRY, and the task's status stays
+  RETRY forever. Here the check and the write are one Lua script: a stored SUCCESS is never
+  replaced, nor a state whose ``retries`` is higher than the one being written.
 """
 
 from __future__ import annotations
@@ -19,13 +21,22 @@ from typing import Any
 
 from celery.backends.redis import RedisBackend
 
-#: SET (with expiry when > 0) and PUBLISH, unless the stored meta already says SUCCESS.
+#: SET (with expiry when > 0) and PUBLISH, unless the stored meta says SUCCESS or comes
+#: from a later attempt (higher ``retries``; a meta written without a request has none).
 _SET_UNLESS_SUCCEEDED = """
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, meta = pcall(cjson.decode, current)
-  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
-    return 0
+  if ok and type(meta) == 'table' then
+    if meta['status'] == 'SUCCESS' then
+      return 0
+    end
+    local new_ok, new = pcall(cjson.decode, ARGV[1])
+    local stored = tonumber(meta['retries'])
+    local writing = new_ok and type(new) == 'table' and tonumber(new['retries'])
+    if stored and writing and stored > writing then
+      return 0
+    end
   end
 end
 local expires = tonumber(ARGV[2])
@@ -40,7 +51,8 @@ return 1
 
 
 class TaskqRedisBackend(RedisBackend):  # type: ignore[misc]
-    """:class:`RedisBackend` without per-publish subscriptions; SUCCESS is never overwritten."""
+    """:class:`RedisBackend` without per-publish subscriptions; SUCCESS is never overwritten,
+    nor a later attempt's state by an earlier attempt's."""
 
     _set_unless_succeeded: Any = None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
 import sys
 from collections.abc import Mapping
@@ -40,6 +42,7 @@ def nginx_values(layout: StackLayout, settings: Settings | None = None) -> dict[
     )
     return {
         "NGINX_WORKER_PROCESSES": "1",
+        "NGINX_USER_DIRECTIVE": nginx_user_directive(),
         "NGINX_PID_FILE": str(layout.run_dir / "nginx.pid"),
         "NGINX_ERROR_LOG": str(layout.log_dir / "nginx-error.log"),
         "NGINX_ACCESS_LOG": str(layout.log_dir / "nginx-access.jsonl"),
@@ -52,6 +55,14 @@ def nginx_values(layout: StackLayout, settings: Settings | None = None) -> dict[
         "NGINX_RATE_LIMIT_BURST": str(settings.rate_limit_burst),
         "NGINX_RATE_LIMIT_EXEMPT": rate_limit_exempt_lines(settings.rate_limit_exempt),
     }
+
+
+def nginx_user_directive() -> str:
+    """``user <name>;`` when the stack runs as root (else nginx's workers would run as
+    nobody, who may not reach the log directory to reopen a rotated file); else nothing."""
+    if os.geteuid() != 0:
+        return ""
+    return f"user {pwd.getpwuid(os.geteuid()).pw_name};"
 
 
 def rate_limit_exempt_lines(exempt: str) -> str:

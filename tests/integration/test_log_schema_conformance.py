@@ -6,7 +6,15 @@ from __future__ import annotations
 from taskq.logschema import validate_line
 from tests.integration.stack_client import RunningStack
 
-JSON_LOGS = {"api-1", "api-2", "worker-high", "worker-general", "beat", "nginx-access"}
+JSON_LOGS = {
+    "api-1",
+    "api-2",
+    "worker-high",
+    "worker-general",
+    "beat",
+    "nginx-access",
+    "logkeeper",
+}
 PLAIN_LOGS = {"redis-server.log", "supervisord.log", "nginx-error.log"}
 
 
@@ -27,6 +35,6 @@ def test_every_json_line_conforms_to_the_schema(stack: RunningStack) -> None:
     assert not problems, "\n".join(problems[:20])
     assert count > 20
     assert services == {"nginx", "api", "worker", "beat"}
-    assert {p.stem for p in stack.log_files()} == JSON_LOGS
+    assert {p.name.split(".jsonl")[0] for p in stack.log_files()} == JSON_LOGS
     present = {p.name for p in stack.layout.log_dir.iterdir()}
     assert present >= PLAIN_LOGS

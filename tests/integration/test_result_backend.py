@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 from celery import states
+from celery.app.task import Context
 from redis import Redis
 
 from taskq.settings import Settings
@@ -66,3 +67,24 @@ def test_success_written_just_before_a_late_write_survives(redis_port: int) -> N
     backend.mark_as_retry(task_id, ConnectionError("late"))
     meta = other_worker.get_task_meta(task_id)
     assert meta["status"] == states.SUCCESS and meta["result"] == "from the other worker"
+
+
+def _attempt(task_id: str, retries: int) -> Context:
+    """What Celery hands the backend about the attempt that writes (result_extended)."""
+    return Context(id=task_id, retries=retries, task="taskq.drills.flaky", args=[], kwargs={})
+
+
+def test_a_late_retry_of_an_earlier_attempt_does_not_overwrite_a_failure(
+    redis_port: int,
+) -> None:
+    # Seen under load: attempt 0 published its retry with a zero countdown; attempt 1 ran
+    # on another worker and failed for good (retries exhausted) before attempt 0 recorded
+    # RETRY. The task must stay FAILURE, as its logs say, not RETRY forever.
+    backend = _backend(redis_port)
+    task_id = str(uuid.uuid4())
+    backend.mark_as_failure(task_id, ConnectionError("for good"), request=_attempt(task_id, 1))
+    backend.mark_as_retry(task_id, ConnectionError("earlier"), request=_attempt(task_id, 0))
+    assert backend.get_task_meta(task_id)["status"] == states.FAILURE
+    # The same attempt, or a later one, still writes: retries are not final.
+    backend.mark_as_retry(task_id, ConnectionError("again"), request=_attempt(task_id, 2))
+    assert backend.get_task_meta(task_id)["status"] == states.RETRY

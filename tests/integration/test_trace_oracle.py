@@ -242,6 +242,7 @@ def test_trace_equals_the_api_and_the_executions(
         trace = task["_trace"]
         (post,) = [r for r in trace["requests"] if r["kind"] == "submit"]
         assert post["task_id"] == submission.task_id and post["status"] == 202
+        assert post["nginx_ms"] is not None, submission  # nginx's line survived rotation
         for child in submission.children:
             (child_task,) = [t for t in trace["tasks"] if t["task_id"] == child]
             assert child_task["parent_task_id"] == submission.task_id
