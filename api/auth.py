@@ -4,7 +4,7 @@ Contract: with ``TASKQ_API_KEYS`` empty (the local default) every request passes
 a request without a key gets 401 (``unauthorized``, with ``WWW-Authenticate``), one with a
 key that is not configured gets 403 (``forbidden``); both JSON error bodies. Keys are
 compared in constant time and never logged (the rejection line names no key, and
-:mod:`taskq.redaction` scrubs any that slip into a record).
+:mod:`taskq.logs.redaction` scrubs any that slip into a record).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from api.deps import ResourcesDep
 from api.errors import ApiError
+from taskq.logs.schema import Event
 
 logger = logging.getLogger("taskq.api.auth")
 
@@ -78,7 +79,7 @@ def _log_rejection(status: int, code: str) -> None:
     logger.warning(
         "request rejected",
         extra={
-            "event.action": "http.request.rejected",
+            "event.action": Event.HTTP_REJECTED,
             "http.response.status_code": status,
             "error.type": code,
         },

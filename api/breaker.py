@@ -6,7 +6,7 @@ Contract:
   waiting in ``p``'s queue and in the queues drained before it (``high`` before ``medium``
   before ``low``, see ``queue_order_strategy`` in worker/celery_app.py), all priority
   sub-lists included, plus every delivered-but-unacknowledged message
-  (:func:`taskq.queue_depth.read_depths`). ``low`` therefore always sees the largest
+  (:func:`taskq.broker.queue_depth.read_depths`). ``low`` therefore always sees the largest
   backlog and has the lowest threshold: it sheds first, ``high`` last.
 * A queue's breaker opens when its backlog reaches its threshold and closes only when the
   backlog falls to ``threshold * close_ratio`` (hysteresis: no flapping at the edge).
@@ -31,12 +31,14 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 
 from api.errors import ApiError
-from taskq.queue_depth import QueueDepths
+from taskq.broker.queue_depth import QueueDepths
+from taskq.logs.schema import Event
+from taskq.settings import QUEUES
 
 logger = logging.getLogger("taskq.api.breaker")
 
 #: The order in which the general worker drains its queues (highest priority first).
-PRIORITY_ORDER: tuple[str, ...] = ("high", "medium", "low")
+PRIORITY_ORDER: tuple[str, ...] = QUEUES  # settings.QUEUES lists them in drain order
 
 
 def backlog_ahead(depths: QueueDepths, queue: str) -> int:
@@ -146,7 +148,7 @@ def saturated_error(verdict: Verdict, retry_after_s: int) -> ApiError:
     logger.warning(
         "request rejected",
         extra={
-            "event.action": "http.request.rejected",
+            "event.action": Event.HTTP_REJECTED,
             "queue": verdict.queue,
             "queue.depth": verdict.depth,
             "queue.threshold": verdict.threshold,

@@ -14,7 +14,7 @@ from api.breaker import QueueBreaker
 from api.idempotency import IdempotencyStore
 from api.task_records import TaskRecords
 from taskq.settings import Settings
-from taskq.tasktypes import TaskType
+from taskq.tasks.types import TaskType
 
 
 @dataclass

@@ -23,16 +23,18 @@ from api.openapi_headers import install_openapi_headers
 from api.routes import health, tasks, traces
 from api.task_records import TaskRecords
 from taskq import __version__
-from taskq.logs import configure_logging
-from taskq.queue_depth import read_depths
+from taskq.broker import propagation
+from taskq.broker.app import create_celery_app
+from taskq.broker.queue_depth import read_depths
+from taskq.logs.setup import configure_logging
 from taskq.settings import QUEUES, Settings, get_settings
-from taskq.tasktypes import task_types
+from taskq.tasks.types import task_types
 
 
 def build_resources(settings: Settings) -> ApiResources:
     """Connections and catalogues for one API process."""
-    from worker.celery_app import create_celery_app  # the broker configuration lives there
-
+    # Every publish carries the correlation id in its headers and writes task.published.
+    propagation.connect_publisher()
     client = Redis.from_url(
         settings.broker_url,
         socket_timeout=settings.redis_socket_timeout_s,

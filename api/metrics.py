@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.breaker import QueueBreaker, backlog_ahead
 from api.errors import ApiError
-from taskq.queue_depth import PRIORITY_STEPS, UNACKED_KEY, QueueDepths, priority_lists
+from taskq.broker.queue_depth import PRIORITY_STEPS, UNACKED_KEY, QueueDepths, priority_lists
 from taskq.settings import QUEUES
 
 METRICS_PATH = "/metrics"

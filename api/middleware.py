@@ -31,6 +31,7 @@ from taskq.correlation import (
     new_id,
     resolve_id,
 )
+from taskq.logs.schema import Event
 
 logger = logging.getLogger("taskq.api.http")
 
@@ -140,7 +141,7 @@ def _log_request(scope: Scope, state: dict[str, Any], started: float, source: st
         extra={
             "error.type": state["error"] if status >= 400 else None,
             "task_id": task_id if isinstance(task_id, str) and is_valid_id(task_id) else None,
-            "event.action": "http.request.completed",
+            "event.action": Event.HTTP_COMPLETED,
             "http.request.method": scope.get("method"),
             "url.path": scope.get("path"),
             "http.route": getattr(route, "path", None),

@@ -35,10 +35,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.generate_logs import generate  # noqa: E402
-from taskq.logstore.config import StoreConfig  # noqa: E402
-from taskq.logstore.duckdb_store import DuckDBStore  # noqa: E402
-from taskq.logstore.lineindex import LineIndex, log_files  # noqa: E402
-from taskq.trace import find_trace  # noqa: E402
+from taskq.search.store.config import StoreConfig  # noqa: E402
+from taskq.search.store.duckdb_store import DuckDBStore  # noqa: E402
+from taskq.search.store.lineindex import LineIndex, log_files  # noqa: E402
+from taskq.search.trace.build import find_trace  # noqa: E402
 
 
 def timed(action: Callable[[], Any]) -> tuple[float, Any]:

@@ -34,7 +34,7 @@ from pathlib import Path
 from redis import Redis
 
 from api.breaker import QueueBreaker
-from taskq.queue_depth import read_depths
+from taskq.broker.queue_depth import read_depths
 from taskq.settings import QUEUES, Settings
 from taskq.stack import control
 from taskq.stack.layout import StackLayout

@@ -31,8 +31,8 @@ DRAIN_TIMEOUT_S = 300.0
 
 def fill(port: int, tasks: int) -> None:
     os.environ["TASKQ_REDIS_PORT"] = str(port)
+    from taskq.broker.app import create_celery_app
     from taskq.settings import get_settings
-    from worker.celery_app import create_celery_app
 
     get_settings.cache_clear()
     app = create_celery_app(get_settings())

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from taskq.settings import Settings
 
-#: Read by the log search commands without building Settings (taskq/logstore/config.py).
+#: Read by the log search commands without building Settings (taskq/search/store/config.py).
 SEARCH_VARIABLES = (
     (
         "TASKQ_LOGSTORE_BACKEND",

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from taskq import search_cli
+from taskq.search import cli as search_cli
 
 # Settings (pydantic) and the stack control are imported by the commands that use them:
 # `taskq trace` must start in well under half a second.

@@ -27,7 +27,10 @@ ATTEMPT_HEADER = "x_attempt_id"
 EXCHANGE_ID_HEADER = "X-Exchange-ID"
 
 #: Same rule as nginx's map in nginx/nginx.conf.template: a bounded, log-safe charset.
-_VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: The one rule for ids we accept as they are (correlation ids, exchange ids). nginx's map
+#: must use the same expression: tests/contract checks it.
+ID_PATTERN = r"[A-Za-z0-9._:-]{1,128}"
+_VALID_ID = re.compile(ID_PATTERN)
 
 IdSource = Literal["client", "generated", "replaced"]
 

@@ -1,19 +1,5 @@
-"""The Celery application: broker, queues, reliability settings and logging hooks.
-
-The reliability numbers depend on each other (see :class:`taskq.settings.Settings`):
-
-* ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after
-  its task finished, and a pool child that dies mid-task puts it back. A task may therefore
-  run twice: every task here is idempotent (pure computations of their inputs).
-* ``visibility_timeout``: if a whole worker dies, Redis keeps its messages in ``unacked``
-  until this passes, then another worker gets them. Live workers refresh the messages they
-  hold every ``inflight_heartbeat_s`` (worker/inflight_heartbeat.py), so the timeout is a
-  few heartbeats, not the longest task plus retry delay, and a dead worker's tasks run
-  elsewhere within seconds. The API process reads the same transport options.
-* ``unacked_restore_interval``/``throttle``: kombu otherwise sweeps for expired messages
-  only every ~100 s, so a dead worker's tasks would wait that long on top.
-* ``worker_prefetch_multiplier=1``: a worker holds at most one message per free child, so
-  a burst of low tasks cannot sit in a busy worker's buffer while others idle.
+"""The worker's Celery application: the shared configuration (taskq/broker/app.py) plus
+the task class, the task modules, the in-flight heartbeat and the worker's logging.
 """
 
 from __future__ import annotations
@@ -22,16 +8,15 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.signals import setup_logging, worker_ready
-from kombu.entity import Exchange, Queue
 
-from taskq import celery_signals, worker_metrics
-from taskq.celery_logs import CeleryRecordFilter
-from taskq.logs import configure_logging
-from taskq.settings import QUEUES, Settings, get_settings
-from taskq.task_event_redaction import RedactingAMQP
+from taskq.broker import propagation
+from taskq.broker.app import create_celery_app
+from taskq.logs.setup import configure_logging
+from taskq.settings import Settings, get_settings
+from worker import metrics, task_lifecycle
 from worker.dedup import DeliveryGuard, run_guarded
 from worker.inflight_heartbeat import InFlightHeartbeat
-from worker.result_backend import backend_url
+from worker.log_rewrite import CeleryRecordFilter
 
 TASK_MODULES = ("worker.tasks.risk", "worker.tasks.drills", "worker.tasks.maintenance")
 
@@ -67,7 +52,7 @@ class TracedTask(Task):  # type: ignore[misc]
             str(request.id),
             int(request.retries or 0),
             lambda: self.run(*args, **kwargs),
-            on_start=lambda deliveries: celery_signals.log_started(request, deliveries),
+            on_start=lambda deliveries: task_lifecycle.log_started(request, deliveries),
         )
 
 
@@ -86,69 +71,9 @@ def _delivery_guard(app: Celery) -> DeliveryGuard:
     return guard
 
 
-def transport_options(settings: Settings) -> dict[str, Any]:
-    """Redis transport options, identical for every process that talks to the broker."""
-    return {
-        "visibility_timeout": settings.visibility_timeout_s,
-        "unacked_restore_interval": settings.unacked_restore_interval_s,
-        "unacked_restore_throttle": 1,
-        # Workers that consume several queues drain them in the listed order (high first).
-        "queue_order_strategy": "priority",
-        "socket_timeout": settings.redis_socket_timeout_s,
-        "socket_connect_timeout": settings.redis_socket_timeout_s,
-    }
-
-
-def create_celery_app(settings: Settings) -> Celery:
-    """A configured Celery app; the API uses it to publish, workers and beat to run."""
-    # RedactingAMQP: messages and task-sent events describe the arguments, never show them.
-    app = Celery("taskq", task_cls=TracedTask, include=list(TASK_MODULES), amqp=RedactingAMQP)
-    options = transport_options(settings)
-    app.conf.update(
-        broker_url=settings.broker_url,
-        result_backend=backend_url(settings.broker_url),
-        broker_transport_options=options,
-        result_backend_transport_options=options,
-        broker_connection_retry_on_startup=True,
-        # Publishing from the API must fail fast when Redis is away, not retry for seconds.
-        task_publish_retry_policy={
-            "max_retries": 2,
-            "interval_start": 0,
-            "interval_step": 0.2,
-            "interval_max": 0.5,
-        },
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        result_expires=settings.result_expires_s,
-        result_extended=True,
-        task_track_started=True,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=settings.worker_prefetch_multiplier,
-        task_soft_time_limit=settings.task_soft_time_limit_s,
-        task_time_limit=settings.task_time_limit_s,
-        # One direct exchange per queue, bound by the queue's name: a bare Queue(name) gets
-        # Celery's default exchange and routing key, so every queue would share one binding.
-        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in QUEUES],
-        task_default_queue="medium",
-        task_create_missing_queues=False,
-        worker_hijack_root_logger=False,
-        worker_redirect_stdouts=False,
-        # Task events on, for Flower and `celery events` (Flower turns them on remotely
-        # anyway). Arguments, results and exception texts in them are redacted
-        # (taskq/task_event_redaction.py).
-        worker_send_task_events=True,
-        task_send_sent_event=True,
-        beat_schedule={
-            "queue-depth-snapshot": {
-                "task": "taskq.maintenance.queue_depth_snapshot",
-                "schedule": settings.queue_snapshot_interval_s,
-                # A snapshot that could not run in time is worthless: let it expire.
-                "options": {"queue": "high", "expires": settings.queue_snapshot_interval_s},
-            }
-        },
-    )
+def create_worker_app(settings: Settings) -> Celery:
+    """The app a worker (and beat) runs: the shared configuration and the worker's parts."""
+    app = create_celery_app(settings, task_cls="worker.celery_app:TracedTask", include=TASK_MODULES)
     app.steps["consumer"].add(InFlightHeartbeat)
     return app
 
@@ -168,10 +93,11 @@ def _configure_worker_logging(**_: Any) -> None:
 
 @worker_ready.connect(weak=False)
 def _serve_worker_metrics(**_: Any) -> None:
-    """Each worker's main process serves Prometheus /metrics (taskq/worker_metrics.py)."""
+    """Each worker's main process serves Prometheus /metrics (worker/metrics.py)."""
     settings = get_settings()
-    worker_metrics.serve(settings.worker_metrics_port, settings.bind_host)
+    metrics.serve(settings.worker_metrics_port, settings.bind_host)
 
 
-celery_signals.connect()
-app = create_celery_app(get_settings())
+propagation.connect_worker()
+task_lifecycle.connect()
+app = create_worker_app(get_settings())

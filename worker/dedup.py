@@ -29,7 +29,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from taskq.celery_signals import mark_duplicate
+from taskq.logs.schema import Event
+from worker.task_lifecycle import mark_duplicate
 
 logger = logging.getLogger("taskq.worker.dedup")
 
@@ -128,7 +129,7 @@ def run_guarded(
         logger.warning(
             "duplicate delivery suppressed",
             extra={
-                "event.action": "task.duplicate_suppressed",
+                "event.action": Event.TASK_DUPLICATE,
                 "task_id": task_id,
                 "task.deliveries": state.deliveries,
             },
@@ -138,7 +139,7 @@ def run_guarded(
         logger.error(
             "poison task stopped",
             extra={
-                "event.action": "task.poison",
+                "event.action": Event.TASK_POISON,
                 "task_id": task_id,
                 "task.retries": retries,
                 "task.deliveries": state.deliveries,

@@ -3,12 +3,12 @@
 The main process receives messages and handles their outcome when a pool child reports
 back or dies: "received", revocations, time limits, lost-worker failures are logged there,
 outside any task context. This class remembers each message's correlation id on arrival
-(for the "received" line, see :mod:`taskq.celery_logs`) and binds the task's ids around the
+(for the "received" line, see :mod:`worker.log_rewrite`) and binds the task's ids around the
 outcome handlers, so their lines carry them too.
 
 Every event it sends is counted for the worker's Prometheus metrics
-(:mod:`taskq.worker_metrics`) and leaves with results, exception texts and tracebacks
-redacted (:mod:`taskq.task_event_redaction`).
+(:mod:`worker.metrics`) and leaves with results, exception texts and tracebacks
+redacted (:mod:`taskq.broker.event_redaction`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from typing import Any
 
 from celery.worker.request import Request
 
-from taskq import worker_metrics
-from taskq.celery_logs import Delivery, remember
+from taskq.broker.event_redaction import redact_event_fields
 from taskq.correlation import (
     ATTEMPT_HEADER,
     CELERY_HEADER,
@@ -26,7 +25,8 @@ from taskq.correlation import (
     bound_task_context,
     new_attempt_id,
 )
-from taskq.task_event_redaction import redact_event_fields
+from worker import metrics
+from worker.log_rewrite import Delivery, remember
 
 
 class TracedRequest(Request):  # type: ignore[misc]
@@ -45,11 +45,11 @@ class TracedRequest(Request):  # type: ignore[misc]
         retries = int(self.request_dict.get("retries") or 0)
         remember(self.id, Delivery(self._correlation_id, self._attempt_id, retries))
         redelivered = bool((self.delivery_info or {}).get("redelivered"))
-        worker_metrics.task_received(self.name, redelivered)
+        metrics.task_received(self.name, redelivered)
 
     def send_event(self, type: str, **fields: Any) -> None:
         published_at = self.request_dict.get(PUBLISHED_AT_HEADER)
-        worker_metrics.task_event(type, self.name, fields, published_at)
+        metrics.task_event(type, self.name, fields, published_at)
         super().send_event(type, **redact_event_fields(type, fields))
 
     def on_failure(self, *args: Any, **kwargs: Any) -> Any:

@@ -25,8 +25,8 @@ from api.errors import ApiError
 from api.metrics import metrics_of
 from api.schemas import ErrorBody, Priority, TaskAccepted, TaskCreate, TaskError, TaskStatus
 from taskq.correlation import correlation_id_var
-from taskq.logschema import Event
-from taskq.tasktypes import TaskType
+from taskq.logs.schema import Event
+from taskq.tasks.types import TaskType
 
 logger = logging.getLogger("taskq.api.tasks")
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], dependencies=[ApiKeyDep])
@@ -180,7 +180,7 @@ def _log_idempotency_rejection(outcome: idempotency.Mismatch | idempotency.InFli
     logger.info(
         "request rejected",
         extra={
-            "event.action": "http.request.rejected",
+            "event.action": Event.HTTP_REJECTED,
             "http.response.status_code": 422 if mismatch else 409,
             "error.type": "idempotency_key_reused" if mismatch else "idempotency_key_in_flight",
         },

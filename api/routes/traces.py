@@ -16,18 +16,19 @@ from api.auth import ApiKeyDep
 from api.deps import ResourcesDep
 from api.errors import ApiError
 from api.schemas import ErrorBody
-from taskq.kibana import trace_url
-from taskq.logstore.base import LogStoreError
-from taskq.logstore.config import INDEX_FILE_NAME, StoreConfig
-from taskq.logstore.factory import open_store
+from taskq.correlation import ID_PATTERN
+from taskq.search.kibana import trace_url
+from taskq.search.store.base import LogStoreError
+from taskq.search.store.config import INDEX_FILE_NAME, StoreConfig
+from taskq.search.store.factory import open_store
+from taskq.search.trace.build import find_trace
 from taskq.settings import Settings
-from taskq.trace import find_trace
 
 # Traces expose request details: the same API keys as the task routes guard them.
 router = APIRouter(prefix="/api/v1/traces", tags=["traces"], dependencies=[ApiKeyDep])
 
-# The same rule as the X-Request-ID validation (taskq/correlation.py, nginx's map).
-CorrelationIdPath = Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+# The X-Request-ID rule (taskq/correlation.py; nginx's map uses the same expression).
+CorrelationIdPath = Path(pattern=f"^{ID_PATTERN}$")
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (404, 422, 503)}
 
 

@@ -13,9 +13,9 @@ import urllib.error
 import urllib.request
 import xmlrpc.client
 from dataclasses import dataclass
-from http.client import HTTPConnection
-from pathlib import Path
 from typing import Any
+
+from supervisor.xmlrpc import SupervisorTransport
 
 from taskq.settings import Settings
 from taskq.stack import render
@@ -183,33 +183,11 @@ def stop(layout: StackLayout, pid: int | None = None, timeout_s: float = 90.0) -
     return True
 
 
-class _UnixHTTPConnection(HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost")
-        self._path = str(path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(10)
-        sock.connect(self._path)
-        self.sock = sock
-
-
-class _UnixTransport(xmlrpc.client.Transport):
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self._path = path
-
-    def make_connection(self, host: Any) -> HTTPConnection:
-        return _UnixHTTPConnection(self._path)
-
-
 def supervisor_rpc(layout: StackLayout) -> Any:
-    """XML-RPC proxy to this stack's supervisord (``supervisor.*`` namespace)."""
-    proxy = xmlrpc.client.ServerProxy(
-        "http://localhost", transport=_UnixTransport(layout.supervisor_socket)
-    )
-    return proxy.supervisor
+    """XML-RPC proxy to this stack's supervisord (``supervisor.*`` namespace), over its unix
+    socket with supervisor's own transport (what supervisorctl uses)."""
+    transport = SupervisorTransport(serverurl=f"unix://{layout.supervisor_socket}")
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
 
 
 def status(layout: StackLayout) -> list[ProgramStatus]:

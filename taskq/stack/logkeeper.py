@@ -26,9 +26,9 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from taskq.logs import configure_logging
-from taskq.logstore.config import StoreConfig
-from taskq.logstore.lineindex import LineIndex
+from taskq.logs.setup import configure_logging
+from taskq.search.store.config import StoreConfig
+from taskq.search.store.lineindex import LineIndex
 from taskq.settings import Settings, get_settings
 
 logger = logging.getLogger("taskq.stack.logkeeper")

@@ -8,7 +8,7 @@ import re
 import sys
 from collections.abc import Mapping
 
-from taskq.settings import Settings, get_settings
+from taskq.settings import QUEUES, Settings, get_settings
 from taskq.stack.layout import NGINX_TEMPLATE, REPO_ROOT, StackLayout
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
@@ -18,7 +18,7 @@ _GEO_ENTRY = re.compile(r"[0-9A-Fa-f.:]+(?:/[0-9]{1,3})?")
 #: ``high`` has a dedicated worker, so high-priority tasks never wait behind low ones; the
 #: general worker also takes ``high`` first when it is free (strict order, see
 #: ``queue_order_strategy`` in worker/celery_app.py).
-WORKERS: Mapping[str, str] = {"worker-high": "high", "worker-general": "high,medium,low"}
+WORKERS: Mapping[str, str] = {"worker-high": QUEUES[0], "worker-general": ",".join(QUEUES)}
 
 
 class TemplateError(ValueError):

@@ -9,8 +9,8 @@ import re
 import sys
 from types import ModuleType
 
-from taskq import elastic_template
-from taskq.logschema import FIELDS
+from taskq.logs import es_template as elastic_template
+from taskq.logs.schema import FIELDS
 from tests.contract.compose_model import REPO_ROOT
 
 PIPELINE = REPO_ROOT / "elk" / "logstash" / "pipeline" / "taskq.conf"
@@ -41,7 +41,7 @@ def load_setup_module() -> ModuleType:
 def test_committed_template_equals_the_generated_one() -> None:
     committed = elastic_template.TEMPLATE_PATH.read_text(encoding="utf-8")
     assert committed == elastic_template.render(), (
-        "stale: run python -m taskq.elastic_template --write"
+        "stale: run python -m taskq.logs.es_template --write"
     )
     assert elastic_template.main(["--check"]) == 0
 
@@ -100,7 +100,7 @@ def test_setup_job_installs_the_same_names() -> None:
 
 def test_one_elastic_major_everywhere() -> None:
     """The Python client's major (pyproject) is the pinned server's (.env ELASTIC_VERSION)."""
-    from taskq.logstore.config import DEFAULT_ES_INDEX
+    from taskq.search.store.config import DEFAULT_ES_INDEX
     from tests.contract.compose_model import parse_env_file
 
     assert DEFAULT_ES_INDEX == elastic_template.INDEX_PATTERN

@@ -58,3 +58,15 @@ def test_kibana_uses_kibana_system_from_the_environment() -> None:
     config = _yaml(ELK / "kibana" / "config" / "kibana.yml")
     assert config["elasticsearch.username"] == "${ELASTICSEARCH_USERNAME}"
     assert config["status.allowAnonymous"] is True
+
+
+def test_nginx_accepts_exactly_the_ids_the_api_accepts() -> None:
+    """nginx's map and taskq.correlation share one expression: a client id nginx keeps is
+    one the API keeps too (else the two hops would disagree on the correlation id)."""
+    import re
+
+    from taskq.correlation import ID_PATTERN
+    from taskq.stack.layout import NGINX_TEMPLATE
+
+    (expression,) = re.findall(r'"~\^(.*)\$"\s+client;', NGINX_TEMPLATE.read_text())
+    assert expression == ID_PATTERN

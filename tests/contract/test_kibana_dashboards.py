@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from taskq.logschema import FIELDS_BY_NAME
+from taskq.logs.schema import FIELDS_BY_NAME
 from tests.contract.compose_model import REPO_ROOT
 
 DASHBOARDS_DIR = REPO_ROOT / "kibana-dashboards"

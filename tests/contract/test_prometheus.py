@@ -15,7 +15,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO_ROOT / "monitoring" / "prometheus"
 RULES = PROMETHEUS_DIR / "alert-rules.yml"
-EXPORTERS = (REPO_ROOT / "api" / "metrics.py", REPO_ROOT / "taskq" / "worker_metrics.py")
+EXPORTERS = (REPO_ROOT / "api" / "metrics.py", REPO_ROOT / "worker" / "metrics.py")
 
 
 def _promtool() -> str:

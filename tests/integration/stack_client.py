@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from taskq.logstore.lineindex import log_files
+from taskq.search.store.lineindex import log_files
 from taskq.settings import Settings
 from taskq.stack.layout import StackLayout
 

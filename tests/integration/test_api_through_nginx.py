@@ -75,7 +75,7 @@ def test_unknown_route_and_bad_body_are_json_errors(stack: RunningStack) -> None
 
 def test_failed_task_reports_a_structured_error(stack: RunningStack) -> None:
     # Valid for the API's schema but not for the worker: published raw through Celery.
-    from worker.celery_app import create_celery_app
+    from taskq.broker.app import create_celery_app
 
     app = create_celery_app(stack.settings)
     result = app.send_task("taskq.risk.calculate_var", kwargs={"bogus": 1}, queue="medium")

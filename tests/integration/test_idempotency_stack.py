@@ -13,8 +13,8 @@ from celery import Celery
 from redis import Redis
 
 from api.idempotency import REPLAY_HEADER
+from taskq.broker.app import create_celery_app
 from tests.integration.stack_client import Line, RunningStack
-from worker.celery_app import create_celery_app
 from worker.dedup import deliveries_key
 
 CONCURRENT = 50

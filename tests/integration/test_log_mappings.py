@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from taskq.elastic_template import KEYWORD_IGNORE_ABOVE, build_template
+from taskq.logs.es_template import KEYWORD_IGNORE_ABOVE, build_template
 from tests.integration.stack_client import Line, RunningStack
 
 VAR_DATA = {

@@ -3,7 +3,7 @@ write JSON keep to their own files."""
 
 from __future__ import annotations
 
-from taskq.logschema import validate_line
+from taskq.logs.schema import validate_line
 from tests.integration.stack_client import RunningStack
 
 JSON_LOGS = {

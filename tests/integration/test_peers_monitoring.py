@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from api.metrics import BrokerCollector
-from taskq.queue_depth import PRIORITY_STEPS, priority_lists
+from taskq.broker.queue_depth import PRIORITY_STEPS, priority_lists
 from taskq.settings import QUEUES
 from taskq.stack.ports import free_port_block
 from taskq.stack.render import WORKERS

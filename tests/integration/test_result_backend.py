@@ -9,9 +9,9 @@ from celery import states
 from celery.app.task import Context
 from redis import Redis
 
+from taskq.broker.app import create_celery_app
+from taskq.broker.result_backend import TaskqRedisBackend
 from taskq.settings import Settings
-from worker.celery_app import create_celery_app
-from worker.result_backend import TaskqRedisBackend
 
 
 def _backend(port: int) -> TaskqRedisBackend:

@@ -13,8 +13,8 @@ import sys
 import uuid
 from typing import Any
 
+from taskq.search.trace.build import parse_time
 from taskq.stack.layout import REPO_ROOT
-from taskq.trace import parse_time
 from tests.integration.stack_client import Line, RunningStack, events_of
 
 VAR_DATA = {

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from taskq.logs import build_handler
+from taskq.logs.setup import build_handler
 
 
 class CapturedLogs:

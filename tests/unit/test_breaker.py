@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.breaker import QueueBreaker, backlog_ahead, saturated_error
-from taskq.queue_depth import QueueDepths
+from taskq.broker.queue_depth import QueueDepths
 from taskq.settings import Settings
 from tests.unit.log_capture import CapturedLogs
 

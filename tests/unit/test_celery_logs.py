@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from celery.app import trace as celery_trace
 
-from taskq.celery_logs import CeleryRecordFilter, Delivery, remember
-from taskq.celery_signals import mark_duplicate
-from taskq.logschema import validate_line
+from taskq.logs.schema import validate_line
 from tests.unit.log_capture import CapturedLogs
+from worker.log_rewrite import CeleryRecordFilter, Delivery, remember
+from worker.task_lifecycle import mark_duplicate
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from taskq import inputs
 from taskq.settings import Settings
+from taskq.tasks import inputs
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from taskq import inputs
+from taskq.tasks import inputs
 
 POSITION = {"symbol": "AAPL", "quantity": 1, "price": 1.0}
 

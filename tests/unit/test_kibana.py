@@ -1,4 +1,4 @@
-"""taskq.kibana.trace_url against rison's string rules and the URL shape Kibana reads."""
+"""taskq.search.kibana.trace_url against rison's string rules and the URL shape Kibana reads."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from taskq.kibana import trace_url
+from taskq.search.kibana import trace_url
 
 
 def rison_string_value(text: str) -> tuple[str, str]:

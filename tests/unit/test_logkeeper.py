@@ -7,9 +7,9 @@ import logging
 import threading
 from pathlib import Path
 
-from taskq.logs import build_handler
-from taskq.logstore.config import StoreConfig
-from taskq.logstore.duckdb_store import DuckDBStore
+from taskq.logs.setup import build_handler
+from taskq.search.store.config import StoreConfig
+from taskq.search.store.duckdb_store import DuckDBStore
 from taskq.settings import Settings
 from taskq.stack.logkeeper import LogKeeper, rotate_due, rotate_file
 

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from taskq.correlation import correlation_id_var, task_id_var
-from taskq.logschema import validate_line
+from taskq.logs.schema import validate_line
 from tests.unit.log_capture import CapturedLogs
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskq.logschema import FIELDS, REQUIRED_FIELDS, validate_line
+from taskq.logs.schema import FIELDS, REQUIRED_FIELDS, validate_line
 
 
 def _line(**extra: Any) -> dict[str, Any]:

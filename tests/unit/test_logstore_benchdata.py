@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 from benchmarks.generate_logs import generate
-from taskq.logschema import validate_line
-from taskq.logstore.config import StoreConfig
-from taskq.logstore.duckdb_store import DuckDBStore
-from taskq.trace import find_trace
+from taskq.logs.schema import validate_line
+from taskq.search.store.config import StoreConfig
+from taskq.search.store.duckdb_store import DuckDBStore
+from taskq.search.trace.build import find_trace
 
 
 def test_generated_lines_are_schema_lines_and_traceable(tmp_path: Path) -> None:

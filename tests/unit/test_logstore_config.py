@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from taskq.logstore.config import INDEX_FILE_NAME, StoreConfig
+from taskq.search.store.config import INDEX_FILE_NAME, StoreConfig
 from taskq.settings import Settings
 
 

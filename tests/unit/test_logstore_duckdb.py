@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from taskq.logstore.base import LogFilter, LogStoreError
-from taskq.logstore.config import StoreConfig
-from taskq.logstore.duckdb_store import DuckDBStore
+from taskq.search.store.base import LogFilter, LogStoreError
+from taskq.search.store.config import StoreConfig
+from taskq.search.store.duckdb_store import DuckDBStore
 
 
 def ln(ts: str, node: str, event: str, **fields: Any) -> dict[str, Any]:

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from elastic_transport import ConnectionError as TransportConnectionError
 
-from taskq.logstore import es_query
-from taskq.logstore.base import LogFilter, LogStoreError, Percentiles
-from taskq.logstore.config import StoreConfig
-from taskq.logstore.es_store import ElasticsearchStore
+from taskq.search.store import es_query
+from taskq.search.store.base import LogFilter, LogStoreError, Percentiles
+from taskq.search.store.config import StoreConfig
+from taskq.search.store.es_store import ElasticsearchStore
 
 SINCE = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 UNTIL = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)

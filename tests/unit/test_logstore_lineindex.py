@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from taskq.logstore.lineindex import (
+from taskq.search.store.lineindex import (
     LineIndex,
     StaleIndexError,
     extract_entries,
@@ -158,7 +158,7 @@ def test_two_log_dirs_share_one_index_file(tmp_path: Path) -> None:
 def test_lines_longer_than_a_chunk(
     logs: Path, index: LineIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("taskq.logstore.lineindex._CHUNK_BYTES", 64)
+    monkeypatch.setattr("taskq.search.store.lineindex._CHUNK_BYTES", 64)
     (logs / "a.jsonl").write_text(line("long", message="y" * 300) + line("short"))
     assert len(cids(index, "long")) == 1 and len(cids(index, "short")) == 1
 
@@ -200,7 +200,7 @@ def test_a_file_replaced_between_lookup_and_read_is_detected(logs: Path, index: 
 def test_small_appends_are_merged_into_the_main_table(
     tmp_path: Path, logs: Path, index: LineIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("taskq.logstore.lineindex.MERGE_ROWS", 4)
+    monkeypatch.setattr("taskq.search.store.lineindex.MERGE_ROWS", 4)
     path = logs / "a.jsonl"
     counts = sqlite3.connect(tmp_path / "run" / "index.sqlite3")
     for i in range(5):
@@ -220,7 +220,7 @@ def test_small_appends_are_merged_into_the_main_table(
 def test_a_large_refresh_writes_straight_to_the_main_table(
     tmp_path: Path, logs: Path, index: LineIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("taskq.logstore.lineindex._BULK_BYTES", 10)
+    monkeypatch.setattr("taskq.search.store.lineindex._BULK_BYTES", 10)
     (logs / "a.jsonl").write_text(line("bulk") * 3)
     assert len(cids(index, "bulk")) == 3
     db = sqlite3.connect(tmp_path / "run" / "index.sqlite3")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskq.redaction import REDACTED, RedactionFilter, redact_text, redact_value
+from taskq.logs.redaction import REDACTED, RedactionFilter, redact_text, redact_value
 from tests.unit.log_capture import CapturedLogs
 
 SECRET = "s3cr3t-VALUE-42"

@@ -7,7 +7,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from taskq import inputs
+from taskq.tasks import inputs
 from worker.tasks import risk_math
 
 ONE_POSITION = {

@@ -6,13 +6,13 @@ from typing import Any
 
 from kombu.entity import Exchange, Queue
 
-from taskq.settings import Settings
-from taskq.task_event_redaction import (
+from taskq.broker.app import create_celery_app
+from taskq.broker.event_redaction import (
     describe_args,
     describe_kwargs,
     redact_event_fields,
 )
-from worker.celery_app import create_celery_app
+from taskq.settings import Settings
 
 SECRET = "ZZ-SECRET-SYMBOL-4711"
 KWARGS = {"portfolio_data": {"positions": [{"symbol": SECRET, "quantity": 98765.4321}]}}

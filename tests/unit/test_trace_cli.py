@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from taskq.cli import build_parser, main
-from taskq.search_cli import UsageError, parse_when
+from taskq.search.cli import UsageError, parse_when
 
 TASK = "9a0b1c2d-0000-4000-8000-000000000001"
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from taskq.trace import Trace, build_trace, parse_time, publisher_of
+from taskq.search.trace.build import Trace, build_trace, parse_time, publisher_of
 
 T = "2026-11-22T10:00:"
 TASK = "5f106800-637a-41bb-9a14-2fb796573af7"

@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import Task
 
-from taskq import inputs
+from taskq.tasks import inputs
 from worker.celery_app import app
 from worker.tasks.base import run_validated, transient_retry_options
 

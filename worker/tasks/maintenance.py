@@ -7,7 +7,7 @@ from typing import Any
 
 from redis import Redis
 
-from taskq.queue_depth import read_depths
+from taskq.broker.queue_depth import read_depths
 from taskq.settings import QUEUES, get_settings
 from worker.celery_app import app
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskq import inputs
+from taskq.tasks import inputs
 from worker.celery_app import app
 from worker.tasks import risk_math
 from worker.tasks.base import run_validated, transient_retry_options

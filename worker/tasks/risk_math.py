@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from taskq import inputs
+from taskq.tasks import inputs
 
 TRADING_DAYS = 252
 Array = npt.NDArray[np.float64]

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from taskq.logstore.base import LogLine
+from taskq.search.store.base import LogLine
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -23,8 +23,8 @@ from taskq.correlation import (
     task_id_var,
     task_name_var,
 )
-from taskq.logschema import FIELDS_BY_NAME
-from taskq.redaction import RedactionFilter
+from taskq.logs.redaction import RedactionFilter
+from taskq.logs.schema import FIELDS_BY_NAME
 
 #: Event name for lines that do not name one (library lines such as uvicorn's start-up).
 DEFAULT_EVENT = "log"

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 
-from taskq.logschema import Event
-from taskq.logstore.base import LogLine
-from taskq.trace_model import Request, line_started, line_time, ms_between, number
+from taskq.logs.schema import Event
+from taskq.search.store.base import LogLine
+from taskq.search.trace.model import Request, line_started, line_time, ms_between, number
 
 _FAR = datetime.fromisoformat("9999-12-31T00:00:00+00:00")
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")

@@ -1,6 +1,6 @@
-"""The Elasticsearch index template of the taskq logs, generated from :mod:`taskq.logschema`.
+"""The Elasticsearch index template of the taskq logs, generated from :mod:`taskq.logs.schema`.
 
-``python -m taskq.elastic_template --write`` writes :data:`TEMPLATE_PATH` (committed, read by
+``python -m taskq.logs.es_template --write`` writes :data:`TEMPLATE_PATH` (committed, read by
 the compose ``setup`` job); ``--check`` exits 1 when the committed file differs from what the
 schema generates, so the mappings can never drift from the log lines.
 
@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from taskq.logschema import FIELDS, FieldType
+from taskq.logs.schema import FIELDS, FieldType
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_PATH = REPO_ROOT / "elk" / "elasticsearch" / "index-template.json"
@@ -93,7 +93,7 @@ def build_template() -> dict[str, Any]:
         },
         "_meta": {
             "description": "taskq JSON log lines (api, worker, beat, nginx)",
-            "generated_by": "python -m taskq.elastic_template --write",
+            "generated_by": "python -m taskq.logs.es_template --write",
         },
     }
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         current = TEMPLATE_PATH.read_text(encoding="utf-8") if TEMPLATE_PATH.exists() else ""
         if current != text:
             print(
-                f"{TEMPLATE_PATH} is stale: run python -m taskq.elastic_template --write",
+                f"{TEMPLATE_PATH} is stale: run python -m taskq.logs.es_template --write",
                 file=sys.stderr,
             )
             return 1

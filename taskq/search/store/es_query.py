@@ -2,7 +2,7 @@
 
 Kept apart from the client so that they are tested against the documented request and
 response shapes (``_search`` hits, ``terms``/``filter``/``percentiles``/``cardinality``
-aggregations) without a cluster. Field names are those of :mod:`taskq.logschema`, mapped as
+aggregations) without a cluster. Field names are those of :mod:`taskq.logs.schema`, mapped as
 ``keyword`` except ``message`` and ``error.*`` text fields.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from taskq.logschema import TERMINAL_EVENTS, Event
-from taskq.logstore.base import (
+from taskq.logs.schema import TERMINAL_EVENTS, Event
+from taskq.search.store.base import (
     LogFilter,
     LogLine,
     Percentiles,
@@ -104,7 +104,7 @@ def search_body(f: LogFilter) -> Body:
 
 def grep_clause(text: str) -> Body:
     """Case-insensitive substring in the ``GREP_FIELDS`` (phrase match on text fields)."""
-    from taskq.logstore.base import GREP_FIELDS
+    from taskq.search.store.base import GREP_FIELDS
 
     escaped = text.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
     should: list[Body] = [
@@ -130,8 +130,8 @@ def _level(level: str) -> str:
 
 def stats_body(since: datetime | None, until: datetime | None) -> Body:
     """Aggregations of ``taskq stats`` over ``[since, until]``; no hits."""
-    ended = {"terms": {"event.action": ["task.succeeded", "task.failed"]}}
-    started = {"term": {"event.action": "task.started"}}
+    ended = {"terms": {"event.action": [Event.TASK_SUCCEEDED, Event.TASK_FAILED]}}
+    started = {"term": {"event.action": Event.TASK_STARTED}}
     return {
         "size": 0,
         "track_total_hits": True,
@@ -160,8 +160,8 @@ def stats_body(since: datetime | None, until: datetime | None) -> Body:
                             "redelivered": {"filter": {"term": {"task.redelivered": True}}},
                         },
                     },
-                    "retries": {"filter": {"term": {"event.action": "task.retry"}}},
-                    "failures": {"filter": {"term": {"event.action": "task.failed"}}},
+                    "retries": {"filter": {"term": {"event.action": Event.TASK_RETRY}}},
+                    "failures": {"filter": {"term": {"event.action": Event.TASK_FAILED}}},
                 },
             },
             "http": {
@@ -169,7 +169,7 @@ def stats_body(since: datetime | None, until: datetime | None) -> Body:
                     "bool": {
                         "filter": [
                             {"term": {"service.name": "nginx"}},
-                            {"term": {"event.action": "http.request.completed"}},
+                            {"term": {"event.action": Event.HTTP_COMPLETED}},
                         ]
                     }
                 },

@@ -16,8 +16,9 @@ from typing import Any
 
 from celery.app import trace as celery_trace
 
-from taskq.celery_signals import elapsed_ms, is_duplicate, retries_var
 from taskq.correlation import attempt_id_var, correlation_id_var, task_id_var
+from taskq.logs.schema import Event
+from worker.task_lifecycle import elapsed_ms, is_duplicate, retries_var
 
 _MAX_REMEMBERED = 20_000
 
@@ -59,24 +60,24 @@ class _Rule:
 
 
 _DATA_RULES: dict[str, _Rule] = {
-    celery_trace.LOG_RECEIVED: _Rule("task.received", "task received"),
-    celery_trace.LOG_SUCCESS: _Rule("task.succeeded", "task succeeded"),
-    celery_trace.LOG_FAILURE.strip(): _Rule("task.failed", "task failed"),
-    celery_trace.LOG_INTERNAL_ERROR.strip(): _Rule("task.failed", "task failed"),
-    celery_trace.LOG_RETRY: _Rule("task.retry", "task retry scheduled"),
-    celery_trace.LOG_REJECTED.strip(): _Rule("task.rejected", "task rejected"),
+    celery_trace.LOG_RECEIVED: _Rule(Event.TASK_RECEIVED, "task received"),
+    celery_trace.LOG_SUCCESS: _Rule(Event.TASK_SUCCEEDED, "task succeeded"),
+    celery_trace.LOG_FAILURE.strip(): _Rule(Event.TASK_FAILED, "task failed"),
+    celery_trace.LOG_INTERNAL_ERROR.strip(): _Rule(Event.TASK_FAILED, "task failed"),
+    celery_trace.LOG_RETRY: _Rule(Event.TASK_RETRY, "task retry scheduled"),
+    celery_trace.LOG_REJECTED.strip(): _Rule(Event.TASK_REJECTED, "task rejected"),
     celery_trace.LOG_IGNORED.strip(): _Rule("task.ignored", "task ignored"),
 }
 _ARGS_RULES: dict[str, _Rule] = {
-    "Discarding revoked task: %s[%s]": _Rule("task.revoked", "revoked task discarded", 1, 0),
-    "Task %s[%s] retry: %s": _Rule("task.retry", "task retry scheduled", 1, 0),
+    "Discarding revoked task: %s[%s]": _Rule(Event.TASK_REVOKED, "revoked task discarded", 1, 0),
+    "Task %s[%s] retry: %s": _Rule(Event.TASK_RETRY, "task retry scheduled", 1, 0),
     "Soft time limit (%ss) exceeded for %s[%s]": _Rule(
         "task.soft_time_limit", "task soft time limit exceeded", 2, 1
     ),
     "Hard time limit (%ss) exceeded for %s[%s]": _Rule(
         "task.time_limit", "task hard time limit exceeded", 2, 1
     ),
-    "Task handler raised error: %r": _Rule("task.handler_error", "task handler raised error"),
+    "Task handler raised error: %r": _Rule(Event.TASK_HANDLER_ERROR, "task handler raised error"),
 }
 
 
@@ -92,7 +93,7 @@ class CeleryRecordFilter(logging.Filter):
             return True
         data = record.__dict__.get("data")
         if isinstance(data, dict) and (rule := _DATA_RULES.get(record.msg)) is not None:
-            if rule.event == "task.succeeded" and is_duplicate(str(data.get("id"))):
+            if rule.event == Event.TASK_SUCCEEDED and is_duplicate(str(data.get("id"))):
                 return False
             self._apply_data(record, rule, data)
         elif (rule := _ARGS_RULES.get(record.msg)) is not None:
@@ -103,19 +104,19 @@ class CeleryRecordFilter(logging.Filter):
         attrs = record.__dict__
         task_id = str(data.get("id"))
         self._stamp(record, rule, task_id, data.get("name"))
-        if rule.event == "task.succeeded" and isinstance(data.get("runtime"), int | float):
+        if rule.event == Event.TASK_SUCCEEDED and isinstance(data.get("runtime"), int | float):
             attrs["duration_ms"] = round(float(data["runtime"]) * 1000.0, 3)
             attrs["task.state"] = "SUCCESS"
-        if rule.event in ("task.failed", "task.retry", "task.rejected"):
+        if rule.event in (Event.TASK_FAILED, Event.TASK_RETRY, Event.TASK_REJECTED):
             exc = data.get("exc")
             if exc is not None:
                 attrs["error.message"] = str(exc)
                 attrs["error.type"] = exception_type(record, str(exc))
-            if rule.event == "task.failed":
+            if rule.event == Event.TASK_FAILED:
                 attrs["task.state"] = "FAILURE"
                 if (duration := elapsed_ms(task_id)) is not None:
                     attrs["duration_ms"] = duration
-            if rule.event == "task.retry":
+            if rule.event == Event.TASK_RETRY:
                 attrs["task.state"] = "RETRY"
 
     def _apply_args(self, record: logging.LogRecord, rule: _Rule) -> None:

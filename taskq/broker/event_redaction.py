@@ -57,7 +57,7 @@ def describe_exception(text: str) -> str:
 
 def redact_event_fields(event_type: str, fields: dict[str, Any]) -> dict[str, Any]:
     """The fields of a worker event with results, exception texts and tracebacks replaced
-    (the JSON log lines keep the details, see :mod:`taskq.redaction`)."""
+    (the JSON log lines keep the details, see :mod:`taskq.logs.redaction`)."""
     if not any(name in fields for name in _REDACTED_FIELDS):
         return fields
     redacted = dict(fields)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from taskq import inputs
-from taskq.settings import QueueName
+from taskq.tasks import inputs
 
 
 @dataclass(frozen=True)
@@ -18,7 +16,6 @@ class TaskType:
     name: str
     celery_name: str
     input_model: type[BaseModel]
-    is_drill: bool = False
 
 
 RISK_TASK_TYPES: tuple[TaskType, ...] = (
@@ -30,13 +27,11 @@ RISK_TASK_TYPES: tuple[TaskType, ...] = (
     TaskType("stress_test", "taskq.risk.stress_test", inputs.StressTestInput),
 )
 DRILL_TASK_TYPES: tuple[TaskType, ...] = (
-    TaskType("drill_flaky", "taskq.drills.flaky", inputs.FlakyDrillInput, is_drill=True),
-    TaskType("drill_fanout", "taskq.drills.fanout", inputs.FanoutDrillInput, is_drill=True),
-    TaskType("drill_sleep", "taskq.drills.sleep", inputs.SleepDrillInput, is_drill=True),
-    TaskType("drill_echo", "taskq.drills.echo", inputs.EchoDrillInput, is_drill=True),
+    TaskType("drill_flaky", "taskq.drills.flaky", inputs.FlakyDrillInput),
+    TaskType("drill_fanout", "taskq.drills.fanout", inputs.FanoutDrillInput),
+    TaskType("drill_sleep", "taskq.drills.sleep", inputs.SleepDrillInput),
+    TaskType("drill_echo", "taskq.drills.echo", inputs.EchoDrillInput),
 )
-
-PRIORITY_QUEUES: Mapping[str, QueueName] = {"high": "high", "medium": "medium", "low": "low"}
 
 
 def task_types(include_drills: bool) -> dict[str, TaskType]:

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from taskq.logstore.base import LogLine, Percentiles, StatsReport
-from taskq.trace import Attempt, Request, TaskSummary, Trace, parse_time
+from taskq.search.store.base import LogLine, Percentiles, StatsReport
+from taskq.search.trace.build import Attempt, Request, TaskSummary, Trace, parse_time
 
 #: Fields worth showing beside the message in a timeline row.
 _DETAILS = (

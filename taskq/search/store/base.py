@@ -1,7 +1,7 @@
 """The backend-neutral interface of the log stores and the values that cross it.
 
 A log line is the parsed JSON object of one line, keyed by the flat field names of
-:mod:`taskq.logschema` (``"service.name"``, never nested objects).
+:mod:`taskq.logs.schema` (``"service.name"``, never nested objects).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The embedded backend: the JSON-lines files of the log directory, read where they lie.
 
-- Lookups by id (``trace``) go through :class:`~taskq.logstore.lineindex.LineIndex`,
+- Lookups by id (``trace``) go through :class:`~taskq.search.store.lineindex.LineIndex`,
   refreshed before every lookup, then read the few lines by offset: no scan, no DuckDB.
 - Filters (``logs``) and aggregations (``stats``) are DuckDB scans of the files, with
   malformed lines (a torn last line being written) skipped, and the file list taken again
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from taskq.logschema import (
+from taskq.logs.schema import (
     ATTEMPT_OUTCOMES,
     FIELDS,
     TERMINAL_EVENTS,
@@ -23,7 +23,7 @@ from taskq.logschema import (
     Event,
     FieldType,
 )
-from taskq.logstore.base import (
+from taskq.search.store.base import (
     GREP_FIELDS,
     LogFilter,
     LogLine,
@@ -32,8 +32,8 @@ from taskq.logstore.base import (
     StatsReport,
     TaskNameStats,
 )
-from taskq.logstore.config import StoreConfig
-from taskq.logstore.lineindex import LineIndex, StaleIndexError, log_files
+from taskq.search.store.config import StoreConfig
+from taskq.search.store.lineindex import LineIndex, StaleIndexError, log_files
 
 if TYPE_CHECKING:
     import duckdb
@@ -48,7 +48,7 @@ _DUCK_TYPES: dict[FieldType, str] = {
 }
 COLUMNS: dict[str, str] = {f.name: _DUCK_TYPES[f.type] for f in FIELDS}
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_ENDED_SQL = "\"event.action\" IN ('task.succeeded','task.failed')"
+_ENDED_SQL = f"\"event.action\" IN ('{Event.TASK_SUCCEEDED}','{Event.TASK_FAILED}')"
 
 
 def _in(values: Iterable[str]) -> str:
@@ -61,7 +61,7 @@ def _case(mapping: Mapping[str, object], column: str = "e") -> str:
     return f"CASE {column} {whens} END"
 
 
-# Final status per task, as taskq/trace_attempts.py settles it: the strongest terminal
+# Final status per task, as taskq/search/trace/attempts.py settles it: the strongest terminal
 # event over all lines, else the state of the latest attempt (by retry number, then first
 # line time, then attempt id); a lost latest attempt is waiting in its queue (PENDING).
 _TERMINAL_RANK = {
@@ -253,15 +253,15 @@ class DuckDBStore:
             f"SELECT task_name, count(*) FILTER (WHERE {_ENDED_SQL}),"
             f" quantile_cont(duration_ms, [0.5, 0.95, 0.99]) FILTER (WHERE {_ENDED_SQL}),"
             " quantile_cont(queue_wait_ms, [0.5, 0.95, 0.99])"
-            f" FILTER (WHERE {ev} = 'task.started'),"
-            f" count(*) FILTER (WHERE {ev} = 'task.retry'),"
-            f" count(*) FILTER (WHERE {ev} = 'task.failed'),"
-            f" count(*) FILTER (WHERE {ev} = 'task.started' AND {q('task.redelivered')})"
+            f" FILTER (WHERE {ev} = '{Event.TASK_STARTED}'),"
+            f" count(*) FILTER (WHERE {ev} = '{Event.TASK_RETRY}'),"
+            f" count(*) FILTER (WHERE {ev} = '{Event.TASK_FAILED}'),"
+            f" count(*) FILTER (WHERE {ev} = '{Event.TASK_STARTED}' AND {q('task.redelivered')})"
             " FROM w WHERE task_name IS NOT NULL GROUP BY task_name ORDER BY 2 DESC, 1"
         ).fetchall()
         http = fetch(
             f"SELECT {q('http.response.status_code')}, count(*) FROM w"
-            f" WHERE {q('service.name')} = 'nginx' AND {ev} = 'http.request.completed'"
+            f" WHERE {q('service.name')} = 'nginx' AND {ev} = '{Event.HTTP_COMPLETED}'"
             f" AND {q('http.response.status_code')} IS NOT NULL GROUP BY 1 ORDER BY 1"
         ).fetchall()
         busiest = fetch(

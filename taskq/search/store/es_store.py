@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from taskq.logstore import es_query
-from taskq.logstore.base import LogFilter, LogLine, LogStoreError, StatsReport
-from taskq.logstore.config import StoreConfig
+from taskq.search.store import es_query
+from taskq.search.store.base import LogFilter, LogLine, LogStoreError, StatsReport
+from taskq.search.store.config import StoreConfig
 
 
 class ElasticsearchStore:

@@ -24,9 +24,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from taskq.logschema import ATTEMPT_OUTCOMES, TERMINAL_STATUSES, Event
-from taskq.logstore.base import LogLine
-from taskq.trace_model import Attempt, TaskSummary, line_time, ms_between, number
+from taskq.logs.schema import ATTEMPT_OUTCOMES, TERMINAL_STATUSES, Event
+from taskq.search.store.base import LogLine
+from taskq.search.trace.model import Attempt, TaskSummary, line_time, ms_between, number
 
 #: Strength of an attempt's outcome when one attempt has several end lines.
 _OUTCOME_RANK = {

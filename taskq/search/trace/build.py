@@ -1,10 +1,11 @@
 """Assemble the journey of one request from its log lines.
 
 Pure functions over parsed lines (:func:`build_trace`) plus the two lookups that feed them
-from any :class:`~taskq.logstore.base.LogStore` (:func:`find_trace`, :func:`find_trace_by_task`).
+from any :class:`~taskq.search.store.base.LogStore` (:func:`find_trace`,
+:func:`find_trace_by_task`).
 The result does not depend on the order of the lines: exchanges are joined by
-``http.request.id`` (:mod:`taskq.trace_requests`), attempts by ``task.attempt_id`` and
-settled by precedence (:mod:`taskq.trace_attempts`).
+``http.request.id`` (:mod:`taskq.search.trace.requests`), attempts by ``task.attempt_id`` and
+settled by precedence (:mod:`taskq.search.trace.attempts`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import json
 from collections import Counter
 from datetime import datetime
 
-from taskq.logschema import Event
-from taskq.logstore.base import LogLine, LogStore
-from taskq.trace_attempts import summarize_task
-from taskq.trace_model import (
+from taskq.logs.schema import Event
+from taskq.search.store.base import LogLine, LogStore
+from taskq.search.trace.attempts import summarize_task
+from taskq.search.trace.model import (
     Attempt,
     Request,
     TaskSummary,
@@ -26,7 +27,7 @@ from taskq.trace_model import (
     ms_between,
     parse_time,
 )
-from taskq.trace_requests import exchanges
+from taskq.search.trace.requests import exchanges
 
 __all__ = [
     "Attempt",

@@ -1,6 +1,6 @@
 """Scrubs secrets from log records before they are written.
 
-:class:`RedactionFilter` sits on the JSON handler (see :func:`taskq.logs.build_handler`),
+:class:`RedactionFilter` sits on the JSON handler (see :func:`taskq.logs.setup.build_handler`),
 after every other filter, and rewrites, wherever they appear in a record (the message and
 its arguments, any string or mapping attribute, the exception text):
 

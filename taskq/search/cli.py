@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from taskq.logstore.base import LogStore
+    from taskq.search.store.base import LogStore
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -89,8 +89,8 @@ def _open(args: argparse.Namespace) -> LogStore:
     from dataclasses import replace
     from pathlib import Path
 
-    from taskq.logstore.config import StoreConfig
-    from taskq.logstore.factory import open_store
+    from taskq.search.store.config import StoreConfig
+    from taskq.search.store.factory import open_store
 
     try:
         config = StoreConfig.from_env()
@@ -106,7 +106,7 @@ def _open(args: argparse.Namespace) -> LogStore:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from taskq.logstore.base import LogStoreError
+    from taskq.search.store.base import LogStoreError
 
     name = f"taskq {args.action}"
     try:
@@ -128,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _trace(store: LogStore, args: argparse.Namespace) -> int:
-    from taskq import trace as tracing
+    from taskq.search.trace import build as tracing
 
     if args.task_id:
         found = tracing.find_trace_by_task(store, args.task_id)
@@ -141,20 +141,20 @@ def _trace(store: LogStore, args: argparse.Namespace) -> int:
         return 1
     kibana = os.environ.get("TASKQ_KIBANA_URL")
     if kibana and found.correlation_id:
-        from taskq.kibana import trace_url
+        from taskq.search.kibana import trace_url
 
         found.kibana_url = trace_url(kibana, found.correlation_id)
     if args.json:
         _print_json(found.to_json())
     else:
-        from taskq.search_render import render_trace
+        from taskq.search.render import render_trace
 
         render_trace(found)
     return 0
 
 
 def _logs(store: LogStore, args: argparse.Namespace) -> int:
-    from taskq.logstore.base import LogFilter
+    from taskq.search.store.base import LogFilter
 
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
@@ -175,7 +175,7 @@ def _logs(store: LogStore, args: argparse.Namespace) -> int:
         for line in lines:
             sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
     else:
-        from taskq.search_render import render_lines
+        from taskq.search.render import render_lines
 
         render_lines(lines)
     return 0 if lines else 1
@@ -188,7 +188,7 @@ def _stats(store: LogStore, args: argparse.Namespace) -> int:
 
         _print_json(asdict(report))
     else:
-        from taskq.search_render import render_stats
+        from taskq.search.render import render_stats
 
         render_stats(report)
     return 0 if report.lines else 1
