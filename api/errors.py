@@ -11,6 +11,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.content_type_hint import MESSAGE as HINT_MESSAGE
@@ -33,6 +35,11 @@ _STATUS_CODES = {
 }
 
 
+#: What a Redis or broker call raises when Redis is away or too slow (bounded timeouts).
+BROKER_ERRORS: tuple[type[BaseException], ...] = (RedisError, KombuError, OSError)
+BROKER_RETRY_AFTER_S = "5"
+
+
 class ApiError(Exception):
     """An error with an HTTP status and a stable code, raised by route handlers."""
 
@@ -50,6 +57,16 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or {}
+
+
+def broker_unavailable() -> ApiError:
+    """The 503 of a request that could not reach Redis; nothing was accepted."""
+    return ApiError(
+        503,
+        "broker_unavailable",
+        "The task broker is unavailable; nothing was accepted. Retry later.",
+        headers={"Retry-After": BROKER_RETRY_AFTER_S},
+    )
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
