@@ -41,7 +41,6 @@ def stack_settings(var_dir: Path, **overrides: object) -> Settings:
         "api_base_port": base + 2,
         "api_replicas": 2,
         "queue_snapshot_interval_s": 2.0,
-        "readiness_cache_s": 0.5,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
