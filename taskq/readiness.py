@@ -17,7 +17,7 @@ from typing import Any
 WORKER_BEATS_KEY = "taskq:worker_beats"
 
 #: KEYS[1] the beats set; ARGV[1] the node; ARGV[2] drop beats older than this many seconds.
-BEAT_SCRIPT = """
+BEAT_SCRIPT = """#!lua
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 redis.call('ZADD', KEYS[1], now, ARGV[1])

@@ -52,6 +52,8 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
+from taskq.correlation import CELERY_HEADER
+
 logger = logging.getLogger("taskq.broker.transport")
 
 #: Doorbell list of a queue: one element at most, pushed by publishers and restores.
@@ -79,13 +81,22 @@ KOMBU_PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "sep",
         "global_keyprefix",
     ),
-    "QoS": ("append", "restore_unacked", "restore_by_tag", "_delivered", "_dirty"),
+    "QoS": (
+        "append",
+        "restore_unacked",
+        "restore_by_tag",
+        "_remove_from_indices",
+        "_delivered",
+        "_dirty",
+    ),
 }
 
 #: KEYS: the priority lists in consume order, then ``unacked`` and ``unacked_index``.
 #: Returns ``{list, payload, delivery_tag}`` or nil. A payload without a delivery tag (never
 #: written by kombu) is returned unrecorded and kombu's own ``append`` records it.
-POP_AND_HOLD = """
+#: The ``#!lua`` line declares a writing script: a Redis at ``maxmemory`` refuses it before it
+#: runs. Without it Redis would run the RPOP and refuse only the HSET: a lost message.
+POP_AND_HOLD = """#!lua
 local n = #KEYS - 2
 for i = 1, n do
   local item = redis.call('RPOP', KEYS[i])
@@ -170,6 +181,34 @@ class QoS(kombu_redis.QoS):
                 extra={"event.action": "broker.restore_deferred"},
             )
         self._delivered.clear()
+
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
+        """kombu's atomic move back to the queue (WATCH/MULTI), logged with the task id."""
+        restored: list[Any] = []
+
+        def restore_transaction(pipe: Any) -> None:
+            raw = pipe.hget(self.unacked_key, tag)
+            pipe.multi()
+            self._remove_from_indices(tag, pipe)
+            restored.clear()
+            if raw:
+                payload, exchange, routing_key = loads(bytes_to_str(raw))
+                self.channel._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
+                restored.append(payload)
+
+        with self.channel.conn_or_acquire(client) as conn:
+            conn.transaction(restore_transaction, self.unacked_key)
+        for payload in restored:
+            headers = payload.get("headers") or {}
+            logger.info(
+                "held message restored to its queue",
+                extra={
+                    "event.action": "task.restored",
+                    "task_id": headers.get("id"),
+                    "task_name": headers.get("task"),
+                    "correlation_id": headers.get(CELERY_HEADER),
+                },
+            )
 
 
 class Channel(kombu_redis.Channel):
