@@ -82,9 +82,12 @@ def wait_running(layout: StackLayout, program: str, not_pid: int, timeout_s: flo
     raise FaultError(f"{program} not running again after {timeout_s:.0f}s")
 
 
-def wait_worker_ready(layout: StackLayout, program: str, timeout_s: float = 30.0) -> int:
+def wait_worker_ready(
+    layout: StackLayout, program: str, timeout_s: float = 30.0, not_pid: int = 0
+) -> int:
     """Wait until ``program`` runs and its current process logged ``worker.ready`` (it
-    consumes); return its PID. A kill then hits a working worker, not one still booting."""
+    consumes); return its PID. A kill then hits a working worker, not one still booting.
+    ``not_pid``: a PID just killed, which supervisord may still report as running."""
     deadline = time.monotonic() + timeout_s
     path = layout.log_dir / f"{program}.jsonl"
     ready: set[int] = set()
@@ -109,7 +112,7 @@ def wait_worker_ready(layout: StackLayout, program: str, timeout_s: float = 30.0
                     ready.add(int(json.loads(raw)["process.pid"]))
                 except (ValueError, KeyError, TypeError):
                     continue
-        if pid in ready:
+        if pid in ready and pid != not_pid:
             return pid
         time.sleep(0.1)
     raise FaultError(f"{program} not ready after {timeout_s:.0f}s")

@@ -127,7 +127,8 @@ def run_storm(
                 result.kills.append(kill)
                 result.outages.append(RedisOutage(kill, answered, ready))
                 continue
-            inject.wait_worker_ready(layout, victim, timeout_s=60)
+            last = next((k.pid for k in reversed(result.kills) if k.program == victim), 0)
+            inject.wait_worker_ready(layout, victim, timeout_s=60, not_pid=last)
             if time.monotonic() > started + offset:
                 time.sleep(rng.uniform(0.5, 2.0))  # let a late victim work before it dies
             result.kills.append(inject.kill_program_group(layout, victim))

@@ -56,7 +56,8 @@ def test_whole_worker_kills_lose_nothing(killable: RunningStack) -> None:
     try:
         for offset, victim in kill_schedule(SEED, KILLS, LOAD_SECONDS):
             time.sleep(max(0.0, started + offset - time.monotonic()))
-            inject.wait_worker_ready(layout, victim, timeout_s=30)
+            last = next((k.pid for k in reversed(kills) if k.program == victim), 0)
+            inject.wait_worker_ready(layout, victim, timeout_s=30, not_pid=last)
             if time.monotonic() > started + offset:
                 # The victim was still starting: give it a random while to work first, or
                 # every kill would hit the tasks it picks up on arrival.
