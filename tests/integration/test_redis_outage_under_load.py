@@ -77,3 +77,4 @@ def test_redis_killed_and_paused_under_load(outage: RunningStack) -> None:
     assert verdict.lost == [], summary
     assert dict(verdict.statuses) == {"SUCCESS": verdict.accepted}, summary
     assert verdict.duplicated == [], summary
+    assert verdict.incomplete_traces == {}, list(verdict.incomplete_traces.items())[:5]

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 from redis import Redis
+from redis.exceptions import ResponseError
 
 from taskq.redis_transport import POP_AND_HOLD, doorbell_key
 
@@ -148,4 +149,18 @@ def test_closing_a_channel_after_its_connection_keeps_working(
     conn.collect()  # what Celery does after a connection error: the transport forgets its client
     channel.close()  # restores the held message (nothing runs it here)
     assert client.llen(queue.name) == 1 and client.hlen("unacked") == 0
+    client.delete(queue.name)
+
+
+def test_a_full_redis_refuses_the_pop_whole(redis_port: int, client: Redis, queue: Queue) -> None:
+    # A legacy script would RPOP and then fail at HSET: the message would be in no place.
+    _publish(redis_port, queue, [{"n": 1}])
+    keys = [queue.name, "unacked", "unacked_index"]
+    client.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(ResponseError, match="maxmemory"):
+            client.eval(POP_AND_HOLD, len(keys), *keys)
+    finally:
+        client.config_set("maxmemory", "0")
+    assert client.llen(queue.name) == 1
     client.delete(queue.name)
