@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from celery import Celery
@@ -18,18 +17,6 @@ from taskq.tasks.types import TaskType
 
 
 @dataclass
-class ReadinessCache:
-    """The last readiness verdict and when it was taken (checks are broadcasts: cache them)."""
-
-    checked_at: float = 0.0
-    checks: dict[str, str] = field(default_factory=dict)
-
-    def fresh(self, max_age_s: float) -> bool:
-        """True when the cached verdict is younger than ``max_age_s``."""
-        return bool(self.checks) and time.monotonic() - self.checked_at < max_age_s
-
-
-@dataclass
 class ApiResources:
     """Everything a request handler needs, built once per process in the lifespan."""
 
@@ -38,7 +25,6 @@ class ApiResources:
     redis: Redis
     records: TaskRecords
     task_types: dict[str, TaskType]
-    readiness: ReadinessCache = field(default_factory=ReadinessCache)
     #: None when the breaker is disabled (``TASKQ_BREAKER_ENABLED=false``).
     breaker: QueueBreaker | None = None
     #: None: Idempotency-Key headers are validated but not honoured.

@@ -80,20 +80,20 @@ class Settings(BaseSettings):
     )
     retry_backoff_max_s: int = Field(default=30, gt=0, description="Cap of one retry delay.")
     max_retries: int = Field(default=5, ge=0, description="Retries of a transient failure.")
-    visibility_timeout_s: int = Field(
-        default=8,
+    visibility_timeout_s: float = Field(
+        default=3.0,
         gt=0,
         description="A message unacked this long without a heartbeat goes back to its queue. "
         "With heartbeats: at least three of them; without: above the hard time limit and the "
         "longest retry delay.",
     )
     inflight_heartbeat_s: float = Field(
-        default=2.0,
+        default=0.5,
         ge=0,
         description="Workers refresh the messages they hold this often (0 turns it off).",
     )
-    unacked_restore_interval_s: int = Field(
-        default=2, gt=0, description="How often a worker sweeps for expired unacked messages."
+    unacked_restore_interval_s: float = Field(
+        default=0.5, gt=0, description="How often a worker sweeps for expired unacked messages."
     )
     worker_concurrency: int = Field(default=2, ge=1, description="Pool processes per worker.")
     worker_prefetch_multiplier: int = Field(
@@ -107,10 +107,6 @@ class Settings(BaseSettings):
     queue_snapshot_interval_s: float = Field(
         default=30.0, gt=0, description="Period of the beat queue-depth snapshot."
     )
-    readiness_cache_s: float = Field(
-        default=3.0, ge=0, description="/readyz reuses its verdict this long."
-    )
-
     # --- guarantees: idempotency, breaker, auth, limits ---
     idempotency_ttl_s: int = Field(
         default=86_400, gt=0, description="How long an Idempotency-Key is remembered."
@@ -228,6 +224,11 @@ class Settings(BaseSettings):
                 "retry_backoff_max_s, or long tasks and delayed retries are delivered twice"
             )
         return self
+
+    @property
+    def worker_beat_s(self) -> float:
+        """How often a worker writes its beat for /readyz (its heartbeat, else 1 s)."""
+        return self.inflight_heartbeat_s if self.inflight_heartbeat_s > 0 else 1.0
 
     @property
     def broker_url(self) -> str:

@@ -38,6 +38,9 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         "visibility_timeout": settings.visibility_timeout_s,
         "unacked_restore_interval": settings.unacked_restore_interval_s,
         "unacked_restore_throttle": 1,
+        # The sweep's lock: a worker killed while holding it must not stop everyone's
+        # sweeps for kombu's default 5 minutes. Two sweeps at once are safe (WATCH).
+        "unacked_mutex_expire": 1,
         # Workers that consume several queues drain them in the listed order (high first).
         "queue_order_strategy": "priority",
         "socket_timeout": settings.redis_socket_timeout_s,
@@ -56,6 +59,9 @@ def create_celery_app(
     options = transport_options(settings)
     app.conf.update(
         broker_url=settings.broker_url,
+        # Pops and records a message atomically (taskq/broker/redis_transport.py): no loss
+        # window between taking a message off its queue and recording it as held.
+        broker_transport="taskq.broker.redis_transport:Transport",
         result_backend=backend_url(settings.broker_url),
         broker_transport_options=options,
         result_backend_transport_options=options,

@@ -21,6 +21,12 @@ _GEO_ENTRY = re.compile(r"[0-9A-Fa-f.:]+(?:/[0-9]{1,3})?")
 WORKERS: Mapping[str, str] = {"worker-high": QUEUES[0], "worker-general": ",".join(QUEUES)}
 
 
+#: No mingle (a second of start-up spent asking the other workers for revoked ids, which
+#: the statedb files and the result backend keep anyway) and no gossip (readiness reads
+#: the workers' beats in Redis): a restarted worker consumes about a second sooner.
+WORKER_FLAGS = "--without-mingle --without-gossip"
+
+
 class TemplateError(ValueError):
     """A template names a placeholder that no value was given for."""
 
@@ -128,7 +134,7 @@ serverurl=unix://{layout.supervisor_socket}
         command = (
             f"{python} -m celery -A worker.celery_app worker -Q {queues} "
             f"-c {settings.worker_concurrency} -n {name}@%%h "
-            f"--statedb {layout.run_dir / (name + '.state')}"
+            f"--statedb {layout.run_dir / (name + '.state')} {WORKER_FLAGS}"
         )
         metrics_env = f'TASKQ_WORKER_METRICS_PORT="{layout.worker_metrics_port(index)}"'
         sections.append(

@@ -42,7 +42,6 @@ def stack_settings(var_dir: Path, **overrides: object) -> Settings:
         "api_replicas": 2,
         "worker_metrics_base_port": base + 4,
         "queue_snapshot_interval_s": 2.0,
-        "readiness_cache_s": 0.5,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

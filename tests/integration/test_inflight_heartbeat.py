@@ -25,5 +25,7 @@ def test_only_still_unacked_tags_are_refreshed(redis_port: int) -> None:
 
 
 def test_held_tags_are_read_from_the_qos() -> None:
-    qos = SimpleNamespace(_delivered=OrderedDict([("tag-1", object()), ("tag-2", object())]))
+    delivered = OrderedDict([("tag-1", object()), ("tag-2", object()), ("acked", object())])
+    qos = SimpleNamespace(_delivered=delivered, _dirty={"acked"})
+    # "acked" was acknowledged and waits to be flushed from _delivered: not held any more.
     assert held_delivery_tags(qos) == ["tag-1", "tag-2"]

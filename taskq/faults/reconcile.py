@@ -1,0 +1,238 @@
+"""What happened to every accepted task, from two independent sources.
+
+* The API's ``GET /api/v1/tasks/{id}`` (the result backend) says whether each accepted task
+  reached a terminal state: an accepted task that never does is **lost**.
+* The JSON logs say how often each task ran: a task whose body completed more than once
+  (``task.succeeded`` lines beyond its ``task.duplicate_suppressed`` ones) **ran twice with
+  effect**. Its lines also show the trace is complete (published, received, started,
+  finished, nginx's line, all with the request's correlation id), and when each task a
+  killed worker held ran again (**recovery time**).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from taskq.faults.inject import Kill
+from taskq.faults.load import Submission
+
+Line = dict[str, Any]
+TERMINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+#: A worker line saying the task was delivered to, or run by, that worker.
+DELIVERY_EVENTS = frozenset({"task.received", "task.started", "task.duplicate_suppressed"})
+#: A worker line saying the worker is done with that delivery.
+FINISH_EVENTS = frozenset(
+    {"task.succeeded", "task.failed", "task.duplicate_suppressed", "task.revoked", "task.retry"}
+)
+
+
+def read_log_lines(log_dir: Path) -> Iterator[Line]:
+    """Every complete JSON line of every ``*.jsonl`` file (a torn last line is skipped)."""
+    for path in sorted(log_dir.glob("*.jsonl")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+        for raw in complete.splitlines():
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(line, dict):
+                yield line
+
+
+def line_time(line: Line) -> float:
+    """The line's ``@timestamp`` as seconds since the epoch (0 when missing)."""
+    try:
+        return datetime.fromisoformat(str(line["@timestamp"])).timestamp()
+    except (KeyError, ValueError):
+        return 0.0
+
+
+def api_statuses(
+    base_url: str,
+    task_ids: Sequence[str],
+    timeout_s: float,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Each task's status from the API, polling the unfinished ones until every one is
+    terminal or ``timeout_s`` passed."""
+    statuses: dict[str, str] = {}
+    pending = list(dict.fromkeys(task_ids))
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(base_url=base_url, timeout=5.0, headers=dict(headers or {})) as http:
+        while pending:
+            still = []
+            for task_id in pending:
+                try:
+                    answer = http.get(f"/api/v1/tasks/{task_id}")
+                    status = str(answer.json().get("status", f"HTTP {answer.status_code}"))
+                except (httpx.HTTPError, ValueError):
+                    status = "UNREACHABLE"
+                statuses[task_id] = status
+                if status not in TERMINAL_STATES:
+                    still.append(task_id)
+            pending = still
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+    return statuses
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """A task a killed worker held, and how long after the kill it was delivered again."""
+
+    kill: Kill
+    task_id: str
+    seconds: float | None  # None: never delivered again
+
+
+@dataclass
+class Reconciliation:
+    """The verdict of one drill."""
+
+    submitted: int
+    accepted: int
+    rejected: Counter[str]
+    statuses: Counter[str]
+    lost: list[str]
+    failed: list[str]
+    duplicated: list[str]
+    reruns: int
+    suppressed: int
+    incomplete_traces: dict[str, str]
+    recoveries: list[Recovery] = field(default_factory=list)
+
+    @property
+    def recovery_seconds(self) -> list[float]:
+        """Recovery times of the held tasks that were delivered again."""
+        return sorted(r.seconds for r in self.recoveries if r.seconds is not None)
+
+    def recovery_summary(self) -> dict[str, float | None]:
+        """min/median/max of the recovery times (None when no kill caught a task)."""
+        values = self.recovery_seconds
+        if not values:
+            return {"min": None, "median": None, "max": None}
+        return {"min": values[0], "median": statistics.median(values), "max": values[-1]}
+
+    def summary(self) -> dict[str, Any]:
+        """Plain numbers, for reports and JSON."""
+        return {
+            "submitted": self.submitted,
+            "accepted": self.accepted,
+            "rejected": dict(self.rejected),
+            "statuses": dict(self.statuses),
+            "lost": len(self.lost),
+            "failed": len(self.failed),
+            "duplicated_executions": len(self.duplicated),
+            "redelivered_reruns": self.reruns,
+            "duplicates_suppressed": self.suppressed,
+            "incomplete_traces": len(self.incomplete_traces),
+            "held_by_killed_workers": len(self.recoveries),
+            "never_redelivered": sum(1 for r in self.recoveries if r.seconds is None),
+            "recovery_s": self.recovery_summary(),
+        }
+
+
+def reconcile(
+    submissions: Sequence[Submission],
+    statuses: Mapping[str, str],
+    lines: Iterable[Line],
+    kills: Sequence[Kill] = (),
+) -> Reconciliation:
+    """Compare what was accepted with what the API and the logs say happened."""
+    accepted = {s.task_id: s for s in submissions if s.status == 202 and s.task_id}
+    by_task: dict[str, list[Line]] = defaultdict(list)
+    nginx_ids: set[str] = set()
+    for line in lines:
+        task_id = line.get("task_id")
+        if task_id in accepted:
+            by_task[str(task_id)].append(line)
+        elif line.get("service.name") == "nginx" and line.get("correlation_id"):
+            nginx_ids.add(str(line["correlation_id"]))
+    status_counts = Counter(statuses.get(t, "UNKNOWN") for t in accepted)
+    lost = sorted(t for t in accepted if statuses.get(t) not in TERMINAL_STATES)
+    failed = sorted(t for t in accepted if statuses.get(t) == "FAILURE")
+    duplicated, reruns, suppressed = [], 0, 0
+    incomplete: dict[str, str] = {}
+    for task_id, submission in accepted.items():
+        events = Counter(str(x.get("event.action")) for x in by_task[task_id])
+        effective = events["task.succeeded"] - events["task.duplicate_suppressed"]
+        if effective > 1:
+            duplicated.append(task_id)
+        reruns += events["task.started"] > 1
+        suppressed += events["task.duplicate_suppressed"]
+        problem = _trace_problem(submission, by_task[task_id], events, nginx_ids)
+        if problem:
+            incomplete[task_id] = problem
+    rejected = Counter(
+        s.error_code or str(s.status) for s in submissions if not (s.status == 202 and s.task_id)
+    )
+    return Reconciliation(
+        submitted=len(submissions),
+        accepted=len(accepted),
+        rejected=rejected,
+        statuses=status_counts,
+        lost=lost,
+        failed=failed,
+        duplicated=sorted(duplicated),
+        reruns=reruns,
+        suppressed=suppressed,
+        incomplete_traces=incomplete,
+        recoveries=recoveries(kills, by_task),
+    )
+
+
+def _trace_problem(
+    submission: Submission, lines: list[Line], events: Counter[str], nginx_ids: set[str]
+) -> str | None:
+    for needed in ("task.published", "task.received", "task.started"):
+        if not events[needed]:
+            return f"no {needed} line"
+    if not (events["task.succeeded"] or events["task.failed"]):
+        return "no task.succeeded or task.failed line"
+    ids = {x.get("correlation_id") for x in lines}
+    if ids != {submission.correlation_id}:
+        return f"correlation ids {sorted(map(str, ids))}"
+    if submission.correlation_id not in nginx_ids:
+        return "no nginx line"
+    return None
+
+
+def recoveries(kills: Sequence[Kill], by_task: Mapping[str, list[Line]]) -> list[Recovery]:
+    """For each whole-worker kill, the tasks that worker held (delivered to it since its
+    previous kill and not finished there) and when each was delivered again."""
+    found: list[Recovery] = []
+    previous: dict[str, float] = {}
+    for kill in sorted(kills, key=lambda k: k.at):
+        since = previous.get(kill.program, 0.0)
+        previous[kill.program] = kill.at
+        if not kill.program.startswith("worker"):
+            continue
+        for task_id, lines in by_task.items():
+            mine = [
+                x
+                for x in lines
+                if x.get("service.node.name") == kill.program and since < line_time(x) <= kill.at
+            ]
+            if not any(x.get("event.action") in DELIVERY_EVENTS for x in mine):
+                continue
+            if any(x.get("event.action") in FINISH_EVENTS for x in mine):
+                continue
+            later = [
+                line_time(x)
+                for x in lines
+                if x.get("event.action") in DELIVERY_EVENTS and line_time(x) > kill.at
+            ]
+            found.append(Recovery(kill, task_id, min(later) - kill.at if later else None))
+    return found
