@@ -23,8 +23,9 @@ Everything else is kombu's: the message format, the queue and priority lists, th
 records (``celery inspect``, Flower and stock kombu processes read and restore them as
 usual). This module overrides private parts of kombu 5.x (``Channel._brpop_start``,
 ``_brpop_read``, ``_connparams``, ``_do_restore_message``, ``_put`` and ``QoS.append``);
-pyproject.toml caps kombu below 5.8 and tests/unit/taskq/broker/test_redis_transport_internals.py checks
-that every private name used here still exists.
+pyproject.toml caps kombu below 5.8 and
+tests/unit/taskq/broker/test_redis_transport_internals.py checks that every private name
+used here still exists.
 
 Two more fixes, both for a Redis that dies under a running worker:
 
