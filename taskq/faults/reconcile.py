@@ -201,7 +201,11 @@ def _trace_problem(
             return f"no {needed} line"
     if not (events["task.succeeded"] or events["task.failed"]):
         return "no task.succeeded or task.failed line"
-    ids = {x.get("correlation_id") for x in lines}
+    # Every line about the task's own journey carries the submitter's id; other requests
+    # that touch the task (status polls, replays) carry theirs, by design.
+    ids = {
+        x.get("correlation_id") for x in lines if str(x.get("event.action", "")).startswith("task.")
+    }
     if ids != {submission.correlation_id}:
         return f"correlation ids {sorted(map(str, ids))}"
     if submission.correlation_id not in nginx_ids:
