@@ -43,8 +43,11 @@ def missing_hops(trace: Trace, task_id: str | None = None) -> list[str]:
 
 
 def _submission(requests: list[Request], task_id: str | None) -> Request | None:
-    kinds = ("submit", "replay")
-    matching = [r for r in requests if r.kind in kinds and (task_id is None or r.task_id == task_id)]
+    matching = [
+        r
+        for r in requests
+        if r.kind in ("submit", "replay") and (task_id is None or r.task_id == task_id)
+    ]
     # The exchange that got the answer (a client retry after a 5xx makes several).
     return next((r for r in matching if r.status == 202), matching[0] if matching else None)
 
