@@ -69,16 +69,12 @@ def test_worker_kill_drill_loses_nothing(drill_stack: RunningStack, tmp_path: Pa
 
 
 def test_drill_against_a_stopped_stack_exits_2(tmp_path: Path) -> None:
-    env = control.stack_environment(*_stopped(tmp_path))
+    from taskq.stack.layout import StackLayout
+
+    settings = stack_settings(tmp_path / "nothing")
+    env = control.stack_environment(StackLayout.from_settings(settings), settings)
     result = subprocess.run(
         [str(TASKQ), "drill", "redis-kill"], env=env, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 2
     assert "not running" in result.stderr and "Traceback" not in result.stderr
-
-
-def _stopped(tmp_path: Path):  # type: ignore[no-untyped-def]
-    from taskq.stack.layout import StackLayout
-
-    settings = stack_settings(tmp_path / "nothing")
-    return StackLayout.from_settings(settings), settings
