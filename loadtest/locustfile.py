@@ -16,11 +16,12 @@ the compose ``loadtest`` profile, where taskq is not installed.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import time
 import uuid
-from typing import Any
+from typing import IO, Any
 
 from locust import HttpUser, between, task
 
@@ -36,6 +37,25 @@ STATUS_NAME = "/api/v1/tasks/[task_id]"
 API_KEY = next(
     (k.strip() for k in os.environ.get("TASKQ_API_KEYS", "").split(",") if k.strip()), ""
 )
+#: ``taskq drill`` sets this: one JSON line per submission (time, status, ids) is appended,
+#: the client's record of what was accepted, reconciled later against the logs and the API.
+RECORD_PATH = os.environ.get("TASKQ_LOCUST_RECORD", "")
+_record_file: IO[str] | None = None
+
+
+def record_submission(
+    status: int, elapsed_s: float, correlation_id: str, task_id: str | None, error: str | None
+) -> None:
+    """Append one submission to ``TASKQ_LOCUST_RECORD`` (nothing when it is unset)."""
+    global _record_file
+    if not RECORD_PATH:
+        return
+    if _record_file is None:
+        _record_file = open(RECORD_PATH, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+    sent_at = time.time() - elapsed_s
+    row = {"sent_at": sent_at, "status": status, "elapsed_s": elapsed_s}
+    row.update({"correlation_id": correlation_id, "task_id": task_id, "error": error})
+    _record_file.write(json.dumps(row) + "\n")
 
 
 def new_correlation_id() -> str:
@@ -133,14 +153,18 @@ class TaskFlowUser(HttpUser):
         headers = {"X-Request-ID": correlation_id}
         if API_KEY:
             headers["X-API-Key"] = API_KEY
+        started = time.monotonic()
         with self.client.post(
             SUBMIT_URL, json=body, headers=headers, name=SUBMIT_URL, catch_response=True
         ) as answer:
+            elapsed = time.monotonic() - started
             if answer.status_code != 202:
+                record_submission(answer.status_code or 0, elapsed, correlation_id, None, "http")
                 answer.failure(f"HTTP {answer.status_code}: {answer.text[:200]}")
                 return
             accepted = answer.json()
             task_id = accepted.get("task_id")
+            record_submission(202, elapsed, correlation_id, task_id, None)
             if not task_id:
                 answer.failure("202 without task_id")
                 return
@@ -205,3 +229,26 @@ class DrillUser(TaskFlowUser):
     @task(1)
     def fanout(self) -> None:
         self.submit_and_follow({"task_type": "drill_fanout", "data": {"children": 3}})
+
+
+class FaultDrillUser(TaskFlowUser):
+    """The background load of ``taskq drill``: short tasks on every priority, and some that
+    hold a worker slot long enough for a kill to catch them mid-run.
+
+    Needs ``TASKQ_ENABLE_DRILL_TASKS=true`` (the default in development).
+    """
+
+    weight = 1
+    wait_time = between(0.2, 1.0)
+
+    @task(5)
+    def echo(self) -> None:
+        priority = self.rng.choice(("high", "medium", "medium", "low"))
+        body = {"task_type": "drill_echo", "data": {"payload": "drill"}, "priority": priority}
+        self.submit_and_follow(body)
+
+    @task(2)
+    def hold(self) -> None:
+        priority = self.rng.choice(("high", "medium"))
+        body = {"task_type": "drill_sleep", "data": {"seconds": 0.4}, "priority": priority}
+        self.submit_and_follow(body)

@@ -1,4 +1,4 @@
-"""The operator command line: ``taskq up|down|status`` (and the log search commands).
+"""The operator command line: ``taskq up|down|status`` (and the log search and drill commands).
 
 Exit codes: 0 success, 1 "nothing there" (e.g. the stack is down for ``status``), 2 usage
 or environment errors, with a message on stderr.
@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from taskq.drills import cli as drill_cli
 from taskq.search import cli as search_cli
 
 # Settings (pydantic) and the stack control are imported by the commands that use them:
@@ -19,6 +20,7 @@ Command = Callable[[argparse.Namespace], int]
 #: Subcommand registrars; other modules add theirs (``register(subparsers)``).
 EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     search_cli.register,
+    drill_cli.register,
 ]
 
 

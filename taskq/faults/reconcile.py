@@ -2,11 +2,11 @@
 
 * The API's ``GET /api/v1/tasks/{id}`` (the result backend) says whether each accepted task
   reached a terminal state: an accepted task that never does is **lost**.
-* The JSON logs say how often each task ran: a task whose body completed more than once
-  (``task.succeeded`` lines beyond its ``task.duplicate_suppressed`` ones) **ran twice with
-  effect**. Its lines also show the trace is complete (published, received, started,
-  finished, nginx's line, all with the request's correlation id), and when each task a
-  killed worker held ran again (**recovery time**).
+* The JSON logs say how often each task ran: a task with two or more ``task.succeeded``
+  lines **ran twice with effect** (a redelivery that the completion record suppresses
+  writes only ``task.duplicate_suppressed``, never a second ``task.succeeded``). Its trace,
+  rebuilt by ``taskq trace``'s own code (:mod:`taskq.faults.trace_check`), must show every
+  hop; and the lines say when each task a killed worker held ran again (**recovery time**).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +25,7 @@ import httpx
 
 from taskq.faults.inject import Kill
 from taskq.faults.load import Submission
+from taskq.faults.trace_check import LineIndex, missing_hops
 
 Line = dict[str, Any]
 TERMINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
@@ -36,9 +37,16 @@ FINISH_EVENTS = frozenset(
 )
 
 
+def log_files(log_dir: Path) -> list[Path]:
+    """Every JSON log file, the live ``*.jsonl`` and the rotated ``*.jsonl.N``."""
+    rotated = [p for p in log_dir.glob("*.jsonl.*") if p.suffix[1:].isdigit()]
+    return sorted([*log_dir.glob("*.jsonl"), *rotated])
+
+
 def read_log_lines(log_dir: Path) -> Iterator[Line]:
-    """Every complete JSON line of every ``*.jsonl`` file (a torn last line is skipped)."""
-    for path in sorted(log_dir.glob("*.jsonl")):
+    """Every complete JSON line of every log file, rotated ones included (a torn last line
+    is skipped)."""
+    for path in log_files(log_dir):
         text = path.read_text(encoding="utf-8", errors="replace")
         complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
         for raw in complete.splitlines():
@@ -110,8 +118,18 @@ class Reconciliation:
     duplicated: list[str]
     reruns: int
     suppressed: int
+    #: correlation id -> the hops its trace lacks (nginx, api, published, ...).
     incomplete_traces: dict[str, str]
     recoveries: list[Recovery] = field(default_factory=list)
+    #: Accepted submissions whose traces were checked (replays included).
+    checked_traces: int = 0
+
+    @property
+    def trace_completeness(self) -> float:
+        """Share of accepted correlation ids whose trace shows every hop (1.0 when none)."""
+        if not self.checked_traces:
+            return 1.0
+        return 1.0 - len(self.incomplete_traces) / self.checked_traces
 
     @property
     def recovery_seconds(self) -> list[float]:
@@ -152,29 +170,26 @@ def reconcile(
 ) -> Reconciliation:
     """Compare what was accepted with what the API and the logs say happened."""
     accepted = {s.task_id: s for s in submissions if s.status == 202 and s.task_id}
-    by_task: dict[str, list[Line]] = defaultdict(list)
-    nginx_ids: set[str] = set()
-    for line in lines:
-        task_id = line.get("task_id")
-        if task_id in accepted:
-            by_task[str(task_id)].append(line)
-        elif line.get("service.name") == "nginx" and line.get("correlation_id"):
-            nginx_ids.add(str(line["correlation_id"]))
+    index = LineIndex.of(lines)
+    by_task: dict[str, list[Line]] = {t: index.by_task.get(t, []) for t in accepted}
     status_counts = Counter(statuses.get(t, "UNKNOWN") for t in accepted)
     lost = sorted(t for t in accepted if statuses.get(t) not in TERMINAL_STATES)
     failed = sorted(t for t in accepted if statuses.get(t) == "FAILURE")
     duplicated, reruns, suppressed = [], 0, 0
-    incomplete: dict[str, str] = {}
-    for task_id, submission in accepted.items():
+    for task_id in accepted:
         events = Counter(str(x.get("event.action")) for x in by_task[task_id])
-        effective = events["task.succeeded"] - events["task.duplicate_suppressed"]
-        if effective > 1:
+        if events["task.succeeded"] >= 2:
             duplicated.append(task_id)
         reruns += events["task.started"] > 1
         suppressed += events["task.duplicate_suppressed"]
-        problem = _trace_problem(submission, by_task[task_id], events, nginx_ids)
-        if problem:
-            incomplete[task_id] = problem
+    incomplete: dict[str, str] = {}
+    for submission in submissions:
+        if submission.status != 202 or not submission.task_id:
+            continue
+        trace = index.trace(submission.correlation_id)
+        missing = missing_hops(trace, submission.task_id)
+        if missing:
+            incomplete[submission.correlation_id] = "no " + ", ".join(missing)
     rejected = Counter(
         s.error_code or str(s.status) for s in submissions if not (s.status == 202 and s.task_id)
     )
@@ -190,27 +205,8 @@ def reconcile(
         suppressed=suppressed,
         incomplete_traces=incomplete,
         recoveries=recoveries(kills, by_task),
+        checked_traces=sum(1 for s in submissions if s.status == 202 and s.task_id),
     )
-
-
-def _trace_problem(
-    submission: Submission, lines: list[Line], events: Counter[str], nginx_ids: set[str]
-) -> str | None:
-    for needed in ("task.published", "task.received", "task.started"):
-        if not events[needed]:
-            return f"no {needed} line"
-    if not (events["task.succeeded"] or events["task.failed"]):
-        return "no task.succeeded or task.failed line"
-    # Every line about the task's own journey carries the submitter's id; other requests
-    # that touch the task (status polls, replays) carry theirs, by design.
-    ids = {
-        x.get("correlation_id") for x in lines if str(x.get("event.action", "")).startswith("task.")
-    }
-    if ids != {submission.correlation_id}:
-        return f"correlation ids {sorted(map(str, ids))}"
-    if submission.correlation_id not in nginx_ids:
-        return "no nginx line"
-    return None
 
 
 def recoveries(kills: Sequence[Kill], by_task: Mapping[str, list[Line]]) -> list[Recovery]:

@@ -1,0 +1,165 @@
+"""The Locust web UI's **Drills** tab: live pipeline figures, fault buttons, the report.
+
+Loaded next to the users by ``loadtest/drills.conf`` (it imports taskq, so it is not part of
+the compose Locust image). In an ``init`` listener, only when there is a web UI:
+
+* a Drills tab (``extended_tabs``/``extended_tables``) whose rows are added to
+  ``/stats/requests`` as ``extended_stats``: accepted, finished, in flight, lost so far,
+  task end-to-end p50/p95, redeliveries, queue depth per queue and priority;
+* ``POST /drills/fault/<kind>`` routes, and buttons for them shown on the Drills tab, that
+  inject a fault into the local stack (refused when the target host is not the local
+  stack's nginx);
+* ``/drills/report.json``: the live figures and the faults injected, linked from
+  "Download data".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from typing import Any
+
+from flask import Response, jsonify, request
+from locust import events
+from locust.env import Environment
+
+from taskq.drills.inject_faults import FAULT_KINDS, FaultRecord, inject_fault
+from taskq.drills.live import LiveFigures
+from taskq.faults.inject import FaultError, program_pid
+from taskq.settings import get_settings
+from taskq.stack.layout import StackLayout
+
+SUBMIT_URL = "/api/v1/tasks"
+DEFAULT_TARGETS = {
+    "worker-kill": "worker-general",
+    "pool-child-kill": "worker-general",
+    "redis-kill": "redis",
+    "redis-pause": "redis",
+    "api-kill": "api-1",
+}
+_live: LiveFigures | None = None
+
+PANEL_JS = """
+(function () {
+  const kinds = %(kinds)s;
+  function panel() {
+    let box = document.getElementById('drill-faults');
+    const onTab = new URLSearchParams(location.search).get('tab') === 'drills';
+    if (!onTab) { if (box) box.style.display = 'none'; return; }
+    if (!box) {
+      box = document.createElement('div');
+      box.id = 'drill-faults';
+      box.style.cssText = 'position:fixed;bottom:12px;right:12px;z-index:2000;padding:8px;' +
+        'background:#222;color:#fff;border-radius:6px;font:13px sans-serif';
+      box.appendChild(document.createTextNode('Inject a fault: '));
+      for (const kind of kinds) {
+        const b = document.createElement('button');
+        b.id = 'drill-fault-' + kind; b.textContent = kind; b.style.margin = '0 3px';
+        b.onclick = async () => {
+          out.textContent = kind + '...';
+          const r = await fetch('./drills/fault/' + kind, {method: 'POST'});
+          const body = await r.json();
+          out.textContent = r.ok ? (body.kind + ' ' + body.target + ' pid ' + body.pid)
+                                 : ('refused: ' + body.error);
+        };
+        box.appendChild(b);
+      }
+      const out = document.createElement('span');
+      out.id = 'drill-fault-result'; out.style.marginLeft = '6px';
+      box.appendChild(out);
+      document.body.appendChild(box);
+    }
+    box.style.display = 'block';
+  }
+  setInterval(panel, 500);
+})();
+"""
+
+
+def _is_local(environment: Environment, layout: StackLayout) -> bool:
+    return (environment.host or "").rstrip("/") == layout.base_url
+
+
+@events.request.add_listener
+def on_request(name: str, response: Any, exception: Any, **_: Any) -> None:
+    if _live is None or name != SUBMIT_URL or exception or response is None:
+        return
+    if getattr(response, "status_code", 0) == 202:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            _live.accept(str(response.json()["task_id"]))
+
+
+@events.init.add_listener
+def on_locust_init(environment: Environment, **_: Any) -> None:
+    global _live
+    web_ui = environment.web_ui
+    if not web_ui:
+        return
+    layout = StackLayout.from_settings(get_settings())
+    live = _live = LiveFigures(layout)
+    faults: list[FaultRecord] = []
+    started = time.time()
+    web_ui.template_args["extended_tabs"] = [{"title": "Drills", "key": "drills"}]
+    web_ui.template_args["extended_tables"] = [
+        {
+            "key": "drills",
+            "structure": [{"key": "name", "title": "Figure"}, {"key": "value", "title": "Value"}],
+        }
+    ]
+    web_ui.template_args["extended_csv_files"] = [
+        {"href": "./drills/report.json", "title": "Drill report (live figures and faults, JSON)"}
+    ]
+
+    def rows() -> list[dict[str, Any]]:
+        figures = live.rows()
+        for program in ("worker-general", "worker-high"):
+            try:
+                figures.append({"name": f"{program} pid", "value": program_pid(layout, program)})
+            except (FaultError, OSError):
+                figures.append({"name": f"{program} pid", "value": "not running"})
+        figures.append({"name": "faults injected", "value": len(faults)})
+        for i, f in enumerate(faults, start=1):
+            value = f"{f.kind} {f.target} pid {f.pid} at +{f.at - started:.1f} s"
+            figures.append({"name": f"fault {i}", "value": value})
+        if not _is_local(environment, layout):
+            figures.append({"name": "fault buttons", "value": "off: host is not the local stack"})
+        return figures
+
+    @web_ui.app.after_request
+    def extend(response: Response) -> Response:
+        if request.path == "/stats/requests" and response.is_json:
+            data = {**(response.json or {}), "extended_stats": [{"key": "drills", "data": rows()}]}
+            response.set_data(json.dumps(data))
+        elif request.path == "/" and response.mimetype == "text/html":
+            html = response.get_data(as_text=True)
+            tag = '<script src="./drills/panel.js"></script></body>'
+            response.set_data(html.replace("</body>", tag, 1))
+        return response
+
+    @web_ui.app.route("/drills/panel.js")
+    def panel_js() -> Response:
+        body = PANEL_JS % {"kinds": json.dumps(list(FAULT_KINDS))}
+        return Response(body, mimetype="application/javascript")
+
+    @web_ui.app.route("/drills/fault/<kind>", methods=["POST"])
+    def fault(kind: str) -> Any:
+        if not _is_local(environment, layout):
+            return jsonify(error=f"{environment.host} is not the local stack"), 409
+        if kind not in DEFAULT_TARGETS:
+            return jsonify(error=f"unknown fault {kind}"), 404
+        try:
+            record = inject_fault(layout, kind, DEFAULT_TARGETS[kind])
+        except (FaultError, OSError) as exc:
+            return jsonify(error=str(exc)), 409
+        faults.append(record)
+        return jsonify(record.to_json(started))
+
+    @web_ui.app.route("/drills/report.json")
+    def report() -> Response:
+        data = {"figures": rows(), "faults": [f.to_json(started) for f in faults]}
+        return Response(
+            json.dumps(data, indent=2),
+            mimetype="application/json",
+            headers={"Content-Disposition": "attachment; filename=drill-report.json"},
+        )

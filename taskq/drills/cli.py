@@ -1,0 +1,216 @@
+"""``taskq drill NAME``: run an incident drill against the stack and report.
+
+Exit codes: 0 every drill passed; 1 an accepted task was lost or a trace is incomplete;
+2 usage errors, or the stack is not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from taskq.drills.plan import (
+    DRILLS,
+    MAX_DURATION_S,
+    MAX_KILLS,
+    MAX_USERS,
+    DrillOptions,
+    compose_plan,
+)
+
+
+def _bounded(kind: type, low: float, high: float) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}")
+        return value
+
+    return parse
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``drill`` to the ``taskq`` command line."""
+    text = "run an incident drill under load and write its report"
+    parser = sub.add_parser("drill", help=text, description=__doc__)
+    parser.add_argument("name", choices=(*DRILLS, "all"), help="the drill, or all in turn")
+    parser.add_argument(
+        "--users",
+        type=_bounded(int, 1, MAX_USERS),
+        default=None,
+        help="Locust users (default 20; 200 for thundering-herd)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_bounded(float, 10, MAX_DURATION_S),
+        default=40.0,
+        help="seconds of load (default 40); the run stops by itself",
+    )
+    parser.add_argument(
+        "--kills",
+        type=_bounded(int, 1, MAX_KILLS),
+        default=2,
+        help="faults injected during the load (default 2)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="jitter of the fault schedule")
+    parser.add_argument(
+        "--out",
+        type=str,
+        default=None,
+        help="report folder (default: a new folder under var/drills/)",
+    )
+    parser.add_argument("--json", action="store_true", help="print report.json on stdout")
+    parser.add_argument(
+        "--target",
+        choices=("local", "compose"),
+        default="local",
+        help="local stack (default) or the compose stack",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the fault schedule (and compose commands); run nothing",
+    )
+    parser.set_defaults(handler=run)
+
+
+def _options(args: argparse.Namespace, name: str) -> DrillOptions:
+    from pathlib import Path
+
+    users = args.users or (200 if name == "thundering-herd" else 20)
+    return DrillOptions(
+        name=name,
+        users=users,
+        duration_s=args.duration,
+        kills=args.kills,
+        seed=args.seed,
+        out=Path(args.out) if args.out else None,
+        target=args.target,
+    )
+
+
+def _dry_run(args: argparse.Namespace, names: list[str]) -> int:
+    from taskq.drills.plan import schedule
+
+    plan = []
+    for name in names:
+        options = _options(args, name)
+        if args.target == "compose":
+            faults = [
+                {"offset_s": f.offset_s, "kind": f.kind, "target": f.target, "commands": c}
+                for f, c in compose_plan(options)
+            ]
+        else:
+            faults = [
+                {"offset_s": f.offset_s, "kind": f.kind, "target": f.target}
+                for f in schedule(options, ("api-1", "api-2"))
+            ]
+        plan.append(
+            {
+                "drill": name,
+                "users": options.users,
+                "duration_s": options.duration_s,
+                "faults": faults,
+            }
+        )
+    print(json.dumps(plan, indent=2))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    names = list(DRILLS) if args.name == "all" else [args.name]
+    if args.dry_run:
+        return _dry_run(args, names)
+    if args.target == "compose":
+        print(
+            "taskq drill: --target compose prints the plan only (add --dry-run); run the "
+            "printed docker compose commands during a Locust run (loadtest/README.md)",
+            file=sys.stderr,
+        )
+        return 2
+    from taskq.drills import report
+    from taskq.drills.run import default_out, run_drill
+    from taskq.settings import get_settings
+    from taskq.stack import control
+    from taskq.stack.layout import StackLayout
+
+    settings = get_settings()
+    layout = StackLayout.from_settings(settings)
+    if control.running_pid(layout) is None:
+        print(
+            f"taskq drill: the local stack in {layout.var_dir} is not running "
+            "(start it with `make up`)",
+            file=sys.stderr,
+        )
+        return 2
+    not_running = [p.name for p in control.status(layout) if p.state != "RUNNING"]
+    if not_running:
+        print(
+            f"taskq drill: not running: {', '.join(not_running)} (see `taskq status`)",
+            file=sys.stderr,
+        )
+        return 2
+    base = None
+    if args.name == "all":
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        base = _options(args, "all").out or layout.var_dir / "drills" / f"{stamp}-all"
+    reports = []
+    for name in names:
+        options = _options(args, name)
+        out = base / name if base is not None else options.out or default_out(layout, name)
+        data = run_drill(options, settings, out)
+        data["out"] = str(out)
+        reports.append(data)
+        if not args.json:
+            print(report.table(report.summary_rows(data)))
+            print(f"report: {out / 'report.md'}\n")
+    if base is not None:
+        _write_summary(base, reports)
+        if not args.json:
+            print(f"summary: {base / 'summary.md'}")
+    if args.json:
+        print(
+            json.dumps(
+                reports[0] if len(reports) == 1 else {"drills": reports}, indent=2, default=str
+            )
+        )
+    return 1 if any(r["verdict"] != "PASSED" for r in reports) else 0
+
+
+def _write_summary(base: Any, reports: list[dict[str, Any]]) -> None:
+    rows = [
+        "| drill | verdict | accepted | lost | duplicate executions | trace completeness |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    rows += [
+        f"| [{r['drill']}]({r['drill']}/report.md) | {r['verdict']} | {r['accepted']} | "
+        f"{r['lost']} | {r['duplicate_executions']} | {r['trace_completeness']} |"
+        for r in reports
+    ]
+    verdict = "PASSED" if all(r["verdict"] == "PASSED" for r in reports) else "FAILED"
+    (base / "summary.md").write_text(f"# Drills: **{verdict}**\n\n" + "\n".join(rows) + "\n")
+    summary = {
+        "verdict": verdict,
+        "drills": [
+            {
+                k: r[k]
+                for k in (
+                    "drill",
+                    "verdict",
+                    "accepted",
+                    "lost",
+                    "duplicate_executions",
+                    "trace_completeness",
+                    "out",
+                )
+            }
+            for r in reports
+        ],
+    }
+    (base / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,181 @@
+"""One drill end to end against the local stack: load, faults, drain, reconcile, report."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import time
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from taskq.drills import analysis, plots, report
+from taskq.drills.inject_faults import FaultRecord, inject_fault, wait_recovered
+from taskq.drills.locust_run import LocustPlan, read_records
+from taskq.drills.monitor import Monitor, read_priority_depths
+from taskq.drills.plan import DrillOptions, schedule
+from taskq.faults.inject import FaultError
+from taskq.faults.reconcile import api_statuses, read_log_lines
+from taskq.settings import Settings
+from taskq.stack.layout import StackLayout
+
+#: Log lines may trail the stored result by moments: reconcile again for this long.
+LOG_SETTLE_S = 20.0
+
+
+def default_out(layout: StackLayout, name: str) -> Path:
+    """A new folder under the stack's var dir."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return layout.var_dir / "drills" / f"{stamp}-{name}"
+
+
+def command_line(options: DrillOptions) -> str:
+    """The ``taskq drill`` command that repeats this run."""
+    return (
+        f"taskq drill {options.name} --users {options.users} --duration {options.duration_s:g} "
+        f"--kills {options.kills} --seed {options.seed}"
+    )
+
+
+def wait_drained(layout: StackLayout, timeout_s: float) -> float | None:
+    """Wait until no message waits or is unacknowledged; ``time.time()`` then, or None."""
+    client = Redis(host=layout.bind_host, port=layout.redis_port, socket_timeout=1)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            try:
+                read = read_priority_depths(client)
+                waiting = sum(sum(p.values()) for p in read["depth"].values())
+                if waiting + read["unacked"] == 0:
+                    return time.time()
+            except (RedisError, OSError):
+                pass
+            time.sleep(0.5)
+    finally:
+        client.close()
+    return None
+
+
+def _end_locust(process: subprocess.Popen[bytes], timeout_s: float) -> int | None:
+    """Wait for Locust to stop by itself; else end its process group (ours, by PID)."""
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                return process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                continue
+    return process.poll()
+
+
+def run_drill(options: DrillOptions, settings: Settings, out: Path) -> dict[str, Any]:
+    """Run ``options.name`` against the running local stack; write and return its report."""
+    layout = StackLayout.from_settings(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    id_prefix = f"{options.name}-{uuid.uuid4().hex[:6]}"
+    api_programs = tuple(f"api-{i}" for i in range(1, len(layout.api_ports) + 1))
+    planned = schedule(options, api_programs)
+    load = LocustPlan(
+        host=layout.base_url,
+        users=options.users,
+        duration_s=options.duration_s,
+        record=out / "submissions.jsonl",
+        csv_prefix=out / "locust",
+        id_prefix=id_prefix,
+        herd=options.name == "thundering-herd",
+    )
+    monitor = Monitor(layout, max_s=options.duration_s + options.settle_s + 180)
+    monitor.start()
+    started = time.time()
+    process = load.start(out / "locust.log")
+    monitor.locust_pid = process.pid
+    faults: list[FaultRecord] = []
+    last_pid: dict[str, int] = {}
+    try:
+        for fault in planned:
+            time.sleep(max(0.0, started + fault.offset_s - time.time()))
+            if process.poll() is not None:
+                break
+            try:
+                record = inject_fault(
+                    layout, fault.kind, fault.target, last_pid.get(fault.target, 0)
+                )
+            except FaultError as exc:
+                faults.append(
+                    FaultRecord(fault.kind, fault.target, None, time.time(), f"not injected: {exc}")
+                )
+                continue
+            last_pid[fault.target] = record.pid or 0
+            wait_recovered(layout, record)
+            faults.append(record)
+    finally:
+        exit_code = _end_locust(process, options.duration_s + 60 - (time.time() - started))
+    load_ended = time.time()
+    drained_at = wait_drained(layout, options.settle_s)
+    samples = monitor.stop()
+    submissions = read_records(load.record)
+    accepted_ids = [s.task_id for s in submissions if s.status == 202 and s.task_id]
+    statuses = api_statuses(layout.base_url, accepted_ids, timeout_s=options.settle_s)
+    deadline = time.monotonic() + LOG_SETTLE_S
+    while True:
+        lines = list(read_log_lines(layout.log_dir))
+        result = analysis.analyse(submissions, statuses, lines, faults)
+        if result.verdict.trace_completeness == 1.0 or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    verdict = result.verdict
+    cpu = [s.locust_cpu for s in samples if s.locust_cpu is not None]
+    cid_of = {s.task_id: s.correlation_id for s in submissions if s.task_id}
+    redelivered = sorted({cid_of[r.task_id] for r in verdict.recoveries if r.task_id in cid_of})
+    data: dict[str, Any] = {
+        "drill": options.name,
+        "command": command_line(options),
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+        "target": options.target,
+        "id_prefix": id_prefix,
+        "started_at": datetime.fromtimestamp(started, UTC).isoformat(),
+        "load_seconds": round(load_ended - started, 1),
+        "submitted": len(submissions),
+        "accepted": sum(1 for s in submissions if s.status == 202 and s.task_id),
+        "accepted_tasks": len(set(accepted_ids)),
+        "terminal": dict(verdict.statuses),
+        "lost": len(verdict.lost),
+        "lost_task_ids": verdict.lost[:50],
+        "duplicate_executions": len(verdict.duplicated),
+        "duplicate_task_ids": verdict.duplicated[:50],
+        "duplicates_suppressed": verdict.suppressed,
+        "redeliveries": verdict.reruns,
+        "trace_completeness": round(verdict.trace_completeness, 6),
+        "incomplete_traces": dict(list(verdict.incomplete_traces.items())[:50]),
+        "faults": [f.to_json(started) for f in faults],
+        "latency_ms": analysis.latency_by_phase(result, submissions),
+        "client_errors": analysis.client_errors(submissions, started),
+        "queue_depth": {
+            **analysis.queue_summary(samples, drained_at),
+            "drain_s": None if drained_at is None else round(drained_at - load_ended, 1),
+        },
+        "locust": {
+            "users": options.users,
+            "exit_code": exit_code,
+            "cpu_percent_mean": round(statistics.fmean(cpu), 1) if cpu else None,
+            "cpu_percent_max": round(max(cpu), 1) if cpu else None,
+        },
+        "examples": {"redelivered": redelivered[:5]},
+    }
+    data["plots"] = plots.write_plots(out, started, submissions, result, faults, samples)
+    data["reasons"] = report.verdict_reasons(data)
+    data["verdict"] = "FAILED" if data["reasons"] else "PASSED"
+    report.write(out, data)
+    return data
