@@ -29,7 +29,7 @@ from typing import Any
 
 from taskq.logs.schema import FIELDS, FieldType
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "elk" / "elasticsearch" / "index-template.json"
 TEMPLATE_NAME = "logs-taskq"
 #: Logstash writes data stream ``logs-taskq-default`` (type-dataset-namespace).

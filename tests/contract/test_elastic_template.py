@@ -109,3 +109,10 @@ def test_one_elastic_major_everywhere() -> None:
     pyproject = (REPO_ROOT / "pyproject.toml").read_text()
     (pin,) = re.findall(r'"elasticsearch([^"]*)"', pyproject)
     assert f"<{major + 1}" in pin and f">={major}." in pin, pin
+
+
+def test_the_generator_writes_the_template_that_setup_installs() -> None:
+    # elk/setup reads elk/elasticsearch/index-template.json; the generator must write there.
+    assert elastic_template.TEMPLATE_PATH == REPO_ROOT / "elk" / "elasticsearch" / (
+        "index-template.json"
+    )
