@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from taskq.logs.schema import Event
 from taskq.search.explorer.refs import line_ref
 from taskq.search.store.base import LogLine
 from taskq.search.trace.model import Attempt, Request, TaskSummary, Trace, line_time
@@ -117,9 +118,10 @@ def _request_bars(axis: _Axis, r: Request, lines: list[LogLine]) -> list[Bar]:
     if r.error_type:
         marks += (r.error_type,)
     bars: list[Bar] = []
+    done = {"http.request.id": r.exchange_id, "event.action": Event.HTTP_COMPLETED}
     if r.started_at is not None and r.nginx_ms is not None:
         left, width = axis.place(r.started_at, _plus(r.started_at, r.nginx_ms))
-        ref = _find(lines, **{"http.request.id": r.exchange_id, "service.name": "nginx"})
+        ref = _find(lines, **{**done, "service.name": "nginx"})
         bars.append(
             Bar(
                 "nginx",
@@ -136,7 +138,7 @@ def _request_bars(axis: _Axis, r: Request, lines: list[LogLine]) -> list[Bar]:
         )
     if r.api_started_at is not None:
         left, width = axis.place(r.api_started_at, _plus(r.api_started_at, r.api_ms))
-        ref = _find(lines, **{"http.request.id": r.exchange_id, "service.node.name": r.api_node})
+        ref = _find(lines, **{**done, "service.node.name": r.api_node})
         depth = 1 if bars else 0
         bars.append(
             Bar(
@@ -174,7 +176,7 @@ def _task_bars(axis: _Axis, task: TaskSummary, depth: int, lines: list[LogLine])
             open_end=task.ended_at is None,
             detail=f"{task.final_status}, queue {task.queue or '?'}",
             marks=task_marks,
-            ref=_find(lines, task_id=task.task_id, **{"event.action": "task.published"}),
+            ref=_find(lines, task_id=task.task_id, **{"event.action": Event.TASK_PUBLISHED}),
         )
     ]
     first_run = next((a for a in task.attempts if a.started_at or a.received_at), None)
@@ -224,7 +226,7 @@ def _task_bars(axis: _Axis, task: TaskSummary, depth: int, lines: list[LogLine])
         )
         who = f"{a.worker or '?'} pid {a.worker_pid if a.worker_pid is not None else '?'}"
         error = f", {a.error_type}" if a.error_type else ""
-        ref = _find(lines, **{"task.attempt_id": a.attempt_id, "event.action": "task.started"})
+        ref = _find(lines, **{"task.attempt_id": a.attempt_id, "event.action": Event.TASK_STARTED})
         ref = ref or _find(lines, **{"task.attempt_id": a.attempt_id})
         bars.append(
             Bar(
