@@ -85,3 +85,34 @@ def test_a_trace_without_tasks_still_has_an_axis() -> None:
     assert fall.verdict == "other -> 200, no task"
     assert [b.kind for b in fall.bars] == ["nginx", "api"]
     assert seconds(840) == "840 ms" and seconds(2400) == "2.4 s" and seconds(None) == "?"
+
+
+def test_a_replay_says_whose_task_it_replayed_and_is_marked() -> None:
+    from tests.unit.taskq.search.trace.test_build import exchange, ln
+
+    original = [
+        *submit(cid="first"),
+        ln(1.02, "task.started", "worker-high", "first", task_id=TASK, **{"task.attempt_id": "a1"}),
+        ln(
+            1.03,
+            "task.succeeded",
+            "worker-high",
+            "first",
+            task_id=TASK,
+            **{"task.attempt_id": "a1"},
+        ),
+    ]
+    replay = [
+        *exchange(5.0, "ex-replay", "POST", "/api/v1/tasks", 202, cid="second"),
+        ln(
+            5.01,
+            "idempotency.replayed",
+            "api-2",
+            "second",
+            task_id=TASK,
+            **{"http.request.id": "ex-replay"},
+        ),
+    ]
+    fall = build_waterfall(build_trace("second", original + replay))
+    assert fall.verdict.startswith("replay of first; SUCCESS")
+    assert "replay" in fall.bars[0].marks
