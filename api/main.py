@@ -21,6 +21,7 @@ from api.metrics import ApiMetrics, BrokerCollector, install_metrics, resources_
 from api.middleware import CorrelationMiddleware
 from api.openapi_headers import install_openapi_headers
 from api.routes import health, tasks, traces
+from api.routes.ui import install_ui
 from api.task_records import TaskRecords
 from taskq import __version__
 from taskq.broker import propagation
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.include_router(traces.router)
+    install_ui(app)
     install_docs(app)
     install_openapi_headers(app)
     collector = BrokerCollector(

@@ -30,7 +30,12 @@ def rison_string(value: str) -> str:
 
 def trace_url(kibana_base_url: str, correlation_id: str) -> str:
     """The Trace explorer dashboard filtered to one correlation id (last 24 hours)."""
-    query = rison_string(f"correlation_id:{kql_phrase(correlation_id)}")
+    return query_url(kibana_base_url, f"correlation_id:{kql_phrase(correlation_id)}")
+
+
+def query_url(kibana_base_url: str, kql: str) -> str:
+    """The Trace explorer dashboard with a KQL query (last 24 hours)."""
+    query = rison_string(kql)
     app_state = f"(query:(language:kuery,query:{query}))"
     return (
         f"{kibana_base_url.rstrip('/')}/app/dashboards#/view/{TRACE_DASHBOARD_ID}"

@@ -17,6 +17,52 @@ class LogStoreError(Exception):
     """The backend cannot answer (unreachable, misconfigured, unreadable files)."""
 
 
+class UnsupportedQueryError(LogStoreError):
+    """This backend does not implement the query (the API answers 501)."""
+
+
+#: The status searches of the trace explorer: what each finds, newest first.
+TASK_SEARCHES: dict[str, str] = {
+    "failures": "tasks with a failed attempt",
+    "retries": "tasks that were retried",
+    "redeliveries": "tasks that a broker redelivered",
+    "slowest": "the slowest executions",
+}
+#: At most this many matches for a prefix or status search.
+MAX_MATCHES = 50
+
+
+@dataclass(frozen=True)
+class CorrelationMatch:
+    """A correlation id found by a prefix search: its first and last line, and count."""
+
+    correlation_id: str
+    first_at: datetime | None
+    last_at: datetime | None
+    lines: int
+
+
+@dataclass(frozen=True)
+class TaskMatch:
+    """A task found by a status search: when the matching line was written, and the
+    measure it was found by (``duration_ms`` for "slowest", else ``None``)."""
+
+    task_id: str
+    at: datetime | None
+    duration_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Surrounding:
+    """A line and its neighbours written by the same process (same file, same
+    ``service.node.name`` and ``process.pid``), oldest first."""
+
+    file: str
+    line: LogLine
+    before: list[LogLine] = field(default_factory=list)
+    after: list[LogLine] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class LogFilter:
     """Filters of ``taskq logs``; ``None`` means "any". Times are tz-aware."""
@@ -98,6 +144,20 @@ class LogStore(Protocol):
 
     def stats(self, since: datetime | None, until: datetime | None) -> StatsReport:
         """The :class:`StatsReport` of the lines written in ``[since, until]``."""
+        ...
+
+    def correlation_ids(self, prefix: str, limit: int = MAX_MATCHES) -> list[CorrelationMatch]:
+        """Correlation ids starting with ``prefix``, the most recently seen first."""
+        ...
+
+    def find_tasks(self, search: str, limit: int = MAX_MATCHES) -> list[TaskMatch]:
+        """Tasks found by one of :data:`TASK_SEARCHES`: newest first (``slowest``: by
+        execution time, longest first); one match per task."""
+        ...
+
+    def surrounding(self, line: LogLine, n: int) -> Surrounding | None:
+        """Up to ``n`` lines before and after ``line`` from the same process, or ``None``
+        when the line is not found."""
         ...
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from taskq.logs.schema import (
@@ -25,15 +25,21 @@ from taskq.logs.schema import (
 )
 from taskq.search.store.base import (
     GREP_FIELDS,
+    MAX_MATCHES,
+    TASK_SEARCHES,
+    CorrelationMatch,
     LogFilter,
     LogLine,
     LogStoreError,
     Percentiles,
     StatsReport,
+    Surrounding,
+    TaskMatch,
     TaskNameStats,
 )
 from taskq.search.store.config import StoreConfig
-from taskq.search.store.lineindex import LineIndex, StaleIndexError, log_files
+from taskq.search.store.lineindex import LineIndex, StaleIndexError, log_files, read_locations
+from taskq.search.store.surrounding import read_around, same_writer
 
 if TYPE_CHECKING:
     import duckdb
@@ -164,7 +170,70 @@ class DuckDBStore:
     def lines_for_tasks(self, task_ids: set[str]) -> list[LogLine]:
         return [x for x in self._read(task_ids) if x.get("task_id") in task_ids]
 
+    def surrounding(self, line: LogLine, n: int) -> Surrounding | None:
+        keys = {v for k in ("correlation_id", "task_id") if isinstance(v := line.get(k), str)}
+        if not keys:
+            return None  # only lines carrying an id are indexed
+        index = self._line_index()
+        for _ in range(3):
+            try:
+                index.refresh()
+                for loc in index.locate(keys):
+                    (raw,) = read_locations([loc])
+                    try:
+                        if json.loads(raw) != line:
+                            continue
+                    except ValueError:
+                        continue
+                    before, after = read_around(loc, n, same_writer(line))
+                    return Surrounding(loc.path.rsplit("/", 1)[-1], line, before, after)
+                return None
+            except StaleIndexError:
+                continue
+            except (OSError, sqlite3.Error) as exc:
+                raise LogStoreError(f"cannot read the log files: {exc}") from exc
+        raise LogStoreError("log files kept changing while being read")
+
     # --- scans, through DuckDB -----------------------------------------------------------
+
+    def correlation_ids(self, prefix: str, limit: int = MAX_MATCHES) -> list[CorrelationMatch]:
+        columns = {"@timestamp": "TIMESTAMPTZ", "correlation_id": "VARCHAR"}
+        rows = self._query(
+            f"SELECT correlation_id, min({q('@timestamp')}) AS first, max({q('@timestamp')}),"
+            f" count(*) FROM {_SOURCE} WHERE starts_with(correlation_id, ?)"
+            " GROUP BY 1 ORDER BY 3 DESC NULLS LAST, 1 LIMIT ?",
+            [prefix, max(0, min(limit, MAX_MATCHES))],
+            columns,
+        )
+        return [CorrelationMatch(str(c), _utc(f), _utc(la), int(k)) for c, f, la, k in rows]
+
+    def find_tasks(self, search: str, limit: int = MAX_MATCHES) -> list[TaskMatch]:
+        if search not in TASK_SEARCHES:
+            raise LogStoreError(f"unknown search {search!r}; one of {', '.join(TASK_SEARCHES)}")
+        ev, started = q("event.action"), Event.TASK_STARTED
+        where, order = {
+            "failures": (f"{ev} = '{Event.TASK_FAILED}'", "2 DESC NULLS LAST"),
+            "retries": (f"{ev} = '{Event.TASK_RETRY}'", "2 DESC NULLS LAST"),
+            "redeliveries": (f"{ev} = '{started}' AND {q('task.redelivered')}", "2 DESC"),
+            "slowest": (f"{_ENDED_SQL} AND duration_ms IS NOT NULL", "3 DESC, 2 DESC"),
+        }[search]
+        columns = {
+            "@timestamp": "TIMESTAMPTZ",
+            "event.action": "VARCHAR",
+            "task_id": "VARCHAR",
+            "task.redelivered": "BOOLEAN",
+            "duration_ms": "DOUBLE",
+        }
+        rows = self._query(
+            f"SELECT task_id, max({q('@timestamp')}), max(duration_ms) FROM {_SOURCE}"
+            f" WHERE task_id IS NOT NULL AND {where} GROUP BY 1 ORDER BY {order}, 1 LIMIT ?",
+            [max(0, min(limit, MAX_MATCHES))],
+            columns,
+        )
+        return [
+            TaskMatch(str(t), _utc(at), float(d) if search == "slowest" else None)
+            for t, at, d in rows
+        ]
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._duck is None:
@@ -298,6 +367,11 @@ def duckdb_error() -> type[Exception]:
     import duckdb
 
     return duckdb.Error
+
+
+def _utc(value: Any) -> datetime | None:
+    """A DuckDB TIMESTAMPTZ (a datetime in the session's zone) in UTC."""
+    return value.astimezone(UTC) if isinstance(value, datetime) else None
 
 
 def _percentiles(values: list[float] | None) -> Percentiles:

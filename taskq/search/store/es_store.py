@@ -10,7 +10,16 @@ from datetime import datetime
 from typing import Any
 
 from taskq.search.store import es_query
-from taskq.search.store.base import LogFilter, LogLine, LogStoreError, StatsReport
+from taskq.search.store.base import (
+    CorrelationMatch,
+    LogFilter,
+    LogLine,
+    LogStoreError,
+    StatsReport,
+    Surrounding,
+    TaskMatch,
+    UnsupportedQueryError,
+)
 from taskq.search.store.config import StoreConfig
 
 
@@ -60,3 +69,21 @@ class ElasticsearchStore:
     def stats(self, since: datetime | None, until: datetime | None) -> StatsReport:
         response = self._search(es_query.stats_body(since, until))
         return es_query.response_to_stats(response, since, until)
+
+    # The trace explorer's searches are implemented by the embedded backend only; with
+    # Elasticsearch, Kibana (its "surrounding documents" and KQL prefix queries) does them.
+
+    def correlation_ids(self, prefix: str, limit: int = 50) -> list[CorrelationMatch]:
+        raise UnsupportedQueryError(_USE_KIBANA.format("prefix searches"))
+
+    def find_tasks(self, search: str, limit: int = 50) -> list[TaskMatch]:
+        raise UnsupportedQueryError(_USE_KIBANA.format("status searches"))
+
+    def surrounding(self, line: LogLine, n: int) -> Surrounding | None:
+        raise UnsupportedQueryError(_USE_KIBANA.format("surrounding lines"))
+
+
+_USE_KIBANA = (
+    "{} are not implemented for the Elasticsearch backend: use Kibana"
+    " (the explorer's 'open in Kibana' link), or the embedded backend"
+)

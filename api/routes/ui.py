@@ -1,0 +1,263 @@
+"""/ui: the trace explorer, server-rendered HTML over the trace model.
+
+Two kinds of route:
+- the **pages** (``/ui/``, ``/ui/traces/{id}``, ``/ui/tasks/{id}``, ``/ui/traces/{id}/lines/{ref}``)
+  are one static shell, carrying no data, so they need no key: a browser navigation cannot
+  send a header;
+- the **fragments** (the same paths under ``/ui/fragments``) are the rendered views; the
+  shell's script fetches the one of its URL with the API key kept in ``sessionStorage``
+  (``X-API-Key``), so keys are guarded exactly like ``/api/v1/traces`` and never appear in
+  a URL. Without keys configured it all works without asking.
+
+Everything from the logs reaches the HTML through Jinja2's autoescaping, and the pages'
+Content-Security-Policy allows only this origin's own script and styles, so a hostile
+``X-Request-ID`` or error message is text, never markup. Handlers are plain ``def``: the
+lookups read files (see :mod:`api.routes.traces`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Path, Query
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from api.auth import API_KEY_HEADER, ApiKeyDep
+from api.deps import ResourcesDep
+from api.routes.traces import store_config
+from taskq.correlation import ID_PATTERN
+from taskq.search.explorer.lookup import QueryError, parse_query, run_query
+from taskq.search.explorer.refs import REF_PATTERN, find_line, line_ref
+from taskq.search.explorer.waterfall import build_waterfall, seconds
+from taskq.search.kibana import query_url, trace_url
+from taskq.search.store.base import (
+    TASK_SEARCHES,
+    LogStore,
+    LogStoreError,
+    UnsupportedQueryError,
+)
+from taskq.search.store.factory import open_store
+from taskq.search.trace.build import find_trace, find_trace_by_task
+from taskq.search.trace.model import Trace
+from taskq.settings import Settings
+
+UI_DIR = FsPath(__file__).resolve().parent.parent / "ui"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline';"
+    " img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none';"
+    " frame-ancestors 'none'"
+)
+_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+#: Lines shown before and after a line, from the same process.
+SURROUNDING = 5
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+CorrelationId = Annotated[str, Path(pattern=f"^{ID_PATTERN}$")]
+TaskId = Annotated[str, Path(pattern=f"^{_UUID}$")]
+LineRef = Annotated[str, Path(pattern=f"^{REF_PATTERN}$")]
+
+
+def utc(value: datetime | None) -> str:
+    """``2026-11-22 10:00:01.015 +00:00``: UTC, with the offset shown."""
+    if value is None:
+        return "?"
+    text = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return f"{text} +00:00"
+
+
+def pct(fraction: float) -> str:
+    """A fraction of the axis as a CSS percentage (numbers only: safe in a style)."""
+    return f"{max(0.0, min(float(fraction), 1.0)) * 100:.3f}%"
+
+
+def pretty(line: object) -> str:
+    return orjson.dumps(line, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(UI_DIR / "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(utc=utc, pct=pct, pretty=pretty, seconds=seconds, ref=line_ref)
+    env.globals.update(searches=TASK_SEARCHES, key_header=API_KEY_HEADER)
+    return env
+
+
+TEMPLATES = _environment()
+
+
+def render(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    html = TEMPLATES.get_template(template).render(**context)
+    return HTMLResponse(html, status_code=status, headers=_HEADERS)
+
+
+pages = APIRouter(prefix="/ui", include_in_schema=False)
+fragments = APIRouter(prefix="/ui/fragments", include_in_schema=False, dependencies=[ApiKeyDep])
+
+
+@pages.get("")
+def ui_root() -> RedirectResponse:
+    return RedirectResponse("/ui/", status_code=308)
+
+
+@pages.get("/")
+@pages.get("/traces/{correlation_id}")
+@pages.get("/tasks/{task_id}")
+@pages.get("/traces/{correlation_id}/lines/{ref}")
+def shell() -> HTMLResponse:
+    """The page; its script loads the view of this URL from ``/ui/fragments``."""
+    return render("shell.html")
+
+
+class _Store:
+    """The log store of one request, closed afterwards; errors as HTML answers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: LogStore | None = None
+
+    def __enter__(self) -> LogStore:
+        self.store = open_store(store_config(self.settings))
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def _failure(exc: LogStoreError, settings: Settings, kql: str | None = None) -> HTMLResponse:
+    unsupported = isinstance(exc, UnsupportedQueryError)
+    kibana = query_url(settings.kibana_url, kql) if settings.kibana_url and kql else None
+    return render(
+        "error.html",
+        status=501 if unsupported else 503,
+        title="Not available with this backend" if unsupported else "The logs cannot be read",
+        message=str(exc),
+        kibana=kibana,
+    )
+
+
+@fragments.get("/")
+def search_fragment(
+    resources: ResourcesDep,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    status: Annotated[str | None, Query(max_length=40)] = None,
+) -> HTMLResponse:
+    """The search form and, for a query, its results (newest first)."""
+    settings = resources.settings
+    try:
+        query = parse_query(q, status)
+    except QueryError as exc:
+        return render("search.html", status=422, q=q, status_=status, error=str(exc))
+    if query is None:
+        return render("search.html", q=q, status_=status)
+    kibana = query_url(settings.kibana_url, query.kql) if settings.kibana_url else None
+    try:
+        with _Store(settings) as store:
+            results = run_query(store, query)
+    except LogStoreError as exc:
+        return _failure(exc, settings, query.kql)
+    return render("search.html", q=q, status_=status, results=results, kibana=kibana)
+
+
+def _trace_view(trace: Trace, settings: Settings) -> HTMLResponse:
+    kibana = (
+        trace_url(settings.kibana_url, trace.correlation_id)
+        if (settings.kibana_url and trace.correlation_id)
+        else None
+    )
+    return render("trace.html", trace=trace, waterfall=build_waterfall(trace), kibana=kibana)
+
+
+@fragments.get("/traces/{correlation_id}")
+def trace_fragment(resources: ResourcesDep, correlation_id: CorrelationId) -> HTMLResponse:
+    """Verdict, waterfall, exchanges, tasks and the timeline of one correlation id."""
+    try:
+        with _Store(resources.settings) as store:
+            trace = find_trace(store, correlation_id)
+    except LogStoreError as exc:
+        return _failure(exc, resources.settings)
+    if trace is None:
+        return render(
+            "error.html",
+            404,
+            title="Not found",
+            message=(f"No log line carries the correlation id {correlation_id}."),
+        )
+    return _trace_view(trace, resources.settings)
+
+
+@fragments.get("/tasks/{task_id}")
+def task_fragment(resources: ResourcesDep, task_id: TaskId) -> HTMLResponse:
+    """The trace of the request that published ``task_id``."""
+    try:
+        with _Store(resources.settings) as store:
+            trace = find_trace_by_task(store, task_id.lower())
+    except LogStoreError as exc:
+        return _failure(exc, resources.settings)
+    if trace is None:
+        return render(
+            "error.html",
+            404,
+            title="Not found",
+            message=(f"No log line carries the task id {task_id}."),
+        )
+    return _trace_view(trace, resources.settings)
+
+
+@fragments.get("/traces/{correlation_id}/lines/{ref}")
+def line_fragment(
+    resources: ResourcesDep,
+    correlation_id: CorrelationId,
+    ref: LineRef,
+    n: Annotated[int, Query(ge=1, le=50)] = SURROUNDING,
+) -> HTMLResponse:
+    """One line of a trace in full, and the lines its process wrote around it."""
+    settings = resources.settings
+    try:
+        with _Store(settings) as store:
+            trace = find_trace(store, correlation_id)
+            line = find_line(trace.lines, ref) if trace is not None else None
+            if line is None:
+                return render(
+                    "error.html",
+                    404,
+                    title="Not found",
+                    message=("This line is not part of the trace (any more)."),
+                )
+            try:
+                around = store.surrounding(line, n)
+                unavailable = None
+            except UnsupportedQueryError as exc:
+                around, unavailable = None, str(exc)
+    except LogStoreError as exc:
+        return _failure(exc, settings)
+    return render(
+        "line.html",
+        correlation_id=correlation_id,
+        line=line,
+        around=around,
+        unavailable=unavailable,
+        n=n,
+        kibana=trace_url(settings.kibana_url, correlation_id) if settings.kibana_url else None,
+    )
+
+
+def install_ui(app: FastAPI) -> None:
+    """The explorer's pages, fragments and static files (its own JavaScript and CSS)."""
+    app.include_router(pages)
+    app.include_router(fragments)
+    app.mount("/ui/static", StaticFiles(directory=UI_DIR / "static"), name="ui-static")
