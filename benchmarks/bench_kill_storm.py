@@ -24,13 +24,14 @@ from taskq.stack.ports import free_port_block
 
 
 def _settings(var_dir: Path) -> Settings:
-    base = free_port_block(4)
+    base = free_port_block(6)
     return Settings(
         var_dir=var_dir,
         http_port=base,
         redis_port=base + 1,
         api_base_port=base + 2,
         api_replicas=2,
+        worker_metrics_base_port=base + 4,
         queue_snapshot_interval_s=5.0,
     )
 
