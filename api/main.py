@@ -11,7 +11,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from redis import Redis
+from redis.asyncio import BlockingConnectionPool
+from redis.asyncio import Redis as AsyncRedis
 
+from api.admission import AdmissionMiddleware
 from api.breaker import QueueBreaker
 from api.deps import ApiResources
 from api.docs import install_docs
@@ -25,6 +28,7 @@ from api.task_records import TaskRecords
 from taskq import __version__
 from taskq.broker import propagation
 from taskq.broker.app import create_celery_app
+from taskq.broker.fast_publish import SUBMIT, MessageTemplate
 from taskq.broker.queue_depth import read_depths
 from taskq.logs.setup import configure_logging
 from taskq.settings import QUEUES, Settings, get_settings
@@ -41,16 +45,31 @@ def build_resources(settings: Settings) -> ApiResources:
         socket_connect_timeout=settings.redis_socket_timeout_s,
         health_check_interval=30,
     )
+    celery = create_celery_app(settings)
+    types = task_types(settings.enable_drill_tasks)
+    # The submission path: one bounded pool, so a herd cannot open a connection per request.
+    aredis = AsyncRedis(
+        connection_pool=BlockingConnectionPool.from_url(
+            settings.broker_url,
+            max_connections=settings.api_max_inflight,
+            timeout=settings.redis_socket_timeout_s,
+            socket_timeout=settings.redis_socket_timeout_s,
+            socket_connect_timeout=settings.redis_socket_timeout_s,
+        )
+    )
     return ApiResources(
         settings=settings,
-        celery=create_celery_app(settings),
+        celery=celery,
         redis=client,
         records=TaskRecords(client, settings.result_expires_s),
-        task_types=task_types(settings.enable_drill_tasks),
+        task_types=types,
         breaker=_build_breaker(settings, client),
         idempotency=IdempotencyStore(
             client, settings.idempotency_ttl_s, settings.idempotency_lock_s
         ),
+        aredis=aredis,
+        submit_script=aredis.register_script(SUBMIT),
+        templates={t.celery_name: MessageTemplate(celery, t.celery_name) for t in types.values()},
     )
 
 
@@ -77,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             resources.redis.close()
+            if resources.aredis is not None:
+                await resources.aredis.aclose()
 
     app = FastAPI(
         title="taskq",
@@ -98,6 +119,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resources_attr(app, "breaker"),
         settings.breaker_thresholds,
         settings.breaker_close_ratio,
+    )
+    # Inside the metrics middleware, so shed requests are counted like any other answer.
+    app.add_middleware(
+        AdmissionMiddleware,
+        max_inflight=settings.api_max_inflight,
+        queue_budget_ms=settings.api_queue_budget_ms,
     )
     install_metrics(app, ApiMetrics(), collector)
     # Added last, so it wraps every other middleware: even a 500 carries X-Request-ID.
