@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Request
@@ -12,6 +12,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from api.breaker import QueueBreaker
 from api.idempotency import IdempotencyStore
+from api.script_batch import ScriptBatcher
 from api.task_records import TaskRecords
 from taskq.broker.fast_publish import MessageTemplate
 from taskq.settings import Settings
@@ -33,7 +34,7 @@ class ApiResources:
     idempotency: IdempotencyStore | None = None
     #: The submission path's client (event loop) and its one-round-trip script.
     aredis: AsyncRedis | None = None
-    submit_script: Any = None
+    submit_script: ScriptBatcher | None = None
     #: Celery message templates by Celery task name.
     templates: dict[str, MessageTemplate] = field(default_factory=dict)
 

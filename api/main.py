@@ -24,6 +24,7 @@ from api.metrics import ApiMetrics, BrokerCollector, install_metrics, resources_
 from api.middleware import CorrelationMiddleware
 from api.openapi_headers import install_openapi_headers
 from api.routes import health, tasks, traces
+from api.script_batch import ScriptBatcher
 from api.task_records import TaskRecords
 from taskq import __version__
 from taskq.broker import propagation
@@ -68,7 +69,7 @@ def build_resources(settings: Settings) -> ApiResources:
             client, settings.idempotency_ttl_s, settings.idempotency_lock_s
         ),
         aredis=aredis,
-        submit_script=aredis.register_script(SUBMIT),
+        submit_script=ScriptBatcher(aredis, SUBMIT),
         templates={t.celery_name: MessageTemplate(celery, t.celery_name) for t in types.values()},
     )
 
@@ -104,6 +105,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Submit risk computations and follow them by task id or correlation id.",
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry hooks asked the global providers (and os.environ)
+        # on every request, about 7% of a submission's time; taskq traces with its log lines
+        # and counts with Prometheus (api/metrics.py), so they stay off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         # Served from local files by install_docs: FastAPI's own pages load a CDN.
         docs_url=None,
         redoc_url=None,

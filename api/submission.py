@@ -51,7 +51,8 @@ async def submit(
 ) -> Submitted:
     """Run the workflow for one POST; raises :class:`ApiError` for every refusal.
 
-    One Redis round trip (:data:`~taskq.broker.fast_publish.SUBMIT`): the idempotency key is
+    One Redis round trip (:data:`~taskq.broker.fast_publish.SUBMIT`, pipelined with the
+    concurrent submissions of this process by :mod:`api.script_batch`): the idempotency key is
     looked at, and if it is free and the breaker admits the task, the task record, the Celery
     message, the queue's doorbell and the stored answer are written together. A replay is
     answered even while the breaker is open (as before: the key is looked at first).
@@ -98,8 +99,10 @@ async def submit(
         )
         keys.append(idempotency.redis_key(identity, key))
         args += [done.encode(), resources.settings.idempotency_ttl_s]
+    if resources.submit_script is None:
+        raise RuntimeError("the API's resources have no submission script")
     try:
-        reply = await resources.submit_script(keys=keys, args=args)
+        reply = await resources.submit_script(keys, args)
     except BROKER_ERRORS:
         raise broker_unavailable() from None
     outcome = _text(reply[0])

@@ -34,14 +34,16 @@ import statistics
 import subprocess
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis import Redis
 
-from benchmarks.bench_submit import _settings  # the same private-stack settings
+from taskq.settings import Settings
 from taskq.stack import control
 from taskq.stack.layout import StackLayout
+from taskq.stack.ports import free_port_block
 from taskq.stack.render import WORKERS
 
 MAX_SECONDS = 30.0
@@ -59,8 +61,11 @@ function setup(thread)
 end
 function init(args)
   statuses = {}
+  codes = {}
   retry_after = 0
+  replayed = 0
   seq = 0
+  nonce = os.getenv("BENCH_NONCE") or "run"
   wrk.method = os.getenv("BENCH_METHOD") or "GET"
   if wrk.method == "POST" then
     wrk.body = '{"task_type":"drill_echo","data":{"payload":"bench"},"priority":"high"}'
@@ -70,26 +75,39 @@ end
 function request()
   if wrk.method == "POST" then
     seq = seq + 1
-    wrk.headers["Idempotency-Key"] = "bench-" .. id .. "-" .. seq .. "-" .. math.random(1e9)
+    wrk.headers["Idempotency-Key"] = "bench-" .. nonce .. "-" .. id .. "-" .. seq
   end
   return wrk.format()
 end
 function response(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
   if headers["Retry-After"] then retry_after = retry_after + 1 end
+  if headers["Idempotent-Replayed"] then replayed = replayed + 1 end
+  if status >= 400 then
+    local code = string.match(body, '"code":"([%w_]+)"') or "none"
+    codes[code] = (codes[code] or 0) + 1
+  end
 end
 function done(summary, latency, requests)
   local total = {}
+  local by_code = {}
   local ra = 0
+  local rp = 0
   for _, t in ipairs(threads) do
     for s, n in pairs(t:get("statuses")) do total[s] = (total[s] or 0) + n end
+    for c, n in pairs(t:get("codes")) do by_code[c] = (by_code[c] or 0) + n end
     ra = ra + t:get("retry_after")
+    rp = rp + t:get("replayed")
   end
   local parts = {}
   for s, n in pairs(total) do table.insert(parts, '"' .. s .. '":' .. n) end
+  local cparts = {}
+  for c, n in pairs(by_code) do table.insert(cparts, '"' .. c .. '":' .. n) end
   io.write("BENCH_JSON {")
   io.write('"statuses":{' .. table.concat(parts, ",") .. '},')
+  io.write('"codes":{' .. table.concat(cparts, ",") .. '},')
   io.write('"retry_after":' .. ra .. ',')
+  io.write('"replayed":' .. rp .. ',')
   io.write('"duration_s":' .. summary.duration / 1e6 .. ',')
   io.write('"p50_ms":' .. latency:percentile(50) / 1000 .. ',')
   io.write('"p99_ms":' .. latency:percentile(99) / 1000 .. ',')
@@ -106,7 +124,9 @@ class WrkResult:
     """One wrk run."""
 
     statuses: dict[int, int]
+    codes: dict[str, int]
     retry_after: int
+    replayed: int
     duration_s: float
     p50_ms: float
     p99_ms: float
@@ -138,7 +158,7 @@ def wrk(url: str, method: str, connections: int, seconds: float, script: Path) -
         capture_output=True,
         text=True,
         timeout=seconds + 30,
-        env={"BENCH_METHOD": method, "PATH": "/usr/bin:/bin"},
+        env={"BENCH_METHOD": method, "BENCH_NONCE": uuid.uuid4().hex, "PATH": "/usr/bin:/bin"},
         check=True,
     )
     match = re.search(r"^BENCH_JSON (\{.*\})$", done.stdout, re.M)
@@ -147,12 +167,30 @@ def wrk(url: str, method: str, connections: int, seconds: float, script: Path) -
     data = json.loads(match.group(1))
     return WrkResult(
         statuses={int(k): int(v) for k, v in data["statuses"].items()},
+        codes={str(k): int(v) for k, v in data["codes"].items()},
         retry_after=int(data["retry_after"]),
+        replayed=int(data["replayed"]),
         duration_s=float(data["duration_s"]),
         p50_ms=float(data["p50_ms"]),
         p99_ms=float(data["p99_ms"]),
         max_ms=float(data["max_ms"]),
         errors={k: int(v) for k, v in data["errors"].items()},
+    )
+
+
+def _settings(var_dir: Path) -> Settings:
+    base = free_port_block(6)
+    return Settings(
+        var_dir=var_dir,
+        http_port=base,
+        redis_port=base + 1,
+        api_base_port=base + 2,
+        worker_metrics_base_port=base + 4,
+        # Checked on every submission, never open: the check runs, the rejection does not.
+        breaker_threshold_low=10_000_000,
+        breaker_threshold_medium=10_000_000,
+        breaker_threshold_high=10_000_000,
+        rate_limit_exempt="127.0.0.1",
     )
 
 
@@ -221,7 +259,7 @@ def run(args: argparse.Namespace, layout: StackLayout, script: Path) -> dict[str
         refusals = sum(n for st, n in r.statuses.items() if st in (429, 503))
         other = {st: n for st, n in r.statuses.items() if st not in (202, 429, 503)}
         print(
-            f"  herd round {i}: statuses {dict(sorted(r.statuses.items()))}, "
+            f"  herd round {i}: statuses {dict(sorted(r.statuses.items()))}, codes {r.codes}, "
             f"503/429 with Retry-After {r.retry_after}/{refusals}, other {other or 'none'}, "
             f"wrk socket errors {r.errors}"
         )
@@ -236,6 +274,8 @@ def run(args: argparse.Namespace, layout: StackLayout, script: Path) -> dict[str
         "herd_goodput": [round(x, 3) for x in goodputs],
         "herd_p99_ms": [round(r.p99_ms, 2) for r in rounds["herd"]],
         "herd_statuses": [r.statuses for r in rounds["herd"]],
+        "herd_codes": [r.codes for r in rounds["herd"]],
+        "replayed": sum(r.replayed for rs in rounds.values() for r in rs),
         "herd_socket_errors": [r.errors for r in rounds["herd"]],
         "log_bytes_per_task": [round(x, 1) for x in log_per_task],
         "log_bytes_per_probe": [round(x, 1) for x in log_per_probe],
@@ -259,7 +299,7 @@ def main() -> None:
     args.seconds = int(args.seconds)
 
     with tempfile.TemporaryDirectory(prefix="bench-frontdoor-") as tmp:
-        settings = _settings(Path(tmp) / "stack", breaker=True)
+        settings = _settings(Path(tmp) / "stack")
         process = control.start(settings, timeout_s=90.0)
         layout = StackLayout.from_settings(settings)
         try:

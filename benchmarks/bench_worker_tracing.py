@@ -39,9 +39,10 @@ VARIANTS = ("INFO", "WARNING", "bare")
 def fill(port: int, tasks: int, bare: bool) -> None:
     os.environ["TASKQ_REDIS_PORT"] = str(port)
     if bare:
-        # Imported after TASKQ_REDIS_PORT is set: the bare app reads it at import.
-        from benchmarks.bare_celery_app import app as bare_app
+        # The bare worker's app is benchmarks/bare_celery_app.py; any client can publish to it.
+        from celery import Celery
 
+        bare_app = Celery("bare-client", broker=f"redis://127.0.0.1:{port}/0")
         with bare_app.producer_or_acquire() as producer:
             for _ in range(tasks):
                 bare_app.send_task(
