@@ -19,6 +19,7 @@ from api.breaker import QueueBreaker
 from api.deps import ApiResources
 from api.docs import install_docs
 from api.errors import install_error_handlers
+from api.fast_lane import SubmissionFastLane
 from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics, BrokerCollector, install_metrics, resources_attr
 from api.middleware import CorrelationMiddleware
@@ -125,6 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.breaker_thresholds,
         settings.breaker_close_ratio,
     )
+    # Innermost: well-formed submissions skip FastAPI's routing and dependency machinery.
+    app.add_middleware(SubmissionFastLane, fastapi=app)
     # Inside the metrics middleware, so shed requests are counted like any other answer.
     app.add_middleware(
         AdmissionMiddleware,

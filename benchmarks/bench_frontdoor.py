@@ -81,10 +81,12 @@ function request()
 end
 function response(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
-  if headers["Retry-After"] then retry_after = retry_after + 1 end
-  if headers["Idempotent-Replayed"] then replayed = replayed + 1 end
+  if headers["Retry-After"] or headers["retry-after"] then retry_after = retry_after + 1 end
+  if headers["Idempotent-Replayed"] or headers["idempotent-replayed"] then
+    replayed = replayed + 1
+  end
   if status >= 400 then
-    local code = string.match(body, '"code":"([%w_]+)"') or "none"
+    local code = string.match(body, '"code":%s*"([%w_]+)"') or "none"
     codes[code] = (codes[code] or 0) + 1
   end
 end
