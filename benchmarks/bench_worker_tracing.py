@@ -143,7 +143,7 @@ def main() -> None:
         f"\nworker throughput, {args.rounds} rounds x {args.tasks} no-op tasks,"
         f" -c {args.concurrency}"
     )
-    print(f"{'':36}{'min':>8}{'median':>8}{'max':>8}")
+    print(f"{'':44}{'min':>8}{'median':>8}{'max':>8}")
     labels = {
         "INFO": f"taskq, tracing on (INFO, {per_task:.1f} lines/task)",
         "WARNING": "taskq, tracing off (WARNING)",
@@ -152,17 +152,17 @@ def main() -> None:
     for name in VARIANTS:
         values = rates[name]
         print(
-            f"{labels[name]:36}{min(values):8.0f}{statistics.median(values):8.0f}"
+            f"{labels[name]:44}{min(values):8.0f}{statistics.median(values):8.0f}"
             f"{max(values):8.0f}  tasks/s"
         )
     overhead = [1 - i / w for i, w in zip(rates["INFO"], rates["WARNING"], strict=True)]
     vs_bare = [i / b for i, b in zip(rates["INFO"], rates["bare"], strict=True)]
     print(
-        f"{'tracing overhead (1 - INFO/WARNING)':36}{min(overhead) * 100:7.1f}%"
+        f"{'tracing overhead (1 - INFO/WARNING)':44}{min(overhead) * 100:7.1f}%"
         f"{statistics.median(overhead) * 100:7.1f}%{max(overhead) * 100:7.1f}%   goal <= 3%"
     )
     print(
-        f"{'INFO / bare Celery':36}{min(vs_bare):8.2f}{statistics.median(vs_bare):8.2f}"
+        f"{'INFO / bare Celery':44}{min(vs_bare):8.2f}{statistics.median(vs_bare):8.2f}"
         f"{max(vs_bare):8.2f}   goal >= 0.9"
     )
     summary = {name: [round(x, 1) for x in rates[name]] for name in VARIANTS}
