@@ -7,10 +7,12 @@ its ``http.request.completed`` line). Two bounds, both answered with a JSON
 * **in-flight**: at most ``TASKQ_API_MAX_INFLIGHT`` requests are being served at once;
   one more is shed at once instead of queueing behind the others;
 * **queue time**: nginx stamps each request with the time it read it (``X-Queue-Start``,
-  seconds since the epoch, ``$msec``). A request that already waited more than
+  seconds since the epoch, ``$msec``). While the replica is busy (at least half of its
+  in-flight bound taken), a request that already waited more than
   ``TASKQ_API_QUEUE_BUDGET_MS`` (in nginx's connection to the replica, the kernel's
   buffers or the event loop) is shed: its client is better told to come back than served
-  late. Same machine or same kernel clock: nginx and the API share one host here.
+  late. An idle replica never sheds: a request delayed by a slow machine, not by a
+  backlog, is served. Same machine or same kernel clock: nginx and the API share one host.
 
 Probes (``/healthz``, ``/readyz``) and ``/metrics`` are never shed: under a herd they must
 still tell the truth. nginx bounds the requests it proxies as a whole (``limit_conn``, the
@@ -47,7 +49,11 @@ class AdmissionMiddleware:
         if self.inflight >= self.max_inflight:
             await _overloaded(send, "in_flight")
             return
-        if self.queue_budget_s > 0 and _waited_s(scope) > self.queue_budget_s:
+        if (
+            self.queue_budget_s > 0
+            and self.inflight * 2 >= self.max_inflight
+            and _waited_s(scope) > self.queue_budget_s
+        ):
             await _overloaded(send, "queue_time")
             return
         self.inflight += 1

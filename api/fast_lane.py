@@ -24,7 +24,7 @@ hands over.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from dataclasses import dataclass
 
 import orjson
 from fastapi import FastAPI
@@ -42,6 +42,16 @@ from api.schemas import TaskCreate
 from api.submission import submit
 
 PATH = "/api/v1/tasks"
+
+
+@dataclass(frozen=True)
+class _Route:
+    """What the request line and the metrics read from ``scope["route"]``: its template."""
+
+    path: str
+
+
+_ROUTE = _Route(PATH)
 _MAX_BODY = 1 << 20  # nginx caps bodies far lower (client_max_body_size)
 
 
@@ -51,7 +61,6 @@ class SubmissionFastLane:
     def __init__(self, app: ASGIApp, fastapi: FastAPI) -> None:
         self.app = app
         self.fastapi = fastapi
-        self._route: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != PATH:
@@ -64,7 +73,7 @@ class SubmissionFastLane:
         if task is None or resources is None or not _authorized(resources, headers):
             await self.app(scope, _replaying(body, complete, receive), send)
             return
-        scope["route"] = self._submit_route()
+        scope["route"] = _ROUTE
         response = await self._submit(task, resources, headers)
         await response(scope, receive, send)
 
@@ -93,14 +102,6 @@ class SubmissionFastLane:
             headers=submitted.headers,
             media_type="application/json",
         )
-
-    def _submit_route(self) -> Any:
-        if self._route is None:
-            for route in self.fastapi.router.routes:
-                if getattr(route, "path", None) == PATH and "POST" in getattr(route, "methods", ()):
-                    self._route = route
-                    break
-        return self._route
 
 
 def _parse(headers: Headers, body: bytes) -> TaskCreate | None:

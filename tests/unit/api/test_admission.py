@@ -43,6 +43,15 @@ class _Slow:
         await send({"type": "http.response.body", "body": b"{}"})
 
 
+async def _idle_call(mw: AdmissionMiddleware, app: _Slow, stamp: bytes) -> list[Message]:
+    task = asyncio.create_task(_call(mw, _scope(headers=[(b"x-queue-start", stamp)])))
+    await asyncio.sleep(0)
+    app.release.set()
+    sent = await task
+    app.release.clear()
+    return sent
+
+
 def _status(sent: list[Message]) -> int:
     return int(sent[0]["status"])
 
@@ -77,14 +86,20 @@ def test_in_flight_bound_sheds_with_retry_after() -> None:
 def test_queue_budget_sheds_a_request_that_waited_too_long() -> None:
     async def run() -> tuple[list[Message], list[Message], list[Message]]:
         app = _Slow()
-        app.release.set()
-        mw = AdmissionMiddleware(app, max_inflight=10, queue_budget_ms=100)
+        mw = AdmissionMiddleware(app, max_inflight=4, queue_budget_ms=100)
         stale = str(time.time() - 0.5).encode()
-        fresh = str(time.time()).encode()
+        idle = await asyncio.wait_for(asyncio.shield(_idle_call(mw, app, stale)), timeout=5)
+        busy = [asyncio.create_task(_call(mw, _scope())) for _ in range(2)]
+        await asyncio.sleep(0)
         late = await _call(mw, _scope(headers=[(b"x-queue-start", stale)]))
-        prompt = await _call(mw, _scope(headers=[(b"x-queue-start", fresh)]))
-        direct = await _call(mw, _scope())  # no nginx stamp: not judged
-        return late, prompt, direct
+        fresh = str(time.time()).encode()
+        prompt_task = asyncio.create_task(_call(mw, _scope(headers=[(b"x-queue-start", fresh)])))
+        direct_task = asyncio.create_task(_call(mw, _scope()))  # no nginx stamp: not judged
+        await asyncio.sleep(0)
+        app.release.set()
+        await asyncio.gather(*busy)
+        assert _status(idle) == 202  # an idle replica serves a late request
+        return late, await prompt_task, await direct_task
 
     late, prompt, direct = asyncio.run(run())
     assert _status(late) == 503
