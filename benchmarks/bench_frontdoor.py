@@ -197,8 +197,10 @@ def _settings(var_dir: Path) -> Settings:
 
 
 def _log_bytes(layout: StackLayout) -> int:
-    names = ["nginx-access.jsonl", *(f"api-{i}.jsonl" for i in (1, 2))]
-    return sum((layout.log_dir / n).stat().st_size for n in names if (layout.log_dir / n).exists())
+    """Bytes of the nginx and API logs, rotated files included (the log keeper rotates by
+    size, and a herd's refusals fill a file fast)."""
+    names = ["nginx-access", *(f"api-{i}" for i in (1, 2))]
+    return sum(p.stat().st_size for n in names for p in layout.log_dir.glob(f"{n}.jsonl*"))
 
 
 def _spread(values: list[float]) -> str:
