@@ -51,7 +51,7 @@ def is_accepted(presented: str, accepted: Iterable[str]) -> bool:
     return any(matches)
 
 
-def require_api_key(
+async def require_api_key(
     resources: ResourcesDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header_key: Annotated[str | None, Depends(_api_key_header)],

@@ -93,6 +93,11 @@ class QueueBreaker:
         depth = backlog_ahead(depths, queue) if depths is not None else 0
         return Verdict(not self._open[queue], queue, depth, threshold)
 
+    def stale(self) -> bool:
+        """Whether the next :meth:`check` would read Redis (an async caller runs that
+        check in a thread)."""
+        return self._clock() - self._read_at >= self._cache_s
+
     def is_open(self, queue: str) -> bool:
         """The current state of ``queue``'s breaker (as of the last reading)."""
         return self._open[queue]

@@ -11,21 +11,27 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from redis import Redis
+from redis.asyncio import BlockingConnectionPool
+from redis.asyncio import Redis as AsyncRedis
 
+from api.admission import AdmissionMiddleware
 from api.breaker import QueueBreaker
 from api.deps import ApiResources
 from api.docs import install_docs
 from api.errors import install_error_handlers
+from api.fast_lane import SubmissionFastLane
 from api.idempotency import IdempotencyStore
 from api.metrics import ApiMetrics, BrokerCollector, install_metrics, resources_attr
 from api.middleware import CorrelationMiddleware
 from api.openapi_headers import install_openapi_headers
 from api.routes import health, tasks, traces
 from api.routes.ui import install_ui
+from api.script_batch import ScriptBatcher
 from api.task_records import TaskRecords
 from taskq import __version__
 from taskq.broker import propagation
 from taskq.broker.app import create_celery_app
+from taskq.broker.fast_publish import SUBMIT, MessageTemplate
 from taskq.broker.queue_depth import read_depths
 from taskq.logs.setup import configure_logging
 from taskq.settings import QUEUES, Settings, get_settings
@@ -42,16 +48,31 @@ def build_resources(settings: Settings) -> ApiResources:
         socket_connect_timeout=settings.redis_socket_timeout_s,
         health_check_interval=30,
     )
+    celery = create_celery_app(settings)
+    types = task_types(settings.enable_drill_tasks)
+    # The submission path: one bounded pool, so a herd cannot open a connection per request.
+    aredis = AsyncRedis(
+        connection_pool=BlockingConnectionPool.from_url(
+            settings.broker_url,
+            max_connections=settings.api_max_inflight,
+            timeout=settings.redis_socket_timeout_s,
+            socket_timeout=settings.redis_socket_timeout_s,
+            socket_connect_timeout=settings.redis_socket_timeout_s,
+        )
+    )
     return ApiResources(
         settings=settings,
-        celery=create_celery_app(settings),
+        celery=celery,
         redis=client,
         records=TaskRecords(client, settings.result_expires_s),
-        task_types=task_types(settings.enable_drill_tasks),
+        task_types=types,
         breaker=_build_breaker(settings, client),
         idempotency=IdempotencyStore(
             client, settings.idempotency_ttl_s, settings.idempotency_lock_s
         ),
+        aredis=aredis,
+        submit_script=ScriptBatcher(aredis, SUBMIT),
+        templates={t.celery_name: MessageTemplate(celery, t.celery_name) for t in types.values()},
     )
 
 
@@ -78,12 +99,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             resources.redis.close()
+            if resources.aredis is not None:
+                await resources.aredis.aclose()
 
     app = FastAPI(
         title="taskq",
         version=__version__,
         description="Submit risk computations and follow them by task id or correlation id.",
         lifespan=lifespan,
+        # FastAPI's native OpenTelemetry hooks asked the global providers (and os.environ)
+        # on every request, about 7% of a submission's time; taskq traces with its log lines
+        # and counts with Prometheus (api/metrics.py), so they stay off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         # Served from local files by install_docs: FastAPI's own pages load a CDN.
         docs_url=None,
         redoc_url=None,
@@ -100,6 +127,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resources_attr(app, "breaker"),
         settings.breaker_thresholds,
         settings.breaker_close_ratio,
+    )
+    # Innermost: well-formed submissions skip FastAPI's routing and dependency machinery.
+    app.add_middleware(SubmissionFastLane, fastapi=app)
+    # Inside the metrics middleware, so shed requests are counted like any other answer.
+    app.add_middleware(
+        AdmissionMiddleware,
+        max_inflight=settings.api_max_inflight,
+        queue_budget_ms=settings.api_queue_budget_ms,
     )
     install_metrics(app, ApiMetrics(), collector)
     # Added last, so it wraps every other middleware: even a 500 carries X-Request-ID.

@@ -4,8 +4,9 @@ For every HTTP request it resolves the correlation id (keep a valid ``X-Request-
 generate one when absent, replace an invalid one) and the exchange id (nginx's
 ``X-Exchange-ID``, else a new one), binds both to the context for the request's lifetime,
 echoes the correlation id in the response header, writes one ``http.request.completed``
-line, and turns an unhandled exception into a JSON 500 that still carries the header
-(Starlette's own 500 would be sent outside of this layer).
+line (at DEBUG for a successful probe, :data:`QUIET_PATHS`), and turns an unhandled exception
+into a JSON 500 that still carries the header (Starlette's own 500 would be sent outside of
+this layer).
 
 The line of an error answer carries ``error.type``: the ``error.code`` of the JSON body the
 client received, read from that body, so the log says exactly what the client was told
@@ -38,6 +39,8 @@ logger = logging.getLogger("taskq.api.http")
 _HEADER_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
 _EXCHANGE_KEY = EXCHANGE_ID_HEADER.lower().encode("latin-1")
 _MAX_HEADER_BYTES = 1024
+#: The stack's own probes: their successful answers are logged at DEBUG, not INFO.
+QUIET_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class CorrelationMiddleware:
@@ -134,6 +137,10 @@ def _log_request(scope: Scope, state: dict[str, Any], started: float, source: st
     client = scope.get("client")
     status = int(state["status"])
     level = logging.ERROR if status >= 500 else logging.INFO
+    if status < 400 and scope.get("path") in QUIET_PATHS:
+        level = logging.DEBUG  # an answered probe is no news (nginx skips its line too)
+    if not logger.isEnabledFor(level):
+        return
     task_id = (scope.get("path_params") or {}).get("task_id")
     logger.log(
         level,

@@ -26,6 +26,16 @@ class TaskRecord:
     submitted_at: float
 
 
+def records_key(task_id: str) -> str:
+    """Redis key of ``task_id``'s record."""
+    return KEY_PREFIX + task_id
+
+
+def encode_record(record: TaskRecord) -> str:
+    """The stored form of ``record`` (what :meth:`TaskRecords.get` reads)."""
+    return json.dumps(asdict(record))
+
+
 class TaskRecords:
     """Store of :class:`TaskRecord` in Redis with a TTL."""
 
@@ -37,7 +47,7 @@ class TaskRecords:
         """Store a new record; raises if the id exists (fresh uuid4s: it never should)."""
         record = TaskRecord(task_id, task_type, queue, correlation_id, time.time())
         stored = self._client.set(
-            KEY_PREFIX + task_id, json.dumps(asdict(record)), nx=True, ex=self._ttl_s
+            records_key(task_id), encode_record(record), nx=True, ex=self._ttl_s
         )
         if not stored:
             raise RuntimeError("task id already issued")

@@ -1,11 +1,15 @@
 """Cost of tracing on worker throughput: the same batch drained with task lines on (INFO)
-and off (WARNING), alternating, in one run.
+and off (WARNING), and by a bare Celery worker (benchmarks/bare_celery_app.py: stock
+transport, no hooks, guards or JSON lines), in one run.
 
 Each round fills a private redis-server's queue with N no-op tasks, starts one prefork
 worker, and measures throughput from the results' ``date_done`` (first to last), so worker
-start-up and the filling are not counted. Everything runs on loopback and stops by itself.
+start-up and the filling are not counted. The three variants run in a rotated order each
+round (so drift hits each alike) and the figures are min / median / max over the rounds,
+plus the per-round ratios (INFO / WARNING, INFO / bare), whose spread says how much to trust
+them. Everything runs on loopback and stops by itself.
 
-    .venv/bin/python benchmarks/bench_worker_tracing.py --tasks 3000 --rounds 2
+    .venv/bin/python benchmarks/bench_worker_tracing.py --tasks 3000 --rounds 5
 """
 
 from __future__ import annotations
@@ -29,8 +33,22 @@ REPO = Path(__file__).resolve().parents[1]
 DRAIN_TIMEOUT_S = 300.0
 
 
-def fill(port: int, tasks: int) -> None:
+VARIANTS = ("INFO", "WARNING", "bare")
+
+
+def fill(port: int, tasks: int, bare: bool) -> None:
     os.environ["TASKQ_REDIS_PORT"] = str(port)
+    if bare:
+        # The bare worker's app is benchmarks/bare_celery_app.py; any client can publish to it.
+        from celery import Celery
+
+        bare_app = Celery("bare-client", broker=f"redis://127.0.0.1:{port}/0")
+        with bare_app.producer_or_acquire() as producer:
+            for _ in range(tasks):
+                bare_app.send_task(
+                    "bare.noop", kwargs={"payload": ""}, queue="medium", producer=producer
+                )
+        return
     from taskq.broker.app import create_celery_app
     from taskq.settings import get_settings
 
@@ -44,14 +62,15 @@ def fill(port: int, tasks: int) -> None:
 
 
 def drain(port: int, tasks: int, level: str, workdir: Path, concurrency: int) -> float:
-    """Tasks per second for one worker at ``level``."""
+    """Tasks per second for one worker at ``level`` (``bare``: the bare Celery worker)."""
+    bare = level == "bare"
     client = Redis(port=port)
     client.flushall()
-    fill(port, tasks)
+    fill(port, tasks, bare)
     env = dict(
         os.environ,
         TASKQ_REDIS_PORT=str(port),
-        TASKQ_LOG_LEVEL=level,
+        TASKQ_LOG_LEVEL="WARNING" if bare else level,
         TASKQ_SERVICE_NAME="worker",
         TASKQ_NODE_NAME="bench",
         TASKQ_LOG_FILE=str(workdir / f"worker-{level}.jsonl"),
@@ -62,8 +81,10 @@ def drain(port: int, tasks: int, level: str, workdir: Path, concurrency: int) ->
             "-m",
             "celery",
             "-A",
-            "worker.celery_app",
+            "benchmarks.bare_celery_app" if bare else "worker.celery_app",
             "worker",
+            "--loglevel",
+            "WARNING",
             "-Q",
             "medium",
             "-c",
@@ -108,17 +129,44 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="taskq-bench-") as tmp:
         workdir = Path(tmp)
         with scratch_redis(workdir) as port:
-            rates: dict[str, list[float]] = {"WARNING": [], "INFO": []}
-            for _ in range(args.rounds):
-                for level in rates:
+            rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
+            for index in range(args.rounds):
+                shift = index % len(VARIANTS)
+                for level in VARIANTS[shift:] + VARIANTS[:shift]:
                     rates[level].append(drain(port, args.tasks, level, workdir, args.concurrency))
-                    print(f"{level:<8} {rates[level][-1]:8.0f} tasks/s", flush=True)
+                    print(
+                        f"round {index + 1} {level:<8} {rates[level][-1]:8.0f} tasks/s", flush=True
+                    )
             lines = sum(1 for _ in (workdir / "worker-INFO.jsonl").open())
-    off, on = statistics.median(rates["WARNING"]), statistics.median(rates["INFO"])
-    print(f"median, tracing off (WARNING): {off:.0f} tasks/s")
     per_task = lines / (args.tasks * args.rounds)
-    print(f"median, tracing on  (INFO):    {on:.0f} tasks/s  ({per_task:.1f} lines/task)")
-    print(f"tracing overhead: {(1 - on / off) * 100:.1f}% of throughput")
+    print(
+        f"\nworker throughput, {args.rounds} rounds x {args.tasks} no-op tasks,"
+        f" -c {args.concurrency}"
+    )
+    print(f"{'':44}{'min':>8}{'median':>8}{'max':>8}")
+    labels = {
+        "INFO": f"taskq, tracing on (INFO, {per_task:.1f} lines/task)",
+        "WARNING": "taskq, tracing off (WARNING)",
+        "bare": "bare Celery worker",
+    }
+    for name in VARIANTS:
+        values = rates[name]
+        print(
+            f"{labels[name]:44}{min(values):8.0f}{statistics.median(values):8.0f}"
+            f"{max(values):8.0f}  tasks/s"
+        )
+    overhead = [1 - i / w for i, w in zip(rates["INFO"], rates["WARNING"], strict=True)]
+    vs_bare = [i / b for i, b in zip(rates["INFO"], rates["bare"], strict=True)]
+    print(
+        f"{'tracing overhead (1 - INFO/WARNING)':44}{min(overhead) * 100:7.1f}%"
+        f"{statistics.median(overhead) * 100:7.1f}%{max(overhead) * 100:7.1f}%   goal <= 3%"
+    )
+    print(
+        f"{'INFO / bare Celery':44}{min(vs_bare):8.2f}{statistics.median(vs_bare):8.2f}"
+        f"{max(vs_bare):8.2f}   goal >= 0.9"
+    )
+    summary = {name: [round(x, 1) for x in rates[name]] for name in VARIANTS}
+    print("BENCH_SUMMARY " + json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -138,6 +138,16 @@ class Settings(BaseSettings):
     breaker_retry_after_s: int = Field(
         default=5, gt=0, description="Retry-After of a shed submission."
     )
+    api_max_inflight: int = Field(
+        default=64,
+        ge=1,
+        description="Requests one API replica serves at once; more get a fast 503 overloaded.",
+    )
+    api_queue_budget_ms: int = Field(
+        default=200,
+        ge=0,
+        description="A request that waited longer since nginx got it is shed (0: never).",
+    )
     api_keys: str = Field(
         default="",
         repr=False,

@@ -1,7 +1,8 @@
 """/api/v1/tasks: submit, inspect and revoke tasks.
 
-Handlers are plain ``def``: FastAPI runs them in its thread pool, so the blocking Redis and
-Celery calls never stall the event loop (a blocking publish inside ``async def`` would).
+``POST`` is ``async``: its one Redis round trip goes through ``redis.asyncio`` and never
+blocks the event loop (see :mod:`api.submission`). The others are plain ``def``: FastAPI runs
+them in its thread pool, so their blocking Redis and Celery calls never stall the loop.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ _SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
     response_model=TaskAccepted,
     responses={**_ERRORS, **_SUBMIT_ERRORS},
 )
-def create_task(
+async def create_task(
     body: TaskCreate,
     resources: ResourcesDep,
     request: Request,
@@ -65,7 +66,7 @@ def create_task(
         else contextlib.nullcontext()
     )
     with counting:  # it reads the headers set here: Idempotent-Replayed
-        submitted = submission.submit(
+        submitted = await submission.submit(
             body, resources, presented_key(request.headers), idempotency_key
         )
         response.status_code = submitted.status_code

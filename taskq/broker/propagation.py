@@ -56,6 +56,14 @@ def on_after_publish(
     """Log one ``task.published`` line per message the broker accepted."""
     if headers is None:
         return
+    log_published(headers, routing_key)
+
+
+def log_published(headers: dict[str, Any], routing_key: str | None) -> None:
+    """The ``task.published`` line of one message (also written by the API's own publisher,
+    :mod:`taskq.broker.fast_publish`, which bypasses Celery's signals)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
     logger.info(
         "task published",
         extra={

@@ -42,8 +42,9 @@ def test_endpoints_answer_via_nginx_and_each_replica(stack: RunningStack, path: 
 
 def test_both_replicas_serve_requests(stack: RunningStack) -> None:
     marker = f"rr-{uuid.uuid4().hex[:8]}"
+    # Not /healthz: answered probes are not logged at INFO (see test_probes_are_not_logged).
     for i in range(8):
-        stack.http.get("/healthz", headers={"X-Request-ID": f"{marker}-{i}"})
+        stack.http.get(f"/api/v1/tasks/{uuid.uuid4()}", headers={"X-Request-ID": f"{marker}-{i}"})
     lines = stack.wait_for_lines(
         lambda x: (
             str(x.get("correlation_id", "")).startswith(marker) and x["service.name"] == "api"
@@ -182,3 +183,19 @@ def test_task_longer_than_the_visibility_timeout_runs_once(stack: RunningStack) 
     lines = stack.lines(lambda x: x.get("task_id") == task_id and x["service.name"] == "worker")
     assert events_of(lines).count("task.started") == 1
     assert "task.duplicate_suppressed" not in events_of(lines)
+
+
+def test_probes_are_not_logged_unless_they_fail(stack: RunningStack) -> None:
+    marker = f"probe-{uuid.uuid4().hex[:8]}"
+    for path in ("/healthz", "/readyz"):
+        answer = stack.http.get(path, headers={"X-Request-ID": marker})
+        assert answer.status_code == 200, answer.text
+    # A request after the probes, on both replicas: once its lines are in, so would theirs be.
+    after = f"{marker}-after"
+    for _ in range(2):
+        stack.http.get("/nope", headers={"X-Request-ID": after})
+    stack.wait_for_lines(
+        lambda x: x.get("correlation_id") == after,
+        lambda found: len({x["service.name"] for x in found}) == 2,
+    )
+    assert stack.lines(lambda x: x.get("correlation_id") == marker) == []

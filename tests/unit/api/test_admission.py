@@ -1,0 +1,107 @@
+"""Admission control sheds at once, with Retry-After, and never sheds the probes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from starlette.types import Message, Receive, Scope, Send
+
+from api.admission import AdmissionMiddleware
+
+
+def _scope(path: str = "/api/v1/tasks", headers: list[tuple[bytes, bytes]] | None = None) -> Scope:
+    return {"type": "http", "method": "POST", "path": path, "headers": headers or []}
+
+
+async def _call(mw: AdmissionMiddleware, scope: Scope) -> list[Message]:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await mw(scope, receive, send)
+    return sent
+
+
+class _Slow:
+    """An app that holds each request until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.calls = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.calls += 1
+        await self.release.wait()
+        await send({"type": "http.response.start", "status": 202, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def _idle_call(mw: AdmissionMiddleware, app: _Slow, stamp: bytes) -> list[Message]:
+    task = asyncio.create_task(_call(mw, _scope(headers=[(b"x-queue-start", stamp)])))
+    await asyncio.sleep(0)
+    app.release.set()
+    sent = await task
+    app.release.clear()
+    return sent
+
+
+def _status(sent: list[Message]) -> int:
+    return int(sent[0]["status"])
+
+
+def _headers(sent: list[Message]) -> dict[bytes, bytes]:
+    return dict(sent[0]["headers"])
+
+
+def test_in_flight_bound_sheds_with_retry_after() -> None:
+    async def run() -> tuple[list[Message], list[Message], list[list[Message]]]:
+        app = _Slow()
+        mw = AdmissionMiddleware(app, max_inflight=2, queue_budget_ms=0)
+        held = [asyncio.create_task(_call(mw, _scope())) for _ in range(2)]
+        await asyncio.sleep(0)
+        shed = await _call(mw, _scope())
+        probe_task = asyncio.create_task(_call(mw, _scope("/healthz")))
+        await asyncio.sleep(0)
+        app.release.set()
+        done = await asyncio.gather(*held)
+        return shed, await probe_task, done
+
+    shed, probe, done = asyncio.run(run())
+    assert _status(shed) == 503
+    assert _headers(shed)[b"retry-after"] == b"1"
+    body: dict[str, Any] = json.loads(shed[1]["body"])
+    assert body["error"]["code"] == "overloaded"
+    assert body["error"]["details"] == {"reason": "in_flight"}
+    assert _status(probe) == 202  # probes are never shed
+    assert [_status(d) for d in done] == [202, 202]
+
+
+def test_queue_budget_sheds_a_request_that_waited_too_long() -> None:
+    async def run() -> tuple[list[Message], list[Message], list[Message]]:
+        app = _Slow()
+        mw = AdmissionMiddleware(app, max_inflight=4, queue_budget_ms=100)
+        stale = str(time.time() - 0.5).encode()
+        idle = await asyncio.wait_for(asyncio.shield(_idle_call(mw, app, stale)), timeout=5)
+        busy = [asyncio.create_task(_call(mw, _scope())) for _ in range(2)]
+        await asyncio.sleep(0)
+        late = await _call(mw, _scope(headers=[(b"x-queue-start", stale)]))
+        fresh = str(time.time()).encode()
+        prompt_task = asyncio.create_task(_call(mw, _scope(headers=[(b"x-queue-start", fresh)])))
+        direct_task = asyncio.create_task(_call(mw, _scope()))  # no nginx stamp: not judged
+        await asyncio.sleep(0)
+        app.release.set()
+        await asyncio.gather(*busy)
+        assert _status(idle) == 202  # an idle replica serves a late request
+        return late, await prompt_task, await direct_task
+
+    late, prompt, direct = asyncio.run(run())
+    assert _status(late) == 503
+    assert json.loads(late[1]["body"])["error"]["details"] == {"reason": "queue_time"}
+    assert _status(prompt) == 202 and _status(direct) == 202
