@@ -83,9 +83,12 @@ smoke:  ## full stack in Docker (not run in CI): compose up, submit a task, find
 	elk/setup/smoke.sh
 
 bench: system-deps venv  ## benchmarks (minutes; not in CI): ratios measured within one run
-	@command -v wrk >/dev/null 2>&1 || { echo "bench needs wrk: apt-get install -y wrk"; exit 2; }
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = "0" ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; } || \
+	  { echo "bench needs wrk: sudo apt-get install -y wrk"; exit 2; }
 	@echo "taskq bench: $$(date -u +%Y-%m-%dT%H:%MZ) on $$(nproc) cores, $$(uname -sr)"
 	$(BIN)/python benchmarks/bench_frontdoor.py --seconds 4 --rounds 3
 	$(BIN)/python benchmarks/bench_worker_tracing.py --tasks 2000 --rounds 3
 	$(BIN)/python benchmarks/bench_submit.py --seconds 4 --rounds 3 --concurrency 32
 	$(BIN)/python benchmarks/bench_search.py --lines 1000000 --ids 50000
+	$(BIN)/python benchmarks/bench_kill_storm.py --worker-kills 30 --redis-kills 3 --seconds 120 --rounds 2
