@@ -10,6 +10,7 @@ task id and name, and the correlation id remembered when the message arrived
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -150,10 +151,14 @@ class CeleryRecordFilter(logging.Filter):
             attrs["task_name"] = str(name)
 
 
+_EXC_NAME = re.compile(r"(?:^|: )([A-Za-z_][A-Za-z0-9_]*)\(")
+
+
 def exception_type(record: logging.LogRecord, exc_repr: str) -> str:
-    """The exception's class name: from the record's exc_info, else the repr's prefix
-    (Celery hands over ``repr(exc)``, e.g. ``ValueError('x')``)."""
+    """The exception's class name: from the record's exc_info, else from the text Celery
+    hands over: ``repr(exc)`` (``ValueError('x')``), or for a retry the Retry's text with
+    the cause's repr after the colon (``Retry in 1.0s: ConnectionError('x')``)."""
     if record.exc_info and record.exc_info[0] is not None:
         return record.exc_info[0].__name__
-    name = exc_repr.split("(", 1)[0].strip()
-    return name if name.isidentifier() else "Exception"
+    match = _EXC_NAME.search(exc_repr)
+    return match.group(1) if match else "Exception"

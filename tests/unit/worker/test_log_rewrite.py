@@ -79,9 +79,10 @@ def test_failure_and_retry_lines(logs: CapturedLogs) -> None:
     assert (line["event.action"], line["task.state"]) == ("task.failed", "FAILURE")
     assert line["error.message"] == "ValueError('bad')"
     assert line["error.type"] == "ValueError"
-    retry = {"id": "t-3", "name": "n", "exc": "Retry in 1s"}
+    retry = {"id": "t-3", "name": "n", "exc": "Retry in 1.0s: ConnectionError('lost')"}
     line = _log_like_celery(logs, celery_trace.LOG_RETRY, retry)
     assert (line["event.action"], line["task.state"]) == ("task.retry", "RETRY")
+    assert line["error.type"] == "ConnectionError"
 
 
 def test_positional_revoked_line(logs: CapturedLogs) -> None:
