@@ -43,7 +43,7 @@ from redis import Redis
 from taskq.settings import Settings
 from taskq.stack import control
 from taskq.stack.layout import StackLayout
-from taskq.stack.ports import free_port_block
+from taskq.stack.ports import settings_on_free_ports
 from taskq.stack.render import WORKERS
 
 MAX_SECONDS = 30.0
@@ -181,13 +181,8 @@ def wrk(url: str, method: str, connections: int, seconds: float, script: Path) -
 
 
 def _settings(var_dir: Path) -> Settings:
-    base = free_port_block(6)
-    return Settings(
-        var_dir=var_dir,
-        http_port=base,
-        redis_port=base + 1,
-        api_base_port=base + 2,
-        worker_metrics_base_port=base + 4,
+    return settings_on_free_ports(
+        var_dir,
         # Checked on every submission, never open: the check runs, the rejection does not.
         breaker_threshold_low=10_000_000,
         breaker_threshold_medium=10_000_000,

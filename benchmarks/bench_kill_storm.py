@@ -20,18 +20,12 @@ from taskq.faults.storm import StormPlan, run_storm
 from taskq.settings import Settings
 from taskq.stack import control
 from taskq.stack.layout import StackLayout
-from taskq.stack.ports import free_port_block
+from taskq.stack.ports import settings_on_free_ports
 
 
 def _settings(var_dir: Path) -> Settings:
-    base = free_port_block(6)
-    return Settings(
-        var_dir=var_dir,
-        http_port=base,
-        redis_port=base + 1,
-        api_base_port=base + 2,
-        api_replicas=2,
-        worker_metrics_base_port=base + 4,
+    return settings_on_free_ports(
+        var_dir,
         queue_snapshot_interval_s=5.0,
     )
 

@@ -38,7 +38,7 @@ from taskq.broker.queue_depth import read_depths
 from taskq.settings import QUEUES, Settings
 from taskq.stack import control
 from taskq.stack.layout import StackLayout
-from taskq.stack.ports import free_port_block
+from taskq.stack.ports import settings_on_free_ports
 from taskq.stack.render import WORKERS
 
 BODY = json.dumps(
@@ -64,13 +64,8 @@ class PhaseResult:
 
 
 def _settings(var_dir: Path, breaker: bool) -> Settings:
-    base = free_port_block(6)
-    return Settings(
-        var_dir=var_dir,
-        http_port=base,
-        redis_port=base + 1,
-        api_base_port=base + 2,
-        worker_metrics_base_port=base + 4,
+    return settings_on_free_ports(
+        var_dir,
         breaker_enabled=breaker,
         # Never open during the benchmark: the check runs, the rejection does not.
         breaker_threshold_low=10_000_000,

@@ -17,6 +17,7 @@ lookups read files (see :mod:`api.routes.traces`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path as FsPath
 from typing import Annotated, Any
@@ -28,7 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from api.auth import API_KEY_HEADER, ApiKeyDep
-from api.deps import ResourcesDep
+from api.deps import ApiResources, ResourcesDep
 from api.routes.traces import store_config
 from taskq.correlation import ID_PATTERN
 from taskq.search.explorer.lookup import QueryError, parse_query, run_query
@@ -185,36 +186,33 @@ def _trace_view(trace: Trace, settings: Settings) -> HTMLResponse:
 @fragments.get("/traces/{correlation_id}")
 def trace_fragment(resources: ResourcesDep, correlation_id: CorrelationId) -> HTMLResponse:
     """Verdict, waterfall, exchanges, tasks and the timeline of one correlation id."""
-    try:
-        with _Store(resources.settings) as store:
-            trace = find_trace(store, correlation_id)
-    except LogStoreError as exc:
-        return _failure(exc, resources.settings)
-    if trace is None:
-        return render(
-            "error.html",
-            404,
-            title="Not found",
-            message=(f"No log line carries the correlation id {correlation_id}."),
-        )
-    return _trace_view(trace, resources.settings)
+    return _trace_page(
+        resources,
+        lambda store: find_trace(store, correlation_id),
+        f"No log line carries the correlation id {correlation_id}.",
+    )
 
 
 @fragments.get("/tasks/{task_id}")
 def task_fragment(resources: ResourcesDep, task_id: TaskId) -> HTMLResponse:
     """The trace of the request that published ``task_id``."""
+    return _trace_page(
+        resources,
+        lambda store: find_trace_by_task(store, task_id.lower()),
+        f"No log line carries the task id {task_id}.",
+    )
+
+
+def _trace_page(
+    resources: ApiResources, lookup: Callable[[LogStore], Trace | None], missing: str
+) -> HTMLResponse:
     try:
         with _Store(resources.settings) as store:
-            trace = find_trace_by_task(store, task_id.lower())
+            trace = lookup(store)
     except LogStoreError as exc:
         return _failure(exc, resources.settings)
     if trace is None:
-        return render(
-            "error.html",
-            404,
-            title="Not found",
-            message=(f"No log line carries the task id {task_id}."),
-        )
+        return render("error.html", 404, title="Not found", message=missing)
     return _trace_view(trace, resources.settings)
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import random
 import socket
 from pathlib import Path
+from typing import Any
+
+from taskq.settings import Settings
 
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 #: Lowest port handed out: below are well-known and registered services.
@@ -54,3 +57,19 @@ def _all_free(host: str, base: int, count: int) -> bool:
         for sock in held:
             sock.close()
     return True
+
+
+def settings_on_free_ports(var_dir: Path, **overrides: Any) -> Settings:
+    """Settings of a scratch stack (tests, benchmarks) in ``var_dir``: nginx, Redis, two API
+    replicas and the workers' metrics on one block of free ports; ``overrides`` win."""
+    base = free_port_block(6)
+    values: dict[str, Any] = {
+        "var_dir": var_dir,
+        "http_port": base,
+        "redis_port": base + 1,
+        "api_base_port": base + 2,
+        "api_replicas": 2,
+        "worker_metrics_base_port": base + 4,
+    }
+    values.update(overrides)
+    return Settings(**values)

@@ -15,7 +15,7 @@ import pytest
 from taskq.settings import Settings
 from taskq.stack import control
 from taskq.stack.layout import StackLayout
-from taskq.stack.ports import free_port_block
+from taskq.stack.ports import settings_on_free_ports
 from taskq.stack.scratch_redis import scratch_redis
 from tests.integration.stack_client import RunningStack
 
@@ -32,19 +32,8 @@ def require_binaries() -> None:
 
 
 def stack_settings(var_dir: Path, **overrides: object) -> Settings:
-    """Settings for a test stack in ``var_dir`` on fresh ports."""
-    base = free_port_block(6)
-    values: dict[str, object] = {
-        "var_dir": var_dir,
-        "http_port": base,
-        "redis_port": base + 1,
-        "api_base_port": base + 2,
-        "api_replicas": 2,
-        "worker_metrics_base_port": base + 4,
-        "queue_snapshot_interval_s": 2.0,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    """Settings for a test stack in ``var_dir`` on fresh ports (queue snapshots every 2 s)."""
+    return settings_on_free_ports(var_dir, **{"queue_snapshot_interval_s": 2.0, **overrides})
 
 
 def start_stack(settings: Settings) -> RunningStack:
