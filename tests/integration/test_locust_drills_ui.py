@@ -90,6 +90,10 @@ def test_drills_tab_and_fault_button(ui_stack: RunningStack, locust_ui: str) -> 
             expect(page.get_by_text("ThunderingHerd").first).to_be_attached()
             expect(page.get_by_text("FaultDrillUser").first).to_be_attached()
             page.get_by_role("button", name="Start").first.click()
+            # While users spawn, the UI re-renders its tab bar at every step and a click can
+            # keep landing on a node just replaced: wait until the run is running.
+            status = page.get_by_role("banner").get_by_text("running", exact=True)
+            expect(status).to_be_visible(timeout=60_000)
             page.get_by_role("tab", name="Drills").click()
             expect(page.get_by_text("in flight")).to_be_visible()
             expect(page.get_by_text("queue high priority 0")).to_be_visible()
