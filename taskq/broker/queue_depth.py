@@ -36,8 +36,9 @@ def priority_lists(queue: str) -> list[str]:
     return [queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}" for step in PRIORITY_STEPS]
 
 
-def read_depths(client: Redis, queues: Iterable[str]) -> QueueDepths:
-    """All depths in one pipelined round trip."""
+def read_step_depths(client: Redis, queues: Iterable[str]) -> tuple[dict[str, dict[int, int]], int]:
+    """Waiting messages per queue and priority step, and the unacked count: one pipelined
+    round trip."""
     names = list(queues)
     pipe = client.pipeline(transaction=False)
     for queue in names:
@@ -46,5 +47,14 @@ def read_depths(client: Redis, queues: Iterable[str]) -> QueueDepths:
     pipe.hlen(UNACKED_KEY)
     counts = [int(c) for c in pipe.execute()]
     steps = len(PRIORITY_STEPS)
-    waiting = {q: sum(counts[i * steps : (i + 1) * steps]) for i, q in enumerate(names)}
-    return QueueDepths(waiting=waiting, unacked=counts[-1])
+    by_step = {
+        q: dict(zip(PRIORITY_STEPS, counts[i * steps : (i + 1) * steps], strict=True))
+        for i, q in enumerate(names)
+    }
+    return by_step, counts[-1]
+
+
+def read_depths(client: Redis, queues: Iterable[str]) -> QueueDepths:
+    """All depths in one pipelined round trip, each queue's priority lists summed."""
+    by_step, unacked = read_step_depths(client, queues)
+    return QueueDepths(waiting={q: sum(d.values()) for q, d in by_step.items()}, unacked=unacked)

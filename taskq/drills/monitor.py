@@ -12,7 +12,7 @@ import psutil
 from redis import Redis
 from redis.exceptions import RedisError
 
-from taskq.broker.queue_depth import PRIORITY_STEPS, UNACKED_KEY, priority_lists
+from taskq.broker.queue_depth import read_step_depths
 from taskq.faults.readiness_probe import readyz_statuses
 from taskq.settings import QUEUES
 from taskq.stack.layout import StackLayout
@@ -32,18 +32,8 @@ class Sample:
 
 def read_priority_depths(client: Redis, queues: tuple[str, ...] = QUEUES) -> dict[str, Any]:
     """Waiting messages per queue and priority step, and the unacked count."""
-    pipe = client.pipeline(transaction=False)
-    for queue in queues:
-        for key in priority_lists(queue):
-            pipe.llen(key)
-    pipe.hlen(UNACKED_KEY)
-    counts = [int(c) for c in pipe.execute()]
-    steps = len(PRIORITY_STEPS)
-    depth = {
-        q: dict(zip(PRIORITY_STEPS, counts[i * steps : (i + 1) * steps], strict=True))
-        for i, q in enumerate(queues)
-    }
-    return {"depth": depth, "unacked": counts[-1]}
+    depth, unacked = read_step_depths(client, queues)
+    return {"depth": depth, "unacked": unacked}
 
 
 @dataclass
