@@ -128,14 +128,14 @@ class QueueBreaker:
             was_open = self._open[queue]
             if not was_open and depth >= threshold:
                 self._open[queue] = True
-                _log_transition("breaker opened", "breaker.opened", queue, depth, threshold)
+                _log_transition("breaker opened", Event.BREAKER_OPENED, queue, depth, threshold)
             elif was_open and depth <= threshold * self._close_ratio:
                 self._open[queue] = False
-                _log_transition("breaker closed", "breaker.closed", queue, depth, threshold)
+                _log_transition("breaker closed", Event.BREAKER_CLOSED, queue, depth, threshold)
 
 
-def _log_transition(message: str, event: str, queue: str, depth: int, threshold: int) -> None:
-    level = logging.WARNING if event == "breaker.opened" else logging.INFO
+def _log_transition(message: str, event: Event, queue: str, depth: int, threshold: int) -> None:
+    level = logging.WARNING if event == Event.BREAKER_OPENED else logging.INFO
     logger.log(
         level,
         message,

@@ -81,7 +81,7 @@ class CorrelationMiddleware:
                 logger.warning(
                     "invalid request id replaced",
                     extra={
-                        "event.action": "correlation_id.replaced",
+                        "event.action": Event.CORRELATION_ID_REPLACED,
                         "correlation_id_source": source,
                     },
                 )
@@ -89,7 +89,7 @@ class CorrelationMiddleware:
         except Exception:
             logger.exception(
                 "unhandled error",
-                extra={"event.action": "http.request.failed", "url.path": scope.get("path")},
+                extra={"event.action": Event.HTTP_FAILED, "url.path": scope.get("path")},
             )
             if not state["started"]:
                 await _send_internal_error(send_with_id)

@@ -80,20 +80,29 @@ class Settings(BaseSettings):
     )
     retry_backoff_max_s: int = Field(default=30, gt=0, description="Cap of one retry delay.")
     max_retries: int = Field(default=5, ge=0, description="Retries of a transient failure.")
-    visibility_timeout_s: float = Field(
+    lease_ttl_s: float = Field(
         default=3.0,
         gt=0,
-        description="A message unacked this long without a heartbeat goes back to its queue. "
-        "With heartbeats: at least three of them; without: above the hard time limit and the "
-        "longest retry delay.",
+        description="A worker whose lease was not renewed this long (Redis clock) is presumed "
+        "dead and its held messages go back to their queues (taskq/broker/delivery).",
     )
-    inflight_heartbeat_s: float = Field(
-        default=0.5,
-        ge=0,
-        description="Workers refresh the messages they hold this often (0 turns it off).",
+    lease_renew_s: float = Field(
+        default=0.5, gt=0, description="How often a worker process renews its lease."
+    )
+    stall_gap_s: float = Field(
+        default=1.5,
+        gt=0,
+        description="No lease renewed for this long means Redis (or every worker) was away: "
+        "nobody is presumed dead for one lease TTL after it.",
+    )
+    visibility_timeout_s: float = Field(
+        default=3_600.0,
+        gt=0,
+        description="Held records without a lease (written by a stock kombu consumer) go "
+        "back after this long; kombu's own default.",
     )
     unacked_restore_interval_s: float = Field(
-        default=0.5, gt=0, description="How often a worker sweeps for expired unacked messages."
+        default=0.5, gt=0, description="How often a worker sweeps for expired leases."
     )
     worker_concurrency: int = Field(default=2, ge=1, description="Pool processes per worker.")
     worker_prefetch_multiplier: int = Field(
@@ -219,26 +228,18 @@ class Settings(BaseSettings):
     def _check_consistency(self) -> Settings:
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
-        if self.inflight_heartbeat_s > 0:
-            # Live workers keep their messages fresh; a few missed beats are tolerated.
-            if self.visibility_timeout_s < 3 * self.inflight_heartbeat_s:
-                raise ValueError(
-                    "visibility_timeout_s must be at least three inflight_heartbeat_s, "
-                    "or a briefly busy worker's messages are delivered twice"
-                )
-            return self
-        longest = max(self.task_time_limit_s, self.retry_backoff_max_s)
-        if self.visibility_timeout_s <= longest:
-            raise ValueError(
-                "without heartbeats visibility_timeout_s must exceed task_time_limit_s and "
-                "retry_backoff_max_s, or long tasks and delayed retries are delivered twice"
-            )
+        # A few missed renewals are tolerated before a live worker could look dead, and a
+        # stall is noticed before any lease of a live worker runs out.
+        if self.lease_ttl_s < 3 * self.lease_renew_s:
+            raise ValueError("lease_ttl_s must be at least three lease_renew_s")
+        if not self.lease_renew_s < self.stall_gap_s < self.lease_ttl_s:
+            raise ValueError("stall_gap_s must lie between lease_renew_s and lease_ttl_s")
         return self
 
     @property
     def worker_beat_s(self) -> float:
-        """How often a worker writes its beat for /readyz (its heartbeat, else 1 s)."""
-        return self.inflight_heartbeat_s if self.inflight_heartbeat_s > 0 else 1.0
+        """How often a worker writes its beat for /readyz (with each lease renewal)."""
+        return self.lease_renew_s
 
     @property
     def broker_url(self) -> str:

@@ -1,5 +1,5 @@
 """The worker's Celery application: the shared configuration (taskq/broker/app.py) plus
-the task class, the task modules, the in-flight heartbeat and the worker's logging.
+the task class, the task modules, the delivery contract's wiring and the worker's logging.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from celery.signals import setup_logging, worker_ready
 
 from taskq.broker import propagation
 from taskq.broker.app import create_celery_app
+from taskq.broker.delivery.guard import REQUEST_TAG_FIELD, ExecutionGuard
 from taskq.logs.setup import configure_logging
 from taskq.settings import Settings, get_settings
-from worker import metrics, task_lifecycle
-from worker.dedup import DeliveryGuard, run_guarded
-from worker.inflight_heartbeat import InFlightHeartbeat
+from worker import delivery_wiring, metrics, task_lifecycle
+from worker.dedup import run_guarded
 from worker.log_rewrite import CeleryRecordFilter
 
 TASK_MODULES = ("worker.tasks.risk", "worker.tasks.drills", "worker.tasks.maintenance")
@@ -30,7 +30,8 @@ MIN_RETRY_DELAY_S = 0.5
 
 class TracedTask(Task):  # type: ignore[misc]
     """Base task: uses :class:`worker.traced_request.TracedRequest` in the worker, and runs
-    each task at most once per task id with a cap on redeliveries (worker/dedup.py)."""
+    each task inside its run lease, at most once per task id, with a cap on redeliveries
+    (worker/dedup.py)."""
 
     Request = "worker.traced_request:TracedRequest"
 
@@ -51,20 +52,21 @@ class TracedTask(Task):  # type: ignore[misc]
             _delivery_guard(self.app),
             str(request.id),
             int(request.retries or 0),
+            str(getattr(request, REQUEST_TAG_FIELD, None) or ""),
             lambda: self.run(*args, **kwargs),
             on_start=lambda deliveries: task_lifecycle.log_started(request, deliveries),
         )
 
 
-_guards: dict[int, DeliveryGuard] = {}
+_guards: dict[int, ExecutionGuard] = {}
 
 
-def _delivery_guard(app: Celery) -> DeliveryGuard:
+def _delivery_guard(app: Celery) -> ExecutionGuard:
     """One guard per app, on the result backend's Redis connection pool."""
     guard = _guards.get(id(app))
     if guard is None:
         settings = get_settings()
-        guard = DeliveryGuard(
+        guard = ExecutionGuard(
             app.backend.client, settings.worker_dedup_ttl_s, settings.max_redeliveries
         )
         _guards[id(app)] = guard
@@ -74,7 +76,7 @@ def _delivery_guard(app: Celery) -> DeliveryGuard:
 def create_worker_app(settings: Settings) -> Celery:
     """The app a worker (and beat) runs: the shared configuration and the worker's parts."""
     app = create_celery_app(settings, task_cls="worker.celery_app:TracedTask", include=TASK_MODULES)
-    app.steps["consumer"].add(InFlightHeartbeat)
+    app.steps["consumer"].add(delivery_wiring.ConsumerConnected)
     return app
 
 
@@ -99,5 +101,6 @@ def _serve_worker_metrics(**_: Any) -> None:
 
 
 propagation.connect_worker()
+delivery_wiring.connect()
 task_lifecycle.connect()
 app = create_worker_app(get_settings())

@@ -54,7 +54,7 @@ def recall(task_id: str) -> Delivery | None:
 
 @dataclass(frozen=True)
 class _Rule:
-    event: str
+    event: Event
     message: str
     id_arg: int | None = None  # position of the task id in a tuple of args
     name_arg: int | None = None
@@ -67,16 +67,16 @@ _DATA_RULES: dict[str, _Rule] = {
     celery_trace.LOG_INTERNAL_ERROR.strip(): _Rule(Event.TASK_FAILED, "task failed"),
     celery_trace.LOG_RETRY: _Rule(Event.TASK_RETRY, "task retry scheduled"),
     celery_trace.LOG_REJECTED.strip(): _Rule(Event.TASK_REJECTED, "task rejected"),
-    celery_trace.LOG_IGNORED.strip(): _Rule("task.ignored", "task ignored"),
+    celery_trace.LOG_IGNORED.strip(): _Rule(Event.TASK_IGNORED, "task ignored"),
 }
 _ARGS_RULES: dict[str, _Rule] = {
     "Discarding revoked task: %s[%s]": _Rule(Event.TASK_REVOKED, "revoked task discarded", 1, 0),
     "Task %s[%s] retry: %s": _Rule(Event.TASK_RETRY, "task retry scheduled", 1, 0),
     "Soft time limit (%ss) exceeded for %s[%s]": _Rule(
-        "task.soft_time_limit", "task soft time limit exceeded", 2, 1
+        Event.TASK_SOFT_TIME_LIMIT, "task soft time limit exceeded", 2, 1
     ),
     "Hard time limit (%ss) exceeded for %s[%s]": _Rule(
-        "task.time_limit", "task hard time limit exceeded", 2, 1
+        Event.TASK_TIME_LIMIT, "task hard time limit exceeded", 2, 1
     ),
     "Task handler raised error: %r": _Rule(Event.TASK_HANDLER_ERROR, "task handler raised error"),
 }

@@ -20,6 +20,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from taskq.logs.schema import Event
+
 logger = logging.getLogger("taskq.worker.metrics")
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -93,7 +95,9 @@ def serve(port: int, host: str) -> None:
     try:
         start_http_server(port, addr=host, registry=REGISTRY)
     except OSError:
-        logger.exception("metrics endpoint not started", extra={"event.action": "metrics.failed"})
+        logger.exception(
+            "metrics endpoint not started", extra={"event.action": Event.METRICS_FAILED}
+        )
         return
     UP.set(1)
-    logger.info("metrics endpoint started", extra={"event.action": "metrics.started"})
+    logger.info("metrics endpoint started", extra={"event.action": Event.METRICS_STARTED})

@@ -79,17 +79,17 @@ def log_started(request: Any, deliveries: int | None) -> None:
 
 def on_worker_ready(**_: Any) -> None:
     """Mark the moment a worker starts consuming (drill and dashboard marker)."""
-    logger.info("worker ready", extra={"event.action": "worker.ready"})
+    logger.info("worker ready", extra={"event.action": Event.WORKER_READY})
 
 
 def on_worker_shutting_down(**_: Any) -> None:
     """Mark the start of a warm or cold shutdown."""
-    logger.warning("worker shutting down", extra={"event.action": "worker.shutting_down"})
+    logger.warning("worker shutting down", extra={"event.action": Event.WORKER_SHUTTING_DOWN})
 
 
 def on_worker_shutdown(**_: Any) -> None:
     """Mark the end of a worker's life."""
-    logger.warning("worker stopped", extra={"event.action": "worker.stopped"})
+    logger.warning("worker stopped", extra={"event.action": Event.WORKER_STOPPED})
 
 
 def connect() -> None:

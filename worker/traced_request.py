@@ -17,6 +17,7 @@ from typing import Any
 
 from celery.worker.request import Request
 
+from taskq.broker.delivery.guard import REQUEST_TAG_FIELD
 from taskq.broker.event_redaction import redact_event_fields
 from taskq.correlation import (
     ATTEMPT_HEADER,
@@ -42,6 +43,8 @@ class TracedRequest(Request):  # type: ignore[misc]
         self._correlation_id: str | None = self.request_dict.get(CELERY_HEADER)
         self._attempt_id = new_attempt_id()
         self.request_dict[ATTEMPT_HEADER] = self._attempt_id
+        # The execution guard's run lease names the delivery it belongs to.
+        self.request_dict[REQUEST_TAG_FIELD] = str(getattr(self.message, "delivery_tag", ""))
         retries = int(self.request_dict.get("retries") or 0)
         remember(self.id, Delivery(self._correlation_id, self._attempt_id, retries))
         redelivered = bool((self.delivery_info or {}).get("redelivered"))

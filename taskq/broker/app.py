@@ -8,13 +8,12 @@ The reliability numbers depend on each other (see :class:`taskq.settings.Setting
 * ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after
   its task finished, and a pool child that dies mid-task puts it back. A task may therefore
   run twice: every task here is idempotent (pure computations of their inputs).
-* ``visibility_timeout``: if a whole worker dies, Redis keeps its messages in ``unacked``
-  until this passes, then another worker gets them. Live workers refresh the messages they
-  hold every ``inflight_heartbeat_s`` (worker/inflight_heartbeat.py), so the timeout is a
-  few heartbeats, not the longest task plus retry delay, and a dead worker's tasks run
-  elsewhere within seconds. The API process reads the same transport options.
-* ``unacked_restore_interval``/``throttle``: kombu otherwise sweeps for expired messages
-  only every ~100 s, so a dead worker's tasks would wait that long on top.
+* Held messages belong to their worker process's lease (taskq/broker/delivery): a dead
+  worker's messages run elsewhere once its lease expired (``lease_ttl_s``), a live one keeps
+  them however long its tasks, retries' countdowns or a warm shutdown take. kombu's
+  ``visibility_timeout`` applies only to records written without a lease.
+* ``unacked_restore_interval``/``throttle``: kombu otherwise sweeps only every ~100 s, so a
+  dead worker's tasks would wait that long on top.
 * ``worker_prefetch_multiplier=1``: a worker holds at most one message per free child, so
   a burst of low tasks cannot sit in a busy worker's buffer while others idle.
 """
@@ -36,6 +35,9 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     """Redis transport options, identical for every process that talks to the broker."""
     return {
         "visibility_timeout": settings.visibility_timeout_s,
+        "lease_ttl_s": settings.lease_ttl_s,
+        "lease_renew_s": settings.lease_renew_s,
+        "stall_gap_s": settings.stall_gap_s,
         "unacked_restore_interval": settings.unacked_restore_interval_s,
         "unacked_restore_throttle": 1,
         # The sweep's lock: a worker killed while holding it must not stop everyone's

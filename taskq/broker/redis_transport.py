@@ -1,4 +1,5 @@
-"""kombu's Redis transport without the window in which a consumer loses a message.
+"""kombu's Redis transport without the window in which a consumer loses a message, and with
+the delivery contract of :mod:`taskq.broker.delivery` (leases, compare-and-move restores).
 
 kombu's consumer ``BRPOP``\\ s a message and then, in a second command, records it in the
 ``unacked`` hash and the ``unacked_index`` sorted set. A consumer killed between the two
@@ -8,9 +9,9 @@ Here the pop and the record are **one Lua script** (:data:`POP_AND_HOLD`): the s
 the first message of the first non-empty priority list (the order ``BRPOP`` uses) and, in
 the same atomic step, writes it into ``unacked``/``unacked_index`` exactly as kombu's
 ``QoS.append`` would (``[payload, exchange, routing_key]`` under its delivery tag, scored by
-Redis's clock). So at every instant a message is in its queue, or recorded as held (where
-the heartbeat keeps a live worker's records fresh and the visibility sweep gives a dead
-worker's back to their queue), or acknowledged (removed) after its task ended.
+Redis's clock) and names its holder (the worker process's lease). So at every instant a
+message is in its queue, or held (the holder's lease keeps it; the sweep gives a dead
+holder's back), or acknowledged (removed) after its task ended.
 
 A script cannot block, so waiting for work is separate: when the script finds nothing, the
 next request is ``BLPOP <doorbells> <timeout>`` pipelined with the script. Publishers using
@@ -19,13 +20,17 @@ this transport ring a queue's doorbell (a one-element list) in the same round tr
 ``brpop_timeout`` (1 s) for an idle consumer. The doorbell only wakes; it never carries or
 takes a message.
 
+The QoS acknowledges, restores and sweeps with the scripts of
+:mod:`taskq.broker.delivery.scripts`: an ack or restore that Redis does not take is retried by
+the lease keeper until it lands (the prefetch slot is freed at once, the record is never
+forgotten); every restore is a compare-and-move with its reason (``return``, ``reject``,
+``sweep``) checked inside the script.
+
 Everything else is kombu's: the message format, the queue and priority lists, the unacked
-records (``celery inspect``, Flower and stock kombu processes read and restore them as
-usual). This module overrides private parts of kombu 5.x (``Channel._brpop_start``,
-``_brpop_read``, ``_connparams``, ``_do_restore_message``, ``_put`` and ``QoS.append``);
-pyproject.toml caps kombu below 5.8 and
-tests/unit/taskq/broker/test_redis_transport_internals.py checks that every private name
-used here still exists.
+records (``celery inspect``, Flower and stock kombu processes read them as usual). This
+module overrides private parts of kombu 5.x, listed in :data:`KOMBU_PRIVATE_NAMES` (read
+from kombu 5.7.0); pyproject.toml caps kombu below 5.8 and
+tests/unit/taskq/broker/test_redis_transport_internals.py checks that each still exists.
 
 Two more fixes, both for a Redis that dies under a running worker:
 
@@ -33,10 +38,10 @@ Two more fixes, both for a Redis that dies under a running worker:
   'hostname'``) when a closed connection's channel restored its unacknowledged messages:
   the transport had already dropped its connection info. Channels keep the connection
   parameters they were created with.
-* Restoring at channel close pushes back messages whose tasks may still be running in the
-  pool (after a connection loss, Celery lets them finish). Held messages of running tasks
-  (:func:`set_running_tags_provider`) stay recorded instead: the heartbeat keeps them and
-  the task's ack removes them. A restore that fails leaves the records to the sweep.
+* Restoring at channel close would push back messages whose tasks may still be running in
+  the pool (after a connection loss, Celery lets them finish). Held messages of running
+  tasks (:func:`set_running_tags_provider`) stay held instead: the lease keeps them and
+  the task's ack removes them.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from queue import Empty
 from typing import Any
 
@@ -52,15 +58,24 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
+from redis.exceptions import RedisError
 
+from taskq.broker.delivery import keys as delivery_keys
+from taskq.broker.delivery import lease
+from taskq.broker.delivery import scripts as delivery_scripts
 from taskq.correlation import CELERY_HEADER
+from taskq.logs.schema import Event
 
 logger = logging.getLogger("taskq.broker.transport")
+
+#: Records looked at per sweep when kombu sets no limit.
+SWEEP_LIMIT = 100
 
 #: Doorbell list of a queue: one element at most, pushed by publishers and restores.
 DOORBELL_PREFIX = "_taskq.doorbell."
 
-#: Private kombu names this module relies on (checked by a unit test).
+#: Private kombu names this module relies on or overrides, read from kombu 5.7.0 (checked
+#: by a unit test).
 KOMBU_PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
     "Channel": (
         "_brpop_start",
@@ -84,21 +99,26 @@ KOMBU_PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
     ),
     "QoS": (
         "append",
+        "ack",
+        "reject",
         "restore_unacked",
+        "restore_visible",
         "restore_by_tag",
-        "_remove_from_indices",
+        "visibility_timeout",
+        "_vrestore_count",
         "_delivered",
         "_dirty",
     ),
 }
 
-#: KEYS: the priority lists in consume order, then ``unacked`` and ``unacked_index``.
+#: KEYS: the priority lists in consume order, then ``unacked``, ``unacked_index`` and the
+#: holders hash. ARGV: the consumer's holder id ('' records no holder).
 #: Returns ``{list, payload, delivery_tag}`` or nil. A payload without a delivery tag (never
 #: written by kombu) is returned unrecorded and kombu's own ``append`` records it.
 #: The ``#!lua`` line declares a writing script: a Redis at ``maxmemory`` refuses it before it
 #: runs. Without it Redis would run the RPOP and refuse only the HSET: a lost message.
 POP_AND_HOLD = """#!lua
-local n = #KEYS - 2
+local n = #KEYS - 3
 for i = 1, n do
   local item = redis.call('RPOP', KEYS[i])
   if item then
@@ -121,6 +141,7 @@ for i = 1, n do
     redis.call('HSET', KEYS[n + 1], tag,
       '[' .. item .. ',' .. cjson.encode(exchange) .. ',' .. cjson.encode(routing_key) .. ']')
     redis.call('ZADD', KEYS[n + 2], score, tag)
+    if ARGV[1] ~= '' then redis.call('HSET', KEYS[n + 3], tag, ARGV[1]) end
     return {KEYS[i], item, tag}
   end
 end
@@ -156,7 +177,9 @@ def doorbell_key(queue: str) -> str:
 
 
 class QoS(kombu_redis.QoS):
-    """kombu's QoS; records written by :data:`POP_AND_HOLD` are not written again."""
+    """kombu's QoS with the delivery contract's ack, restores and sweep
+    (:mod:`taskq.broker.delivery`); records written by :data:`POP_AND_HOLD` are not written
+    again."""
 
     def append(self, message: Any, delivery_tag: str) -> None:
         recorded = self.channel._taskq_recorded
@@ -166,50 +189,132 @@ class QoS(kombu_redis.QoS):
             return
         super().append(message, delivery_tag)
 
-    def restore_unacked(self, client: Any = None) -> None:
-        keep = running_tags()
+    def ack(self, delivery_tag: Any) -> None:
+        tag = str(delivery_tag)
         try:
-            with self.channel.conn_or_acquire(client) as conn:
-                for tag in list(self._delivered):
-                    if tag in self._dirty or tag in keep:
-                        continue  # acked meanwhile, or its task still runs: keep the record
-                    self.restore_by_tag(tag, client=conn)
-        except Exception:
-            # Redis is away (or the channel is half closed): the records stay in Redis and
-            # the visibility sweep gives them back once no heartbeat refreshes them.
-            logger.warning(
-                "held messages left to the visibility sweep",
-                extra={"event.action": "broker.restore_deferred"},
+            with self.channel.conn_or_acquire() as client:
+                lease.ack(client, tag, self.unacked_key, self.unacked_index_key)
+        except (*self.channel.connection_errors, RedisError):
+            lease.defer(
+                tag,
+                partial(
+                    lease.ack,
+                    tag=tag,
+                    unacked_key=self.unacked_key,
+                    index_key=self.unacked_index_key,
+                ),
             )
+            logger.warning("acknowledgement deferred", extra={"event.action": Event.ACK_DEFERRED})
+        virtual.QoS.ack(self, delivery_tag)  # the prefetch slot is free either way
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        if not requeue:
+            self.ack(delivery_tag)
+            return
+        # Celery requeues when the pool child running the task died: its execution ended.
+        self._restore_or_defer(str(delivery_tag), "reject", leftmost=True)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def restore_unacked(self, client: Any = None) -> None:
+        """The channel closes: hand back what this consumer holds but never started."""
+        keep = running_tags()
+        for tag in list(self._delivered):
+            if tag in self._dirty or tag in keep:
+                continue  # acked meanwhile, or its task still runs: it acks when it ends
+            self._restore_or_defer(str(tag), "return", client=client)
         self._delivered.clear()
 
-    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
-        """kombu's atomic move back to the queue (WATCH/MULTI), logged with the task id."""
-        restored: list[Any] = []
+    def restore_visible(self, start: int = 0, num: int | None = 10, interval: int = 10) -> None:
+        """The sweep: give back the records of holders whose lease expired."""
+        self._vrestore_count += 1
+        if (self._vrestore_count - 1) % (interval or 1):
+            return
+        timing = self.channel.taskq_timing
+        with self.channel.conn_or_acquire() as client:
+            found = client.eval(
+                delivery_scripts.SWEEP,
+                3,
+                self.unacked_index_key,
+                delivery_keys.HOLDERS,
+                delivery_keys.CLOCK,
+                timing.gap_ms,
+                timing.grace_ms,
+                int(self.visibility_timeout * 1000),
+                num or SWEEP_LIMIT,
+            )
+            tags = [bytes_to_str(item) for item in found[::2]]
+            for tag in tags:
+                self.restore_by_tag(tag, client=client, mode="sweep")
 
-        def restore_transaction(pipe: Any) -> None:
-            raw = pipe.hget(self.unacked_key, tag)
-            pipe.multi()
-            self._remove_from_indices(tag, pipe)
-            restored.clear()
-            if raw:
-                payload, exchange, routing_key = loads(bytes_to_str(raw))
-                self.channel._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
-                restored.append(payload)
-
-        with self.channel.conn_or_acquire(client) as conn:
-            conn.transaction(restore_transaction, self.unacked_key)
-        for payload in restored:
+    def restore_by_tag(
+        self, tag: Any, client: Any = None, leftmost: bool = False, mode: str = "return"
+    ) -> None:
+        """Compare-and-move of one held message back to its queue (:data:`RESTORE`)."""
+        channel = self.channel
+        timing = channel.taskq_timing
+        with channel.conn_or_acquire(client) as conn:
+            raw = conn.hget(self.unacked_key, tag)
+            if not raw:
+                return  # acknowledged or restored meanwhile
+            payload, exchange, routing_key = loads(bytes_to_str(raw))
             headers = payload.get("headers") or {}
+            try:
+                payload["headers"]["redelivered"] = True
+                payload["properties"]["delivery_info"]["redelivered"] = True
+            except (KeyError, TypeError):
+                pass
+            queues = list(channel._lookup(exchange, routing_key))
+            priority = channel._get_message_priority(payload, reverse=False)
+            lists = [channel._q_for_pri(queue, priority) for queue in queues]
+            bells = [doorbell_key(queue) for queue in queues]
+            run = delivery_keys.run_key(str(headers.get("id")), int(headers.get("retries") or 0))
+            moved = conn.eval(
+                delivery_scripts.RESTORE,
+                5 + len(lists) + len(bells),
+                self.unacked_key,
+                self.unacked_index_key,
+                delivery_keys.HOLDERS,
+                delivery_keys.CLOCK,
+                run,
+                *lists,
+                *bells,
+                str(tag),
+                mode,
+                raw,
+                dumps(payload),
+                1 if leftmost else 0,
+                len(lists),
+                timing.gap_ms,
+                timing.grace_ms,
+                int(self.visibility_timeout * 1000),
+            )
+        if moved == 1:
             logger.info(
                 "held message restored to its queue",
                 extra={
-                    "event.action": "task.restored",
+                    "event.action": Event.TASK_RESTORED,
                     "task_id": headers.get("id"),
                     "task_name": headers.get("task"),
                     "correlation_id": headers.get(CELERY_HEADER),
                 },
             )
+
+    def _restore_or_defer(
+        self, tag: str, mode: str, leftmost: bool = False, client: Any = None
+    ) -> None:
+        """Restore now, or have the lease keeper retry until Redis takes it: meanwhile this
+        process's lease keeps the message held, never lost, never run elsewhere."""
+        try:
+            self.restore_by_tag(tag, client=client, leftmost=leftmost, mode=mode)
+        except (*self.channel.connection_errors, RedisError):
+            lease.defer(tag, partial(self._restore_with, tag=tag, mode=mode, leftmost=leftmost))
+            logger.warning(
+                "held message restore deferred",
+                extra={"event.action": Event.RESTORE_DEFERRED},
+            )
+
+    def _restore_with(self, client: Any, tag: str, mode: str, leftmost: bool) -> None:
+        self.restore_by_tag(tag, client=client, leftmost=leftmost, mode=mode)
 
 
 class Channel(kombu_redis.Channel):
@@ -223,6 +328,12 @@ class Channel(kombu_redis.Channel):
         self._taskq_waiting = False
         self._taskq_connparams: dict[bool, dict[str, Any]] = {}
         super().__init__(*args, **kwargs)
+        options = self.connection.client.transport_options
+        self.taskq_timing = lease.LeaseTiming(
+            ttl_s=float(options.get("lease_ttl_s", lease.DEFAULT_TIMING.ttl_s)),
+            renew_s=float(options.get("lease_renew_s", lease.DEFAULT_TIMING.renew_s)),
+            stall_gap_s=float(options.get("stall_gap_s", lease.DEFAULT_TIMING.stall_gap_s)),
+        )
         if self.global_keyprefix:
             raise ValueError("taskq's Redis transport does not support global_keyprefix")
 
@@ -248,8 +359,9 @@ class Channel(kombu_redis.Channel):
         if not queues:
             return
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
-        script = ["EVAL", POP_AND_HOLD, len(keys) + 2, *keys]
-        script += [self.unacked_key, self.unacked_index_key]
+        script = ["EVAL", POP_AND_HOLD, len(keys) + 3, *keys]
+        script += [self.unacked_key, self.unacked_index_key, delivery_keys.HOLDERS]
+        script += [lease.current_holder()]
         connection = self.client.connection
         self._in_poll = connection
         self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]

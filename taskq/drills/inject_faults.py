@@ -15,6 +15,7 @@ import psutil
 from taskq.drills.plan import REDIS_PAUSE_MS
 from taskq.faults import inject
 from taskq.faults.readiness_probe import wait_all_ready
+from taskq.logs.schema import ATTEMPT_OUTCOMES, TERMINAL_EVENTS, Event
 from taskq.stack.layout import StackLayout
 
 FAULT_KINDS = ("worker-kill", "pool-child-kill", "redis-kill", "redis-pause", "api-kill")
@@ -134,9 +135,9 @@ def _running_pids(layout: StackLayout, program: str, tail_bytes: int) -> list[in
         except ValueError:
             continue
         task_id, event = line.get("task_id"), line.get("event.action")
-        if event == "task.started" and isinstance(line.get("process.pid"), int):
+        if event == Event.TASK_STARTED and isinstance(line.get("process.pid"), int):
             started[str(task_id)] = int(line["process.pid"])
-        elif event in ("task.succeeded", "task.failed", "task.retry", "task.revoked"):
+        elif event in ATTEMPT_OUTCOMES:
             started.pop(str(task_id), None)
     return list(started.values())
 
@@ -157,14 +158,14 @@ def pool_child_recoveries(
             for x in task_lines
             if x.get("process.pid") == record.pid and line_time(x) <= record.at
         ]
-        if not any(x.get("event.action") == "task.started" for x in mine):
+        if not any(x.get("event.action") == Event.TASK_STARTED for x in mine):
             continue
-        if any(x.get("event.action") in ("task.succeeded", "task.failed") for x in mine):
+        if any(x.get("event.action") in TERMINAL_EVENTS for x in mine):
             continue
         later = [
             line_time(x)
             for x in task_lines
-            if x.get("event.action") == "task.started" and line_time(x) > record.at
+            if x.get("event.action") == Event.TASK_STARTED and line_time(x) > record.at
         ]
         found.append(min(later) - record.at if later else None)
     return found

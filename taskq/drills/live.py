@@ -17,11 +17,11 @@ from redis.exceptions import RedisError
 from taskq.drills.analysis import percentile
 from taskq.drills.monitor import read_priority_depths
 from taskq.faults.reconcile import line_time
+from taskq.logs.schema import TERMINAL_EVENTS, Event
 from taskq.stack.layout import StackLayout
 
 #: An accepted task without an end after this long counts as lost so far.
 LOST_AFTER_S = 60.0
-_ENDS = {"task.succeeded", "task.failed", "task.duplicate_suppressed", "task.revoked"}
 
 
 @dataclass
@@ -64,9 +64,9 @@ class LiveFigures:
 
     def _take(self, line: dict[str, Any]) -> None:
         event, task_id = line.get("event.action"), str(line.get("task_id"))
-        if event == "task.started" and line.get("task.redelivered"):
+        if event == Event.TASK_STARTED and line.get("task.redelivered"):
             self.redeliveries += 1
-        elif event in _ENDS and task_id not in self.finished:
+        elif event in TERMINAL_EVENTS and task_id not in self.finished:
             self.finished[task_id] = line_time(line)
 
     def rows(self) -> list[dict[str, Any]]:

@@ -10,8 +10,12 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from taskq.logs.schema import Event
 from taskq.stack.control import supervisor_rpc
 from taskq.stack.layout import StackLayout
+
+#: The ready event as it appears in a JSON line: a byte test skips the other lines unparsed.
+_READY_MARK = json.dumps(Event.WORKER_READY).encode()
 
 
 class FaultError(RuntimeError):
@@ -107,11 +111,14 @@ def wait_worker_ready(
         complete = chunk[: chunk.rfind(b"\n") + 1]
         offset += len(complete)
         for raw in complete.splitlines():
-            if b'"worker.ready"' in raw:
-                try:
-                    ready.add(int(json.loads(raw)["process.pid"]))
-                except (ValueError, KeyError, TypeError):
-                    continue
+            if _READY_MARK not in raw:
+                continue
+            try:
+                line = json.loads(raw)
+                if line.get("event.action") == Event.WORKER_READY:
+                    ready.add(int(line["process.pid"]))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
         if pid in ready and pid != not_pid:
             return pid
         time.sleep(0.1)

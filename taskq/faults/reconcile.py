@@ -26,15 +26,12 @@ import httpx
 from taskq.faults.inject import Kill
 from taskq.faults.load import Submission
 from taskq.faults.trace_check import LineIndex, missing_hops
+from taskq.logs.schema import ATTEMPT_OUTCOMES, Event
 
 Line = dict[str, Any]
 TERMINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 #: A worker line saying the task was delivered to, or run by, that worker.
-DELIVERY_EVENTS = frozenset({"task.received", "task.started", "task.duplicate_suppressed"})
-#: A worker line saying the worker is done with that delivery.
-FINISH_EVENTS = frozenset(
-    {"task.succeeded", "task.failed", "task.duplicate_suppressed", "task.revoked", "task.retry"}
-)
+DELIVERY_EVENTS = frozenset({Event.TASK_RECEIVED, Event.TASK_STARTED, Event.TASK_DUPLICATE})
 
 
 def log_files(log_dir: Path) -> list[Path]:
@@ -178,10 +175,10 @@ def reconcile(
     duplicated, reruns, suppressed = [], 0, 0
     for task_id in accepted:
         events = Counter(str(x.get("event.action")) for x in by_task[task_id])
-        if events["task.succeeded"] >= 2:
+        if events[Event.TASK_SUCCEEDED] >= 2:
             duplicated.append(task_id)
-        reruns += events["task.started"] > 1
-        suppressed += events["task.duplicate_suppressed"]
+        reruns += events[Event.TASK_STARTED] > 1
+        suppressed += events[Event.TASK_DUPLICATE]
     incomplete: dict[str, str] = {}
     for submission in submissions:
         if submission.status != 202 or not submission.task_id:
@@ -227,7 +224,8 @@ def recoveries(kills: Sequence[Kill], by_task: Mapping[str, list[Line]]) -> list
             ]
             if not any(x.get("event.action") in DELIVERY_EVENTS for x in mine):
                 continue
-            if any(x.get("event.action") in FINISH_EVENTS for x in mine):
+            # An attempt's outcome: the worker was done with that delivery before the kill.
+            if any(x.get("event.action") in ATTEMPT_OUTCOMES for x in mine):
                 continue
             later = [
                 line_time(x)

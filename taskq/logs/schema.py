@@ -77,11 +77,28 @@ FIELDS: tuple[LogField, ...] = (
 
 
 class Event(StrEnum):
-    """The ``event.action`` values that the trace, stats and dashboards reason about."""
+    """Every ``event.action`` value a taskq line carries, declared here and only here.
 
+    Code and query strings use the members, never the literals
+    (tests/unit/taskq/logs/test_event_vocabulary.py). nginx and Logstash write the two values
+    noted as theirs; they and the dashboards name declared events only
+    (tests/contract/test_event_names.py).
+    """
+
+    # HTTP: the API, and nginx for its access lines.
+    #: One HTTP exchange: the API's line, and nginx's access line (also Logstash's for it).
     HTTP_COMPLETED = "http.request.completed"
     HTTP_REJECTED = "http.request.rejected"
+    #: An exception escaped the application; a 500 went out if no response had started.
+    HTTP_FAILED = "http.request.failed"
     IDEMPOTENT_REPLAY = "idempotency.replayed"
+    #: The client's X-Request-ID was not a valid id; a generated one replaced it.
+    CORRELATION_ID_REPLACED = "correlation_id.replaced"
+    #: A queue's backlog reached its threshold: this API process sheds its submissions.
+    BREAKER_OPENED = "breaker.opened"
+    BREAKER_CLOSED = "breaker.closed"
+
+    # Tasks: the API publishes, the workers run.
     TASK_PUBLISHED = "task.published"
     TASK_RECEIVED = "task.received"
     TASK_STARTED = "task.started"
@@ -96,6 +113,47 @@ class Event(StrEnum):
     TASK_POISON = "task.poison"
     #: The API accepted ``DELETE /api/v1/tasks/{id}`` and stored REVOKED.
     TASK_REVOKE_REQUESTED = "task.revoke_requested"
+    #: The task raised Celery's ``Ignore``: no state is stored and nothing follows.
+    TASK_IGNORED = "task.ignored"
+    #: ``SoftTimeLimitExceeded`` was raised inside the running task.
+    TASK_SOFT_TIME_LIMIT = "task.soft_time_limit"
+    #: The hard time limit: the pool child running the task is killed.
+    TASK_TIME_LIMIT = "task.time_limit"
+    #: Redis did not take a success's completion record: a redelivery runs the task again.
+    TASK_COMPLETION_NOT_STORED = "task.completion_not_stored"
+    #: A copy of an attempt waits for the copy that a live holder is running.
+    TASK_WAITING = "task.waiting"
+    #: A held (delivered, unacknowledged) message went back to its queue.
+    TASK_RESTORED = "task.restored"
+
+    # Workers, the broker transport and beat.
+    #: The worker consumes (drills wait for it before killing one).
+    WORKER_READY = "worker.ready"
+    WORKER_SHUTTING_DOWN = "worker.shutting_down"
+    WORKER_STOPPED = "worker.stopped"
+    #: A worker process's broker lease could not be renewed; logged once until it is again.
+    LEASE_FAILED = "worker.lease_failed"
+    LEASE_RESUMED = "worker.lease_resumed"
+    #: The worker's Prometheus endpoint could not listen on its port.
+    METRICS_FAILED = "metrics.failed"
+    METRICS_STARTED = "metrics.started"
+    #: Redis was away: the restore of held messages is retried later (they stay held).
+    RESTORE_DEFERRED = "broker.restore_deferred"
+    #: Redis was away: an acknowledgement is retried later (the message stays held).
+    ACK_DEFERRED = "broker.ack_deferred"
+    #: A deferred acknowledgement or restore reached Redis.
+    DEFERRED_LANDED = "broker.deferred_landed"
+    #: Beat's periodic reading of each queue's waiting messages.
+    QUEUE_DEPTH_SNAPSHOT = "queue.depth_snapshot"
+    #: Beat's periodic reading of the delivered-but-unacknowledged messages.
+    QUEUE_UNACKED_SNAPSHOT = "queue.unacked_snapshot"
+
+    # The log lines themselves.
+    LOG_ROTATED = "log.rotated"
+    #: Stamped on a line whose writer named no event (library lines: uvicorn's start-up).
+    UNNAMED = "log"
+    #: Written by Logstash (elk/logstash/pipeline/taskq.conf) for a line that is not JSON.
+    LOG_UNSTRUCTURED = "log.unstructured"
 
 
 #: How an event ends one attempt. A duplicate is a redelivery answered from the completion
@@ -109,6 +167,10 @@ ATTEMPT_OUTCOMES: Mapping[str, str] = {
     Event.TASK_HANDLER_ERROR: "LOST",
     Event.TASK_DUPLICATE: "DUPLICATE",
 }
+
+#: Outcomes that end one run of a task's code and carry its ``duration_ms``: the executions
+#: that ``taskq stats`` times and the ``slowest`` search ranks.
+EXECUTION_ENDS: tuple[Event, ...] = (Event.TASK_SUCCEEDED, Event.TASK_FAILED)
 
 #: Final statuses of a task, strongest first: whatever order lines arrive in, a task with a
 #: SUCCESS anywhere succeeded (the result backend never overwrites SUCCESS), else FAILURE

@@ -24,10 +24,7 @@ from taskq.correlation import (
     task_name_var,
 )
 from taskq.logs.redaction import RedactionFilter
-from taskq.logs.schema import FIELDS_BY_NAME
-
-#: Event name for lines that do not name one (library lines such as uvicorn's start-up).
-DEFAULT_EVENT = "log"
+from taskq.logs.schema import FIELDS_BY_NAME, Event
 
 _STANDARD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
@@ -50,7 +47,7 @@ class ContextFilter(logging.Filter):
         attrs = record.__dict__
         attrs.setdefault("service.name", self._service)
         attrs.setdefault("service.node.name", self._node)
-        attrs.setdefault("event.action", DEFAULT_EVENT)
+        attrs.setdefault("event.action", Event.UNNAMED)
         for key, var in (
             ("correlation_id", correlation_id_var),
             ("task_id", task_id_var),

@@ -10,7 +10,10 @@ escaping ``\\`` and ``"`` (Kibana's KQL grammar).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import quote
+
+from taskq.logs.schema import Event
 
 TRACE_DASHBOARD_ID = "taskq-trace-explorer"
 TRACE_TIME_RANGE = "(time:(from:now-24h,to:now))"
@@ -21,6 +24,16 @@ _URL_SAFE = "-_.!~*'()@:$,;"
 def kql_phrase(value: str) -> str:
     """``value`` as a quoted KQL phrase."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def kql_events(events: Sequence[Event]) -> str:
+    """KQL for lines whose ``event.action`` is one of ``events``, each quoted as a phrase:
+    ``event.action:"a"`` or ``event.action:("a" or "b")``."""
+    if not events:
+        raise ValueError("kql_events needs at least one event")
+    phrases = [kql_phrase(event) for event in events]
+    values = phrases[0] if len(phrases) == 1 else "(" + " or ".join(phrases) + ")"
+    return f"event.action:{values}"
 
 
 def rison_string(value: str) -> str:

@@ -26,6 +26,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from taskq.logs.schema import Event
 from taskq.logs.setup import configure_logging
 from taskq.search.store.config import StoreConfig
 from taskq.search.store.lineindex import LineIndex
@@ -84,7 +85,7 @@ class LogKeeper:
         for path in rotated:
             logger.info(
                 "log file rotated",
-                extra={"event.action": "log.rotated", "log.file.path": str(path)},
+                extra={"event.action": Event.LOG_ROTATED, "log.file.path": str(path)},
             )
             if path.name.startswith("nginx"):
                 reopen_nginx(self.nginx_pid)

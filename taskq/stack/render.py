@@ -147,6 +147,11 @@ serverurl=unix://{layout.supervisor_socket}
                 service="worker",
                 stop_wait_s=60,
                 extra_env=metrics_env,
+                # SIGTERM to the main process only, as `docker stop` does: it drains the
+                # pool (a warm shutdown). Sent to the group, it would kill the pool children
+                # mid-task and their tasks would run again. Past the grace, SIGKILL goes to
+                # the whole group: the worker is then treated as killed (its lease expires).
+                stop_as_group=False,
             )
         )
     beat = (
@@ -173,6 +178,7 @@ def _program(
     service: str | None = None,
     stop_wait_s: int = 15,
     extra_env: str = "",
+    stop_as_group: bool = True,
 ) -> str:
     env = ""
     if service is not None:
@@ -193,7 +199,7 @@ startsecs=1
 startretries=10
 stopsignal=TERM
 stopwaitsecs={stop_wait_s}
-stopasgroup=true
+stopasgroup={str(stop_as_group).lower()}
 killasgroup=true
 stdout_logfile={layout.log_dir / (name + ".console.log")}
 stdout_logfile_maxbytes=10MB

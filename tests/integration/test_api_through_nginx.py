@@ -167,15 +167,15 @@ def test_whole_worker_killed_mid_task_its_task_runs_elsewhere_soon(stack: Runnin
     assert len(starts) == 2
     assert {line["correlation_id"] for line in lines} == {correlation_id}
     rerun_after_s = datetime.fromisoformat(starts[1]["@timestamp"]).timestamp() - killed_at
-    # Heartbeats make this the visibility timeout + one sweep (about 3.5 s), not minutes.
+    # The lease makes this its TTL + one sweep (about 3.5 s), not minutes.
     assert rerun_after_s < 5, rerun_after_s
 
 
-def test_task_longer_than_the_visibility_timeout_runs_once(stack: RunningStack) -> None:
-    # Twice the visibility timeout plus two sweeps: only the heartbeat of the live worker
-    # keeps the message from being handed to the other worker meanwhile.
+def test_task_longer_than_the_lease_runs_once(stack: RunningStack) -> None:
+    # Twice the lease TTL plus two sweeps: only the live worker's lease renewals keep the
+    # message from being handed to the other worker meanwhile.
     settings = stack.settings
-    seconds = 2 * settings.visibility_timeout_s + 2 * settings.unacked_restore_interval_s
+    seconds = 2 * settings.lease_ttl_s + 2 * settings.unacked_restore_interval_s
     answer = stack.submit("drill_sleep", {"seconds": seconds}, "low")
     task_id = answer.json()["task_id"]
     assert stack.wait_for_task(task_id, timeout_s=seconds + 30)["status"] == "SUCCESS"

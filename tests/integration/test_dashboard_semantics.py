@@ -226,7 +226,6 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
         retry_backoff_max_s=1,
         task_soft_time_limit_s=40,
         task_time_limit_s=45,
-        visibility_timeout_s=15,
     )
     stack = start_stack(settings)
     stack.http.headers["X-API-Key"] = API_KEY

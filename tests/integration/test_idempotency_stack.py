@@ -14,8 +14,8 @@ from redis import Redis
 
 from api.idempotency import REPLAY_HEADER
 from taskq.broker.app import create_celery_app
+from taskq.broker.delivery.keys import deliveries_key
 from tests.integration.stack_client import Line, RunningStack
-from worker.dedup import deliveries_key
 
 CONCURRENT = 50
 

@@ -4,7 +4,7 @@ Submissions run for over 30 s while seeded random moments kill a whole worker (m
 and pool, by process group). Afterwards every accepted task must be terminal according to
 the API (the independent truth), none may have run twice with effect, every trace must be
 complete, and each task a killed worker held must have been delivered again as the design
-says: once the visibility timeout and one sweep have passed, or, for a queue the victim
+says: once the victim's lease expired and one sweep has passed, or, for a queue the victim
 alone consumes, once its restarted process is ready (measured from its worker.ready line),
 plus scheduling slack. The recovery time goal (5 s) is measured by
 benchmarks/bench_kill_storm.py, not here: on a loaded 2-core machine a wall-clock bound that
@@ -115,7 +115,7 @@ def test_whole_worker_kills_lose_nothing(killable: RunningStack) -> None:
     assert verdict.recoveries, "no kill caught a task in flight: the test proves nothing"
     assert all(r.seconds is not None for r in verdict.recoveries), summary
     settings = killable.settings
-    swept = settings.visibility_timeout_s + settings.unacked_restore_interval_s
+    swept = settings.lease_ttl_s + settings.unacked_restore_interval_s
     lines = list(read_log_lines(layout.log_dir))
     for recovery in verdict.recoveries:
         bound = max(swept, _ready_again_s(lines, recovery.kill)) + SCHEDULING_SLACK_S

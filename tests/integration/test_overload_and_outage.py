@@ -47,7 +47,6 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         task_soft_time_limit_s=8,
         task_time_limit_s=10,
         retry_backoff_max_s=5,
-        visibility_timeout_s=15,
     )
     running = start_stack(settings)
     running.http.headers["X-API-Key"] = API_KEY

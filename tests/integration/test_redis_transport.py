@@ -15,6 +15,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from redis import Redis
 from redis.exceptions import ResponseError
 
+from taskq.broker.delivery import keys as delivery_keys
 from taskq.broker.redis_transport import POP_AND_HOLD, doorbell_key
 
 TRANSPORT = "taskq.broker.redis_transport:Transport"
@@ -41,6 +42,11 @@ def _connection(redis_port: int, **options: Any) -> Connection:
     )
 
 
+def _pop_keys(queue: Queue) -> list[str]:
+    """POP_AND_HOLD's keys for one queue without priority steps."""
+    return [queue.name, "unacked", "unacked_index", delivery_keys.HOLDERS]
+
+
 def _publish(redis_port: int, queue: Queue, bodies: list[Any], **kwargs: Any) -> None:
     with _connection(redis_port) as conn:
         producer = Producer(conn.channel())
@@ -54,17 +60,24 @@ def test_a_delivered_message_is_recorded_in_the_same_step(
     redis_port: int, client: Redis, queue: Queue
 ) -> None:
     _publish(redis_port, queue, [{"n": 1}])
-    keys = [queue.name, "unacked", "unacked_index"]
+    keys = _pop_keys(queue)
     # The script alone (what a consumer killed right after it would leave behind).
     before = client.llen(queue.name)
-    name, payload, tag = client.eval(POP_AND_HOLD, len(keys), *keys)
+    name, payload, tag = client.eval(POP_AND_HOLD, len(keys), *keys, "holder-1")
     assert before == 1 and client.llen(queue.name) == 0
     record = json.loads(client.hget("unacked", tag))
     assert record == [json.loads(payload), queue.name, queue.name]
     assert client.zscore("unacked_index", tag) == pytest.approx(time.time(), abs=2)
+    assert client.hget(delivery_keys.HOLDERS, tag) == b"holder-1"
     assert name.decode() == queue.name
     client.hdel("unacked", tag)
     client.zrem("unacked_index", tag)
+    client.hdel(delivery_keys.HOLDERS, tag)
+
+
+def _redis_ms(client: Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def test_consume_ack_and_priority_order(redis_port: int, client: Redis, queue: Queue) -> None:
@@ -122,10 +135,11 @@ def test_restore_puts_a_held_message_back_and_rings(
 ) -> None:
     _publish(redis_port, queue, [{"held": 1}])
     client.delete(doorbell_key(queue.name))
-    keys = [queue.name, "unacked", "unacked_index"]
-    _, _, tag = client.eval(POP_AND_HOLD, len(keys), *keys)
-    # As if its worker died 10 s ago: the sweep of any consumer gives it back.
-    client.zadd("unacked_index", {tag: time.time() - 10})
+    keys = _pop_keys(queue)
+    # Held by a holder with no lease (its worker died): the sweep of any consumer gives it
+    # back, once the broker's clock record shows renewals are going on.
+    _, _, tag = client.eval(POP_AND_HOLD, len(keys), *keys, "dead-holder")
+    client.hset(delivery_keys.CLOCK, mapping={"last": _redis_ms(client), "grace_until": 0})
     with _connection(redis_port) as conn:
         channel = conn.default_channel
         channel.qos.restore_visible(num=10, interval=1)
@@ -155,11 +169,11 @@ def test_closing_a_channel_after_its_connection_keeps_working(
 def test_a_full_redis_refuses_the_pop_whole(redis_port: int, client: Redis, queue: Queue) -> None:
     # A legacy script would RPOP and then fail at HSET: the message would be in no place.
     _publish(redis_port, queue, [{"n": 1}])
-    keys = [queue.name, "unacked", "unacked_index"]
+    keys = _pop_keys(queue)
     client.config_set("maxmemory", "1")
     try:
         with pytest.raises(ResponseError, match="maxmemory"):
-            client.eval(POP_AND_HOLD, len(keys), *keys)
+            client.eval(POP_AND_HOLD, len(keys), *keys, "holder-1")
     finally:
         client.config_set("maxmemory", "0")
     assert client.llen(queue.name) == 1

@@ -7,7 +7,10 @@ import time
 from typing import Any
 
 from celery import Task
+from redis import Redis
 
+from taskq.faults.witness import witness_client, witnessed
+from taskq.settings import get_settings
 from taskq.tasks import inputs
 from worker.celery_app import app
 from worker.tasks.base import run_validated, transient_retry_options
@@ -44,18 +47,35 @@ def fanout(**data: Any) -> dict[str, Any]:
     return run_validated(inputs.FanoutDrillInput, data, publish)
 
 
-@app.task(name="taskq.drills.sleep", **transient_retry_options())
-def sleep(**data: Any) -> dict[str, Any]:
-    """Hold a worker slot for ``seconds``."""
+_witness_client: Redis | None = None
+
+
+def _witness() -> Redis:
+    """This process's client of the execution witness (taskq/faults/witness.py)."""
+    global _witness_client
+    if _witness_client is None:
+        _witness_client = witness_client(get_settings().broker_url)
+    return _witness_client
+
+
+@app.task(name="taskq.drills.sleep", bind=True, **transient_retry_options())
+def sleep(self: Task, **data: Any) -> dict[str, Any]:
+    """Hold a worker slot for ``seconds``; every run is counted by the execution witness."""
 
     def hold(params: inputs.SleepDrillInput) -> dict[str, Any]:
-        time.sleep(params.seconds)
+        with witnessed(_witness(), str(self.request.id)):
+            time.sleep(params.seconds)
         return {"slept_s": params.seconds}
 
     return run_validated(inputs.SleepDrillInput, data, hold)
 
 
-@app.task(name="taskq.drills.echo", **transient_retry_options())
-def echo(**data: Any) -> dict[str, Any]:
-    """Return the payload."""
-    return run_validated(inputs.EchoDrillInput, data, lambda p: {"payload": p.payload})
+@app.task(name="taskq.drills.echo", bind=True, **transient_retry_options())
+def echo(self: Task, **data: Any) -> dict[str, Any]:
+    """Return the payload; every run is counted by the execution witness."""
+
+    def answer(params: inputs.EchoDrillInput) -> dict[str, Any]:
+        with witnessed(_witness(), str(self.request.id)):
+            return {"payload": params.payload}
+
+    return run_validated(inputs.EchoDrillInput, data, answer)

@@ -8,6 +8,7 @@ from typing import Any
 from redis import Redis
 
 from taskq.broker.queue_depth import read_depths
+from taskq.logs.schema import Event
 from taskq.settings import QUEUES, get_settings
 from worker.celery_app import app
 
@@ -26,10 +27,14 @@ def queue_depth_snapshot() -> dict[str, Any]:
     for queue, depth in depths.waiting.items():
         logger.info(
             "queue depth snapshot",
-            extra={"event.action": "queue.depth_snapshot", "queue": queue, "queue.depth": depth},
+            extra={
+                "event.action": Event.QUEUE_DEPTH_SNAPSHOT,
+                "queue": queue,
+                "queue.depth": depth,
+            },
         )
     logger.info(
         "unacked snapshot",
-        extra={"event.action": "queue.unacked_snapshot", "queue.unacked": depths.unacked},
+        extra={"event.action": Event.QUEUE_UNACKED_SNAPSHOT, "queue.unacked": depths.unacked},
     )
     return {"waiting": depths.waiting, "unacked": depths.unacked}

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from taskq.correlation import ID_PATTERN
+from taskq.logs.schema import EXECUTION_ENDS, Event
 from taskq.search.explorer.waterfall import verdict
+from taskq.search.kibana import kql_events
 from taskq.search.store.base import MAX_MATCHES, TASK_SEARCHES, LogLine, LogStore
 from taskq.search.trace.attempts import summarize_task
 from taskq.search.trace.build import find_trace, find_trace_by_task, publisher_of
@@ -25,6 +27,15 @@ _ID_RE = re.compile(ID_PATTERN)
 _UUID_RE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
+
+
+#: Each of :data:`TASK_SEARCHES` in Kibana's query language: the lines the store matches.
+_SEARCH_KQL = {
+    "failures": kql_events([Event.TASK_FAILED]),
+    "retries": kql_events([Event.TASK_RETRY]),
+    "redeliveries": kql_events([Event.TASK_STARTED]) + " and task.redelivered:true",
+    "slowest": kql_events(EXECUTION_ENDS),
+}
 
 
 class QueryError(ValueError):
@@ -48,12 +59,7 @@ class Query:
             return f'task_id:"{self.value}"'
         if self.kind == "exact":
             return f'correlation_id:"{self.value}"'
-        return {
-            "failures": 'event.action:"task.failed"',
-            "retries": 'event.action:"task.retry"',
-            "redeliveries": 'event.action:"task.started" and task.redelivered:true',
-            "slowest": 'event.action:("task.succeeded" or "task.failed")',
-        }[self.value]
+        return _SEARCH_KQL[self.value]
 
 
 def parse_query(text: str | None, status: str | None) -> Query | None:

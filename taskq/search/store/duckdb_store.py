@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskq.logs.schema import (
     ATTEMPT_OUTCOMES,
+    EXECUTION_ENDS,
     FIELDS,
     TERMINAL_EVENTS,
     TERMINAL_STATUSES,
@@ -54,12 +55,14 @@ _DUCK_TYPES: dict[FieldType, str] = {
 }
 COLUMNS: dict[str, str] = {f.name: _DUCK_TYPES[f.type] for f in FIELDS}
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_ENDED_SQL = f"\"event.action\" IN ('{Event.TASK_SUCCEEDED}','{Event.TASK_FAILED}')"
 
 
 def _in(values: Iterable[str]) -> str:
     """A SQL list of string literals (the values are our own event names)."""
     return "(" + ",".join(f"'{v}'" for v in sorted(values)) + ")"
+
+
+_ENDED_SQL = f'"event.action" IN {_in(EXECUTION_ENDS)}'
 
 
 def _case(mapping: Mapping[str, object], column: str = "e") -> str:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from taskq.logs.schema import TERMINAL_EVENTS, Event
+from taskq.logs.schema import EXECUTION_ENDS, TERMINAL_EVENTS, Event
 from taskq.search.store.base import (
     LogFilter,
     LogLine,
@@ -130,7 +130,7 @@ def _level(level: str) -> str:
 
 def stats_body(since: datetime | None, until: datetime | None) -> Body:
     """Aggregations of ``taskq stats`` over ``[since, until]``; no hits."""
-    ended = {"terms": {"event.action": [Event.TASK_SUCCEEDED, Event.TASK_FAILED]}}
+    ended = {"terms": {"event.action": list(EXECUTION_ENDS)}}
     started = {"term": {"event.action": Event.TASK_STARTED}}
     return {
         "size": 0,

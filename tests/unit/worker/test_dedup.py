@@ -1,4 +1,4 @@
-"""Duplicate suppression and the poison cap, decided from what Redis returned."""
+"""The execution guard's verdicts, as run_guarded acts on them (no sockets)."""
 
 from __future__ import annotations
 
@@ -7,36 +7,38 @@ from typing import Any
 
 import pytest
 
-from worker.dedup import (
-    DeliveryGuard,
-    DeliveryState,
-    PoisonTaskError,
-    decode_completion,
-    deliveries_key,
-    done_key,
-    is_poison,
-    run_guarded,
-)
+from taskq.broker.delivery import keys
+from taskq.broker.delivery.guard import Begun, ExecutionGuard, decode_completion
+from worker.dedup import PoisonTaskError, is_poison, run_guarded
 
 
-class ScriptedGuard(DeliveryGuard):
-    """A guard whose Redis answers are given by the test (no sockets)."""
+class ScriptedGuard(ExecutionGuard):
+    """A guard whose Redis answers are given by the test."""
 
-    def __init__(self, state: DeliveryState, max_redeliveries: int = 2) -> None:
+    def __init__(self, *answers: Begun, max_redeliveries: int = 2) -> None:
         super().__init__(client=None, ttl_s=60, max_redeliveries=max_redeliveries)
-        self.state = state
-        self.completed: list[tuple[str, Any]] = []
+        self.answers = list(answers)
+        self.finished: list[tuple[str, Any, bool]] = []
 
-    def begin(self, task_id: str, retries: int) -> DeliveryState:
-        return self.state
+    def begin(self, task_id: str, retries: int, tag: str, count: bool = True) -> Begun:
+        return self.answers.pop(0)
 
-    def complete(self, task_id: str, result: Any) -> None:
-        self.completed.append((task_id, result))
+    def wait_turn(self, task_id: str, retries: int, tag: str, deliveries: int) -> Begun:
+        answer = self.answers.pop(0)
+        return Begun(answer.verdict, answer.previous_result, deliveries)
+
+    def finish(self, task_id: str, retries: int, tag: str, result: Any, succeeded: bool) -> None:
+        self.finished.append((task_id, result, succeeded))
+
+
+def must_not_run() -> Any:
+    raise AssertionError("ran twice")
 
 
 def test_keys_separate_attempts() -> None:
-    assert deliveries_key("t", 0) != deliveries_key("t", 1)
-    assert done_key("t").endswith(":t")
+    assert keys.deliveries_key("t", 0) != keys.deliveries_key("t", 1)
+    assert keys.run_key("t", 0) != keys.run_key("t", 1)
+    assert keys.done_key("t").endswith(":t")
 
 
 @pytest.mark.parametrize(("deliveries", "poison"), [(1, False), (3, False), (4, True)])
@@ -46,27 +48,47 @@ def test_poison_after_one_plus_max_redeliveries(deliveries: int, poison: bool) -
 
 def test_completion_records_decode() -> None:
     assert decode_completion(None) == (False, None)
+    assert decode_completion(b"") == (False, None)
     assert decode_completion(json.dumps({"result": {"a": 1}})) == (True, {"a": 1})
     assert decode_completion(b"not json") == (False, None)
 
 
 def test_first_delivery_runs_and_records_the_result() -> None:
-    guard = ScriptedGuard(DeliveryState(None, False, 1))
-    assert run_guarded(guard, "t", 0, lambda: {"v": 1}) == {"v": 1}
-    assert guard.completed == [("t", {"v": 1})]
+    guard = ScriptedGuard(Begun("run", None, 1))
+    assert run_guarded(guard, "t", 0, "tag", lambda: {"v": 1}) == {"v": 1}
+    assert guard.finished == [("t", {"v": 1}, True)]
 
 
 def test_duplicate_returns_the_first_result_without_running() -> None:
-    guard = ScriptedGuard(DeliveryState({"v": 1}, True, 2))
+    guard = ScriptedGuard(Begun("done", {"v": 1}, 2))
+    assert run_guarded(guard, "t", 0, "tag", must_not_run) == {"v": 1}
+    assert guard.finished == []
 
-    def must_not_run() -> Any:
-        raise AssertionError("ran twice")
 
-    assert run_guarded(guard, "t", 0, must_not_run) == {"v": 1}
-    assert guard.completed == []
+def test_a_copy_waits_for_the_running_one_and_answers_its_result() -> None:
+    guard = ScriptedGuard(Begun("busy", None, 2), Begun("done", {"v": 1}, 0))
+    assert run_guarded(guard, "t", 0, "tag", must_not_run) == {"v": 1}
+
+
+def test_a_copy_whose_running_holder_died_takes_over() -> None:
+    guard = ScriptedGuard(Begun("busy", None, 2), Begun("run", None, 0))
+    assert run_guarded(guard, "t", 0, "tag", lambda: "ran") == "ran"
+    assert guard.finished == [("t", "ran", True)]
+
+
+def test_a_failure_ends_the_run_lease_without_a_record() -> None:
+    guard = ScriptedGuard(Begun("run", None, 1))
+
+    def fail() -> Any:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        run_guarded(guard, "t", 0, "tag", fail)
+    assert guard.finished == [("t", None, False)]
 
 
 def test_poison_task_fails_without_running() -> None:
-    guard = ScriptedGuard(DeliveryState(None, False, 4), max_redeliveries=2)
+    guard = ScriptedGuard(Begun("run", None, 4), max_redeliveries=2)
     with pytest.raises(PoisonTaskError, match="delivered 4 times"):
-        run_guarded(guard, "t", 0, lambda: pytest.fail("ran a poison task"))
+        run_guarded(guard, "t", 0, "tag", must_not_run)
+    assert guard.finished == [("t", None, False)]

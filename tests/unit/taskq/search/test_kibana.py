@@ -7,7 +7,10 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from taskq.search.kibana import trace_url
+from taskq.logs.schema import Event
+from taskq.search.kibana import kql_events, trace_url
+from tests.kibana_panels import field_types
+from tests.kql import compile_kql
 
 
 def rison_string_value(text: str) -> tuple[str, str]:
@@ -81,3 +84,18 @@ def test_any_id_round_trips(correlation_id: str) -> None:
 
 def test_base_url_without_trailing_slash() -> None:
     assert trace_url("http://kb", "x").startswith("http://kb/app/dashboards#/view/")
+
+
+def test_kql_events_quotes_each_event_as_a_phrase() -> None:
+    assert kql_events([Event.TASK_FAILED]) == 'event.action:"task.failed"'
+    assert kql_events([Event.TASK_SUCCEEDED, Event.TASK_FAILED]) == (
+        'event.action:("task.succeeded" or "task.failed")'
+    )
+    with pytest.raises(ValueError):
+        kql_events([])
+
+
+def test_kql_events_selects_exactly_those_events() -> None:
+    wanted = [Event.TASK_SUCCEEDED, Event.TASK_DUPLICATE, Event.UNNAMED]
+    matches = compile_kql(kql_events(wanted), field_types())
+    assert [e for e in Event if matches({"event.action": e.value})] == wanted

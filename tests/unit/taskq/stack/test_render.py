@@ -54,11 +54,11 @@ def test_redis_keeps_accepted_tasks_through_restarts(tmp_path: Path) -> None:
 
 
 def test_inconsistent_reliability_settings_are_refused() -> None:
-    with pytest.raises(ValidationError, match="three inflight_heartbeat_s"):
-        Settings(visibility_timeout_s=5, inflight_heartbeat_s=2)
-    # Without heartbeats the timeout must outlast the longest task and retry delay.
-    with pytest.raises(ValidationError, match="without heartbeats"):
-        Settings(inflight_heartbeat_s=0, visibility_timeout_s=60, task_time_limit_s=120)
-    assert Settings(inflight_heartbeat_s=0, visibility_timeout_s=180).visibility_timeout_s == 180
+    with pytest.raises(ValidationError, match="three lease_renew_s"):
+        Settings(lease_ttl_s=5, lease_renew_s=2)
+    # A stall must be noticed before a live worker's lease runs out.
+    with pytest.raises(ValidationError, match="stall_gap_s"):
+        Settings(lease_ttl_s=3, lease_renew_s=0.5, stall_gap_s=3)
+    assert Settings(lease_ttl_s=6, lease_renew_s=1, stall_gap_s=2).lease_ttl_s == 6
     with pytest.raises(ValidationError, match="soft"):
         Settings(task_soft_time_limit_s=200, task_time_limit_s=120)

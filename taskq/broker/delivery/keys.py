@@ -1,0 +1,36 @@
+"""Redis key names of the delivery contract (see :mod:`taskq.broker.delivery`)."""
+
+from __future__ import annotations
+
+#: Hash: delivery tag -> holder id, beside kombu's ``unacked`` record of the same tag.
+HOLDERS = "taskq:unacked_holders"
+#: Prefix of a holder's lease key (a string with a TTL in Redis's clock).
+LEASE_PREFIX = "taskq:lease:"
+#: Hash: ``last`` (ms, Redis clock) of the last renewal, ``grace_until`` (ms) after a stall.
+CLOCK = "taskq:lease_clock"
+#: Prefix of an attempt's run lease (value ``holder|delivery tag``).
+RUN_PREFIX = "taskq:run:"
+#: Prefix of a task's completion record (its JSON result).
+DONE_PREFIX = "taskq:done:"
+#: Prefix of an attempt's delivery counter (the poison cap).
+DELIVERIES_PREFIX = "taskq:deliveries:"
+
+
+def lease_key(holder: str) -> str:
+    """The lease key of ``holder``."""
+    return LEASE_PREFIX + holder
+
+
+def run_key(task_id: str, retries: int) -> str:
+    """The run lease of one attempt (retries are new attempts of the same task id)."""
+    return f"{RUN_PREFIX}{task_id}:{retries}"
+
+
+def done_key(task_id: str) -> str:
+    """The completion record of a task."""
+    return DONE_PREFIX + task_id
+
+
+def deliveries_key(task_id: str, retries: int) -> str:
+    """The delivery counter of one attempt."""
+    return f"{DELIVERIES_PREFIX}{task_id}:{retries}"

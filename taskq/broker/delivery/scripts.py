@@ -1,0 +1,182 @@
+"""The Lua scripts of the delivery contract; each is one atomic step (see the package doc).
+
+Times are Redis's (``TIME``), in milliseconds. ``flags=allow-oom``: a Redis at ``maxmemory``
+with ``noeviction`` still runs them. They free memory (acks, restores) or write a few bytes
+(leases, run leases); refusing them would wedge a worker whose work is done. Only the pop
+(``taskq.broker.redis_transport.POP_AND_HOLD``) is refused then: no new work under OOM.
+"""
+
+from __future__ import annotations
+
+from taskq.broker.delivery.keys import LEASE_PREFIX
+
+#: Shared helpers. ``stalled_or_grace``: true while lease-based restores must wait, because
+#: no holder renewed for ``gap`` ms (the broker or every worker was away: a grace opens)
+#: or such a grace is still open.
+_PRELUDE = f"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function lease_alive(holder)
+  return holder ~= '' and redis.call('EXISTS', '{LEASE_PREFIX}' .. holder) == 1
+end
+local function stalled_or_grace(clock, now, gap, grace)
+  local c = redis.call('HMGET', clock, 'last', 'grace_until')
+  local last = tonumber(c[1])
+  if (not last) or now - last > gap then
+    redis.call('HSET', clock, 'grace_until', now + grace)
+    return true
+  end
+  return now < (tonumber(c[2]) or 0)
+end
+local function run_owner(run)
+  if not run then return nil, nil end
+  return string.match(run, '^(.*)|([^|]*)$')
+end
+"""
+
+#: KEYS: lease, clock. ARGV: ttl ms, stall gap ms, grace ms. Renews the lease; a renewal
+#: that finds the last stamp older than the gap opens the grace first.
+RENEW = (
+    "#!lua flags=allow-oom\n"
+    + _PRELUDE
+    + """
+local now = now_ms()
+stalled_or_grace(KEYS[2], now, tonumber(ARGV[2]), tonumber(ARGV[3]))
+redis.call('HSET', KEYS[2], 'last', now)
+redis.call('SET', KEYS[1], now, 'PX', tonumber(ARGV[1]))
+return now
+"""
+)
+
+#: KEYS: lease. ARGV: none. A holder that stops cleanly gives its lease up.
+RELEASE = "#!lua flags=allow-oom\nreturn redis.call('DEL', KEYS[1])\n"
+
+#: KEYS: unacked, unacked_index, holders. ARGV: delivery tag. The acknowledgement.
+ACK = """#!lua flags=allow-oom
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 1
+"""
+
+#: KEYS: unacked_index, holders, clock. ARGV: gap ms, grace ms, visibility ms, limit.
+#: Returns ``[tag, holder, ...]`` of records whose holder's lease expired (or, for a record
+#: without a holder, written by a stock kombu consumer, older than the visibility timeout).
+SWEEP = (
+    "#!lua flags=allow-oom\n"
+    + _PRELUDE
+    + """
+local now = now_ms()
+if stalled_or_grace(KEYS[3], now, tonumber(ARGV[1]), tonumber(ARGV[2])) then return {} end
+local limit = tonumber(ARGV[4])
+local found = {}
+local alive = {}
+local entries = redis.call('ZRANGE', KEYS[1], 0, 999, 'WITHSCORES')
+for i = 1, #entries, 2 do
+  local tag = entries[i]
+  local holder = redis.call('HGET', KEYS[2], tag)
+  local dead
+  if holder then
+    if alive[holder] == nil then alive[holder] = lease_alive(holder) end
+    dead = not alive[holder]
+  else
+    holder = ''
+    dead = tonumber(entries[i + 1]) * 1000 < now - tonumber(ARGV[3])
+  end
+  if dead then
+    found[#found + 1] = tag
+    found[#found + 1] = holder
+    if #found >= 2 * limit then break end
+  end
+end
+return found
+"""
+)
+
+#: Compare-and-move of one held message back to its queue.
+#: KEYS: unacked, unacked_index, holders, clock, run lease, then ``ndest`` queue lists, then
+#: doorbells. ARGV: tag, mode, expected record, payload to push, leftmost (1/0), ndest, gap
+#: ms, grace ms, visibility ms. Modes: ``sweep`` (the holder's lease expired, no grace),
+#: ``return`` (the live holder returns a delivery it never started), ``reject`` (the
+#: holder says the execution ended). Returns 1 moved, 0 the record is gone or changed,
+#: -1 kept (the reason does not hold).
+RESTORE = (
+    "#!lua flags=allow-oom\n"
+    + _PRELUDE
+    + """
+local tag, mode = ARGV[1], ARGV[2]
+if redis.call('HGET', KEYS[1], tag) ~= ARGV[3] then return 0 end
+local holder = redis.call('HGET', KEYS[3], tag) or ''
+local owner, run_tag = run_owner(redis.call('GET', KEYS[5]))
+local ours = run_tag == tag
+if mode == 'sweep' then
+  local now = now_ms()
+  if stalled_or_grace(KEYS[4], now, tonumber(ARGV[7]), tonumber(ARGV[8])) then return -1 end
+  if holder ~= '' then
+    if lease_alive(holder) then return -1 end
+  else
+    local score = tonumber(redis.call('ZSCORE', KEYS[2], tag) or '0')
+    if score * 1000 >= now - tonumber(ARGV[9]) then return -1 end
+  end
+elseif mode == 'return' then
+  if ours then return -1 end
+elseif mode ~= 'reject' then
+  return redis.error_reply('unknown restore mode ' .. mode)
+end
+if ours then redis.call('DEL', KEYS[5]) end
+redis.call('HDEL', KEYS[1], tag)
+redis.call('ZREM', KEYS[2], tag)
+redis.call('HDEL', KEYS[3], tag)
+local ndest = tonumber(ARGV[6])
+for i = 1, ndest do
+  if ARGV[5] == '1' then
+    redis.call('LPUSH', KEYS[5 + i], ARGV[4])
+  else
+    redis.call('RPUSH', KEYS[5 + i], ARGV[4])
+  end
+end
+for i = 6 + ndest, #KEYS do
+  redis.call('LPUSH', KEYS[i], 1)
+  redis.call('LTRIM', KEYS[i], 0, 0)
+end
+return 1
+"""
+)
+
+#: The execution guard at an attempt's start. KEYS: completion record, delivery counter,
+#: run lease. ARGV: holder, tag, ttl s, count (1: count this delivery). Returns
+#: ``[verdict, completion record or '', deliveries]`` with verdict ``done`` (the task
+#: already succeeded), ``busy`` (a live holder's other delivery runs it) or ``run``
+#: (the run lease is ours).
+BEGIN = (
+    "#!lua flags=allow-oom\n"
+    + _PRELUDE
+    + """
+local ttl = tonumber(ARGV[3])
+local deliveries = 0
+if ARGV[4] == '1' then
+  deliveries = redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+local done = redis.call('GET', KEYS[1])
+if done then return {'done', done, deliveries} end
+local owner, run_tag = run_owner(redis.call('GET', KEYS[3]))
+if owner and run_tag ~= ARGV[2] and lease_alive(owner) then
+  return {'busy', '', deliveries}
+end
+redis.call('SET', KEYS[3], ARGV[1] .. '|' .. ARGV[2], 'EX', ttl)
+return {'run', '', deliveries}
+"""
+)
+
+#: KEYS: completion record, run lease. ARGV: ``holder|tag``, completion record ('' for an
+#: attempt that did not succeed), ttl s. Ends the run lease if it is still ours.
+FINISH = """#!lua flags=allow-oom
+if ARGV[2] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
