@@ -73,6 +73,8 @@ def drain(port: int, tasks: int, level: str, workdir: Path, concurrency: int) ->
         TASKQ_LOG_LEVEL="WARNING" if bare else level,
         TASKQ_SERVICE_NAME="worker",
         TASKQ_NODE_NAME="bench",
+        # The drill tasks' execution witness is a test instrument, not part of the worker.
+        TASKQ_DRILL_WITNESS="false",
         TASKQ_LOG_FILE=str(workdir / f"worker-{level}.jsonl"),
     )
     worker = subprocess.Popen(

@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         default=0.5, gt=0, description="How often a worker sweeps for expired leases."
     )
     worker_concurrency: int = Field(default=2, ge=1, description="Pool processes per worker.")
+    worker_task_events: bool = Field(
+        default=False,
+        description="Workers send Celery task events from their start (Flower turns them on "
+        "remotely anyway; `celery events` needs them).",
+    )
     worker_prefetch_multiplier: int = Field(
         default=1, ge=1, description="Messages reserved per pool process."
     )
@@ -112,6 +117,11 @@ class Settings(BaseSettings):
     # --- features ----------------------------------------------------------------------
     enable_drill_tasks: bool = Field(
         default=True, description="Expose drill_* task types (flaky, fan-out, sleep) for drills."
+    )
+    drill_witness: bool = Field(
+        default=True,
+        description="Drill tasks count each run of their code in the execution witness "
+        "(Redis database 15; taskq/faults/witness.py).",
     )
     queue_snapshot_interval_s: float = Field(
         default=30.0, gt=0, description="Period of the beat queue-depth snapshot."

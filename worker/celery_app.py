@@ -4,10 +4,12 @@ the task class, the task modules, the delivery contract's wiring and the worker'
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery, Task
 from celery.signals import setup_logging, worker_ready
+from celery.states import STARTED
 
 from taskq.broker import propagation
 from taskq.broker.app import create_celery_app
@@ -55,7 +57,18 @@ class TracedTask(Task):  # type: ignore[misc]
             str(getattr(request, REQUEST_TAG_FIELD, None) or ""),
             lambda: self.run(*args, **kwargs),
             on_start=lambda deliveries: task_lifecycle.log_started(request, deliveries),
+            started_meta=lambda: _started_meta(self, request),
         )
+
+
+def _started_meta(task: Task, request: Any) -> tuple[bytes | str, int]:
+    """The STARTED state Celery's ``task_track_started`` would store (the guard's start
+    script stores it, in the same round trip), and the results' expiry."""
+    backend = task.backend
+    meta = backend.encoded_meta(
+        str(request.id), {"pid": os.getpid(), "hostname": request.hostname}, STARTED, request
+    )
+    return meta, backend.expires_s()
 
 
 _guards: dict[int, ExecutionGuard] = {}
@@ -66,8 +79,12 @@ def _delivery_guard(app: Celery) -> ExecutionGuard:
     guard = _guards.get(id(app))
     if guard is None:
         settings = get_settings()
+        backend = app.backend
         guard = ExecutionGuard(
-            app.backend.client, settings.worker_dedup_ttl_s, settings.max_redeliveries
+            backend.client,
+            lambda task_id: backend.get_key_for_task(task_id),
+            settings.worker_dedup_ttl_s,
+            settings.max_redeliveries,
         )
         _guards[id(app)] = guard
     return guard

@@ -2,20 +2,20 @@
 
 Around every task run (see ``TracedTask.__call__`` in worker/celery_app.py)
 :func:`run_guarded` asks the execution guard (:mod:`taskq.broker.delivery.guard`, where the
-delivery contract lives) to count this delivery of this attempt, read the task's completion
-record and take the attempt's run lease, in one round trip; has ``task.started`` logged
-(``on_start``: every started line is one counted delivery); then:
+delivery contract lives) to count this delivery of this attempt, read the task's stored
+state, take the attempt's run lease and store STARTED, in one round trip; has
+``task.started`` logged (``on_start``: every started line is one counted delivery); then:
 
 1. a copy whose attempt a live holder's other delivery is running waits for it to end
    (``task.waiting``) and goes on as one of the cases below;
-2. if there is a completion record the task already succeeded: the stored result is
-   returned without running again, and ``duplicate delivery suppressed`` is logged
+2. if the stored state is SUCCESS the task already ran: the stored result is returned
+   without running again, and ``duplicate delivery suppressed`` is logged
    (``task.duplicate_suppressed``) instead of a second ``task.succeeded``;
 3. past ``1 + max_redeliveries`` deliveries the task ends as FAILURE with
    :class:`PoisonTaskError` instead of running (``task.poison``; celery#9082: nothing else
    caps the redeliveries of a task that kills its worker);
-4. otherwise it runs the task, stores its result as the completion record and ends the
-   run lease (a failure or retry ends the run lease without a record).
+4. otherwise it runs the task; Celery stores the SUCCESS, which answers every later copy;
+   a failure or retry ends the run lease, so a redelivered copy may run.
 """
 
 from __future__ import annotations
@@ -47,10 +47,13 @@ def run_guarded(
     tag: str,
     run: Callable[[], Any],
     on_start: Callable[[int], None] = lambda deliveries: None,
+    started_meta: Callable[[], tuple[bytes | str, int]] = lambda: ("", 0),
 ) -> Any:
     """Run ``run`` at most once per task id; see the module docstring. ``on_start`` is
-    called with the delivery count once this delivery is counted, before anything else."""
-    begun = guard.begin(task_id, retries, tag)
+    called with the delivery count once this delivery is counted, before anything else;
+    ``started_meta`` gives the STARTED state to store and its expiry."""
+    meta, expires_s = started_meta()
+    begun = guard.begin(task_id, retries, tag, meta, expires_s)
     on_start(begun.deliveries)
     if begun.verdict == "busy":
         begun = guard.wait_turn(task_id, retries, tag, begun.deliveries)
@@ -67,18 +70,16 @@ def run_guarded(
                 "task.deliveries": begun.deliveries,
             },
         )
-        guard.finish(task_id, retries, tag, None, succeeded=False)
+        guard.release(task_id, retries, tag)
         raise PoisonTaskError(
             f"task delivered {begun.deliveries} times (cap: 1 + {guard.max_redeliveries} "
             "redeliveries); it is not run again"
         )
     try:
-        result = run()
+        return run()
     except BaseException:
-        guard.finish(task_id, retries, tag, None, succeeded=False)
+        guard.release(task_id, retries, tag)
         raise
-    guard.finish(task_id, retries, tag, result, succeeded=True)
-    return result
 
 
 def _suppress(task_id: str, begun: Begun) -> None:

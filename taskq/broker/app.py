@@ -80,7 +80,9 @@ def create_celery_app(
         accept_content=["json"],
         result_expires=settings.result_expires_s,
         result_extended=True,
-        task_track_started=True,
+        # STARTED is stored by the execution guard's start script (taskq/broker/delivery),
+        # in the round trip that takes the run lease; Celery's own write would be another.
+        task_track_started=False,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=settings.worker_prefetch_multiplier,
@@ -96,10 +98,11 @@ def create_celery_app(
         task_create_missing_queues=False,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
-        # Task events on, for Flower and `celery events` (Flower turns them on remotely
-        # anyway). Arguments, results and exception texts in them are redacted
-        # (taskq/broker/event_redaction.py).
-        worker_send_task_events=True,
+        # Task events cost the worker's main process a Redis round trip each (three per
+        # task: about half its time on no-op tasks), so they are off unless asked for, as
+        # in Celery; Flower turns them on remotely when it starts. Arguments, results and
+        # exception texts in them are redacted (taskq/broker/event_redaction.py).
+        worker_send_task_events=settings.worker_task_events,
         task_send_sent_event=True,
         beat_schedule={
             "queue-depth-snapshot": {

@@ -21,33 +21,39 @@ from typing import Any
 
 from celery.backends.redis import RedisBackend
 
-#: SET (with expiry when > 0) and PUBLISH, unless the stored meta says SUCCESS or comes
-#: from a later attempt (higher ``retries``; a meta written without a request has none).
-_SET_UNLESS_SUCCEEDED = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local ok, meta = pcall(cjson.decode, current)
-  if ok and type(meta) == 'table' then
-    if meta['status'] == 'SUCCESS' then
-      return 0
-    end
-    local new_ok, new = pcall(cjson.decode, ARGV[1])
-    local stored = tonumber(meta['retries'])
-    local writing = new_ok and type(new) == 'table' and tonumber(new['retries'])
-    if stored and writing and stored > writing then
-      return 0
+#: Lua function: SET ``meta`` at ``key`` (with expiry when > 0) and PUBLISH it, unless the
+#: stored meta says SUCCESS or comes from a later attempt (higher ``retries``; a meta
+#: written without a request has none). Shared with the execution guard's start script
+#: (taskq/broker/delivery/scripts.py), which writes STARTED by the same rule.
+WRITE_META_LUA = """
+local function write_meta(key, meta, expires)
+  local current = redis.call('GET', key)
+  if current then
+    local ok, stored = pcall(cjson.decode, current)
+    if ok and type(stored) == 'table' then
+      if stored['status'] == 'SUCCESS' then
+        return 0
+      end
+      local new_ok, new = pcall(cjson.decode, meta)
+      local stored_retries = tonumber(stored['retries'])
+      local writing = new_ok and type(new) == 'table' and tonumber(new['retries'])
+      if stored_retries and writing and stored_retries > writing then
+        return 0
+      end
     end
   end
+  if expires > 0 then
+    redis.call('SET', key, meta, 'EX', expires)
+  else
+    redis.call('SET', key, meta)
+  end
+  redis.call('PUBLISH', key, meta)
+  return 1
 end
-local expires = tonumber(ARGV[2])
-if expires > 0 then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', expires)
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-return 1
 """
+
+#: KEYS: the meta key. ARGV: meta, expiry seconds.
+_SET_UNLESS_SUCCEEDED = WRITE_META_LUA + "return write_meta(KEYS[1], ARGV[1], tonumber(ARGV[2]))\n"
 
 
 class TaskqRedisBackend(RedisBackend):  # type: ignore[misc]
@@ -69,12 +75,27 @@ class TaskqRedisBackend(RedisBackend):  # type: ignore[misc]
         **kwargs: Any,
     ) -> Any:
         # Celery's version reads the current state first; the script below decides instead.
+        self._set_with_state(
+            self.get_key_for_task(task_id),
+            self.encoded_meta(task_id, result, state, request, traceback),
+            state,
+        )
+        return result
+
+    def encoded_meta(
+        self, task_id: str, result: Any, state: str, request: Any, traceback: Any = None
+    ) -> Any:
+        """The stored form of a task's state, as Celery writes it (the execution guard
+        writes STARTED itself, in its start script)."""
         meta = self._get_result_meta(
             result=result, state=state, traceback=traceback, request=request
         )
         meta["task_id"] = str(task_id)
-        self._set_with_state(self.get_key_for_task(task_id), self.encode(meta), state)
-        return result
+        return self.encode(meta)
+
+    def expires_s(self) -> int:
+        """The results' expiry in whole seconds (0: never)."""
+        return math.ceil(float(self.expires)) if self.expires else 0
 
     def _set(self, key: str, value: Any, expires: Any = None) -> None:
         if expires is None:

@@ -1,4 +1,4 @@
-"""What a drill does: its name, options, fault schedule, and the compose equivalents."""
+"""What a drill does: its name, options and fault schedule."""
 
 from __future__ import annotations
 
@@ -14,8 +14,16 @@ DRILLS: tuple[str, ...] = (
     "redis-pause",
     "api-kill",
     "thundering-herd",
+    "deploy",
+    "redis-stall",
+    "clock-skew",
 )
+#: Drills judged by the execution witness too (taskq/faults/witness.py): every accepted task
+#: ran exactly once, never two runs at a time; and a fault that caught no running task fails.
+WITNESSED_DRILLS: tuple[str, ...] = ("deploy", "redis-stall", "clock-skew")
 WORKER_PROGRAMS = ("worker-general", "worker-high")
+#: The order of a rolling restart (``deploy``): the workers one at a time, then the API.
+DEPLOY_WORKERS = ("worker-high", "worker-general")
 #: What each drill proves (report.md, loadtest/README.md).
 PURPOSE = {
     "worker-kill": "a whole worker (main process and pool) SIGKILLed under load loses no "
@@ -29,8 +37,27 @@ PURPOSE = {
     "api-kill": "one API replica SIGKILLed: nginx routes around it, nothing accepted is lost",
     "thundering-herd": "every user at once: the API sheds load with 429/503, never loses "
     "what it accepted",
+    "deploy": "a rolling SIGTERM restart of every worker (each drains the long tasks it is "
+    "running) and every API replica under load: every accepted task runs exactly once, no two "
+    "runs overlap (execution witness)",
+    "redis-stall": "Redis hangs every client (CLIENT PAUSE or SIGSTOP) while long tasks run: "
+    "no live worker is presumed dead, every accepted task runs exactly once, no two runs "
+    "overlap (execution witness)",
+    "clock-skew": "worker-general runs with its clock skewed (faketime) beside worker-high: "
+    "lease times are Redis's, so every accepted task runs exactly once, no two runs overlap "
+    "(execution witness)",
 }
 REDIS_PAUSE_MS = 3000
+#: ``redis-stall``: how long Redis hangs (``--ms``), and how (``--stall-mode``).
+STALL_MS = 5000
+MIN_STALL_MS = 100
+MAX_STALL_MS = 30_000
+STALL_MODES = ("pause", "stop")
+#: ``clock-skew``: the replacement worker's clock offset in seconds (``--skew``).
+SKEW_S = 5.0
+MAX_SKEW_S = 30.0
+#: ``--kills`` when not given: deploy makes one rolling restart (a round), the others two faults.
+DEFAULT_KILLS = {"deploy": 1, "clock-skew": 1}
 MAX_USERS = 2000
 MAX_DURATION_S = 1800.0
 MAX_KILLS = 50
@@ -49,6 +76,9 @@ class DrillOptions:
     target: str = "local"
     #: Bound on the wait for queues to drain and tasks to end after the load.
     settle_s: float = 60.0
+    stall_ms: int = STALL_MS
+    stall_mode: str = "pause"
+    skew_s: float = SKEW_S
 
 
 @dataclass(frozen=True)
@@ -62,22 +92,44 @@ class PlannedFault:
 
 def fault_kind(drill: str) -> str | None:
     """The fault a drill injects (None for the herd, whose fault is the load itself)."""
-    return None if drill == "thundering-herd" else drill
+    if drill == "thundering-herd":
+        return None
+    return "restart" if drill == "deploy" else drill
+
+
+def skew_spec(skew_s: float) -> str:
+    """faketime's relative offset for ``skew_s`` seconds: ``+5s``, ``-2.5s``."""
+    return f"{skew_s:+g}s"
+
+
+def deploy_order(rounds: int, api_programs: tuple[str, ...]) -> list[str]:
+    """The programs a rolling restart restarts, one at a time: every worker, then every API
+    replica; ``rounds`` times."""
+    return [*DEPLOY_WORKERS, *api_programs] * rounds
 
 
 def schedule(options: DrillOptions, api_programs: tuple[str, ...]) -> list[PlannedFault]:
     """``options.kills`` faults spread over the middle of the run (from 20% to 70% of it, so
-    there is a before and an after), each jittered within its slot by ``options.seed``."""
+    there is a before and an after), each jittered within its slot by ``options.seed``.
+
+    ``deploy``: one restart per program and round (its offset is the earliest moment: a
+    restart waits for the previous one to be ready). ``clock-skew``: the skewed worker,
+    from before the load starts to its end."""
     kind = fault_kind(options.name)
     if kind is None or options.kills <= 0:
         return []
+    if kind == "clock-skew":
+        return [PlannedFault(0.0, kind, "worker-general")]
+    victims = deploy_order(options.kills, api_programs) if kind == "restart" else []
+    count = len(victims) or options.kills
     rng = random.Random(f"{options.name}-{options.seed}")
     first, last = 0.2 * options.duration_s, 0.7 * options.duration_s
-    slot = (last - first) / options.kills
+    slot = (last - first) / count
     faults = []
-    for i in range(options.kills):
+    for i in range(count):
         offset = first + i * slot + rng.uniform(0.0, 0.6 * slot)
-        faults.append(PlannedFault(round(offset, 3), kind, _victim(kind, rng, api_programs)))
+        victim = victims[i] if victims else _victim(kind, rng, api_programs)
+        faults.append(PlannedFault(round(offset, 3), kind, victim))
     return faults
 
 
@@ -89,39 +141,3 @@ def _victim(kind: str, rng: random.Random, api_programs: tuple[str, ...]) -> str
     if kind == "api-kill":
         return rng.choice(api_programs)
     return "redis"
-
-
-#: Kill the first pool child of the worker container's main process (PID 1), by PID.
-_POOL_CHILD_KILL = (
-    "import os, signal; "
-    "kids = [int(p) for p in os.listdir('/proc') if p.isdigit() "
-    "and open(f'/proc/{p}/stat').read().rsplit(')', 1)[1].split()[1] == '1']; "
-    "os.kill(min(kids), signal.SIGKILL); print(min(kids))"
-)
-
-
-def compose_commands(fault: PlannedFault) -> list[list[str]]:
-    """The ``docker compose`` commands that inject ``fault`` into the full stack, in order.
-    ``{container}`` stands for the first line the previous command printed (one replica's
-    container id). Checked statically by tests/contract/test_drill_compose.py."""
-    if fault.kind == "worker-kill":
-        return [["docker", "compose", "kill", "-s", "SIGKILL", fault.target]]
-    if fault.kind == "pool-child-kill":
-        return [["docker", "compose", "exec", "-T", fault.target, "python", "-c", _POOL_CHILD_KILL]]
-    if fault.kind == "redis-kill":
-        return [["docker", "compose", "kill", "-s", "SIGKILL", "redis"]]
-    if fault.kind == "redis-pause":
-        # The redis service sets REDISCLI_AUTH, so redis-cli authenticates by itself.
-        pause = ["redis-cli", "CLIENT", "PAUSE", str(REDIS_PAUSE_MS), "ALL"]
-        return [["docker", "compose", "exec", "-T", "redis", *pause]]
-    if fault.kind == "api-kill":
-        return [
-            ["docker", "compose", "ps", "-q", fault.target],
-            ["docker", "kill", "--signal", "SIGKILL", "{container}"],
-        ]
-    raise ValueError(f"unknown fault {fault.kind}")
-
-
-def compose_plan(options: DrillOptions) -> list[tuple[PlannedFault, list[list[str]]]]:
-    """The fault schedule against the full stack (one API service, its replicas by id)."""
-    return [(f, compose_commands(f)) for f in schedule(options, ("api",))]

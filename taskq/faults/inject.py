@@ -6,7 +6,9 @@ import json
 import os
 import signal
 import time
+import xmlrpc.client
 from dataclasses import dataclass
+from pathlib import Path
 
 from redis import Redis
 
@@ -86,6 +88,35 @@ def wait_running(layout: StackLayout, program: str, not_pid: int, timeout_s: flo
     raise FaultError(f"{program} not running again after {timeout_s:.0f}s")
 
 
+class _ReadyLines:
+    """The PIDs that logged ``worker.ready`` in one JSON log, read incrementally."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.ready: set[int] = set()
+        self._offset = 0
+
+    def read(self) -> set[int]:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self._offset)
+                chunk = handle.read()
+        except OSError:
+            chunk = b""
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        for raw in complete.splitlines():
+            if _READY_MARK not in raw:
+                continue
+            try:
+                line = json.loads(raw)
+                if line.get("event.action") == Event.WORKER_READY:
+                    self.ready.add(int(line["process.pid"]))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+        return self.ready
+
+
 def wait_worker_ready(
     layout: StackLayout, program: str, timeout_s: float = 30.0, not_pid: int = 0
 ) -> int:
@@ -93,36 +124,60 @@ def wait_worker_ready(
     consumes); return its PID. A kill then hits a working worker, not one still booting.
     ``not_pid``: a PID just killed, which supervisord may still report as running."""
     deadline = time.monotonic() + timeout_s
-    path = layout.log_dir / f"{program}.jsonl"
-    ready: set[int] = set()
-    offset = 0
+    lines = _ReadyLines(layout.log_dir / f"{program}.jsonl")
     while time.monotonic() < deadline:
         try:
             pid = program_pid(layout, program)
         except FaultError:
             time.sleep(0.1)
             continue
-        try:
-            with path.open("rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read()
-        except OSError:
-            chunk = b""
-        complete = chunk[: chunk.rfind(b"\n") + 1]
-        offset += len(complete)
-        for raw in complete.splitlines():
-            if _READY_MARK not in raw:
-                continue
-            try:
-                line = json.loads(raw)
-                if line.get("event.action") == Event.WORKER_READY:
-                    ready.add(int(line["process.pid"]))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue
-        if pid in ready and pid != not_pid:
+        if pid in lines.read() and pid != not_pid:
             return pid
         time.sleep(0.1)
     raise FaultError(f"{program} not ready after {timeout_s:.0f}s")
+
+
+def wait_pid_ready(layout: StackLayout, program: str, pid: int, timeout_s: float = 30.0) -> float:
+    """Wait until process ``pid`` (a worker started outside supervisord, logging as
+    ``program``) logged ``worker.ready``; return ``time.time()`` then."""
+    deadline = time.monotonic() + timeout_s
+    lines = _ReadyLines(layout.log_dir / f"{program}.jsonl")
+    while time.monotonic() < deadline:
+        if pid in lines.read():
+            return time.time()
+        time.sleep(0.1)
+    raise FaultError(f"{program} (pid {pid}) not ready after {timeout_s:.0f}s")
+
+
+def stop_program(layout: StackLayout, program: str) -> None:
+    """``supervisorctl stop``: SIGTERM (a worker drains its pool, at most ``stopwaitsecs``),
+    returning once the program has stopped."""
+    try:
+        supervisor_rpc(layout).stopProcess(program, True)
+    except xmlrpc.client.Fault as exc:
+        raise FaultError(f"supervisord did not stop {program}: {exc.faultString}") from exc
+
+
+def start_program(layout: StackLayout, program: str) -> None:
+    """``supervisorctl start``, returning once supervisord counts it as running."""
+    try:
+        supervisor_rpc(layout).startProcess(program, True)
+    except xmlrpc.client.Fault as exc:
+        raise FaultError(f"supervisord did not start {program}: {exc.faultString}") from exc
+
+
+def sigstop_redis(layout: StackLayout, milliseconds: int) -> tuple[int, float]:
+    """Freeze redis-server with SIGSTOP for ``milliseconds``, then SIGCONT it (also when
+    interrupted): a hung, not a dead, Redis. Returns when it runs again: its PID and when
+    it was stopped (``time.time()``)."""
+    pid = program_pid(layout, "redis")
+    at = time.time()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(milliseconds / 1000)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    return pid, at
 
 
 def wait_redis_answers(layout: StackLayout, timeout_s: float = 30.0) -> float:

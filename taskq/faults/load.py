@@ -100,22 +100,32 @@ class SteadyLoad:
         self, http: httpx.Client, task_type: str, data: Mapping[str, Any], priority: str
     ) -> None:
         correlation_id = f"drill-{uuid.uuid4().hex[:16]}"
-        body = {"task_type": task_type, "data": dict(data), "priority": priority}
-        sent_at = time.time()
-        started = time.monotonic()
-        status, task_id, code = 0, None, None
-        try:
-            answer = http.post("/api/v1/tasks", json=body, headers={"X-Request-ID": correlation_id})
-            status = answer.status_code
-            payload = answer.json()
-            if status == 202:
-                task_id = str(payload["task_id"])
-            else:
-                code = str(payload.get("error", {}).get("code"))
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
-            code = type(exc).__name__
-        submission = Submission(
-            sent_at, status, time.monotonic() - started, correlation_id, task_id, code
-        )
+        submission = submit_task(http, task_type, data, priority, correlation_id)
         with self._lock:
             self.submissions.append(submission)
+
+
+def submit_task(
+    http: httpx.Client,
+    task_type: str,
+    data: Mapping[str, Any],
+    priority: str,
+    correlation_id: str,
+) -> Submission:
+    """One ``POST /api/v1/tasks`` (``http`` targets nginx), sent with ``correlation_id`` as
+    its ``X-Request-ID``; what came back, as a :class:`Submission`."""
+    body = {"task_type": task_type, "data": dict(data), "priority": priority}
+    sent_at = time.time()
+    started = time.monotonic()
+    status, task_id, code = 0, None, None
+    try:
+        answer = http.post("/api/v1/tasks", json=body, headers={"X-Request-ID": correlation_id})
+        status = answer.status_code
+        payload = answer.json()
+        if status == 202:
+            task_id = str(payload["task_id"])
+        else:
+            code = str(payload.get("error", {}).get("code"))
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        code = type(exc).__name__
+    return Submission(sent_at, status, time.monotonic() - started, correlation_id, task_id, code)

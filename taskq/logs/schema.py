@@ -119,8 +119,9 @@ class Event(StrEnum):
     TASK_SOFT_TIME_LIMIT = "task.soft_time_limit"
     #: The hard time limit: the pool child running the task is killed.
     TASK_TIME_LIMIT = "task.time_limit"
-    #: Redis did not take a success's completion record: a redelivery runs the task again.
-    TASK_COMPLETION_NOT_STORED = "task.completion_not_stored"
+    #: Redis did not take the end of a failed attempt's run lease: a redelivered copy waits
+    #: until this worker's lease ends.
+    RUN_LEASE_NOT_RELEASED = "task.run_lease_not_released"
     #: A copy of an attempt waits for the copy that a live holder is running.
     TASK_WAITING = "task.waiting"
     #: A held (delivered, unacknowledged) message went back to its queue.

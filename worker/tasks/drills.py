@@ -4,6 +4,7 @@ incident drills and load scenarios. Enabled by ``TASKQ_ENABLE_DRILL_TASKS``."""
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from celery import Task
@@ -50,12 +51,15 @@ def fanout(**data: Any) -> dict[str, Any]:
 _witness_client: Redis | None = None
 
 
-def _witness() -> Redis:
-    """This process's client of the execution witness (taskq/faults/witness.py)."""
+def _witnessed(task: Task) -> AbstractContextManager[None]:
+    """Count this run in the execution witness (taskq/faults/witness.py), when it is on."""
     global _witness_client
+    settings = get_settings()
+    if not settings.drill_witness:
+        return nullcontext()
     if _witness_client is None:
-        _witness_client = witness_client(get_settings().broker_url)
-    return _witness_client
+        _witness_client = witness_client(settings.broker_url)
+    return witnessed(_witness_client, str(task.request.id))
 
 
 @app.task(name="taskq.drills.sleep", bind=True, **transient_retry_options())
@@ -63,7 +67,7 @@ def sleep(self: Task, **data: Any) -> dict[str, Any]:
     """Hold a worker slot for ``seconds``; every run is counted by the execution witness."""
 
     def hold(params: inputs.SleepDrillInput) -> dict[str, Any]:
-        with witnessed(_witness(), str(self.request.id)):
+        with _witnessed(self):
             time.sleep(params.seconds)
         return {"slept_s": params.seconds}
 
@@ -75,7 +79,7 @@ def echo(self: Task, **data: Any) -> dict[str, Any]:
     """Return the payload; every run is counted by the execution witness."""
 
     def answer(params: inputs.EchoDrillInput) -> dict[str, Any]:
-        with witnessed(_witness(), str(self.request.id)):
+        with _witnessed(self):
             return {"payload": params.payload}
 
     return run_validated(inputs.EchoDrillInput, data, answer)

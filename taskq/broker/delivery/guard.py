@@ -1,14 +1,16 @@
 """The execution guard: an attempt's code runs inside its run lease, at most once per task.
 
 Called in the pool process around a task's code (see ``worker/dedup.py``). :meth:`begin`
-counts the delivery (the poison cap), reads the completion record and takes the attempt's
-run lease, in one script (:data:`scripts.BEGIN`). A copy that finds a live holder's other
-delivery running the attempt waits (:meth:`wait_turn`) instead of running beside it.
-:meth:`finish` stores the completion record of a success and ends the run lease.
+counts the delivery (the poison cap), reads the task's result meta (a stored SUCCESS is
+the completion record: a later copy answers its result instead of running), takes the
+attempt's run lease and writes STARTED, in one script (:data:`scripts.BEGIN`). A copy that
+finds a live holder's other delivery running the attempt waits (:meth:`wait_turn`) instead
+of running beside it. :meth:`release` ends the run lease of an attempt that did not
+succeed; a success needs no second round trip (its SUCCESS meta, written by the result
+backend, answers every later copy).
 
 When Redis cannot be reached the attempt runs unguarded: the broker that could have
-redelivered it is unreachable too, and a completion record lost that way costs a repeated
-pure computation, never a wrong answer.
+redelivered it is unreachable too (its message stays held by this worker's lease).
 """
 
 from __future__ import annotations
@@ -46,47 +48,68 @@ class Begun:
 
 
 def decode_completion(raw: bytes | str | None) -> tuple[bool, Any]:
-    """(completed, result) of a stored completion record."""
+    """(succeeded, result) of a stored result meta (JSON, as the backend writes it)."""
     if raw in (None, b"", ""):
         return False, None
     try:
-        return True, json.loads(raw)["result"]
-    except (ValueError, KeyError, TypeError):
+        meta = json.loads(raw)
+    except (ValueError, TypeError):
         return False, None
+    if not isinstance(meta, dict) or meta.get("status") != "SUCCESS":
+        return False, None
+    return True, meta.get("result")
 
 
 class ExecutionGuard:
-    """Run leases, completion records and delivery counters in Redis."""
+    """Run leases and delivery counters in Redis, beside the result backend's metas."""
 
-    def __init__(self, client: Any, ttl_s: int, max_redeliveries: int) -> None:
+    def __init__(self, client: Any, meta_key: Any, ttl_s: int, max_redeliveries: int) -> None:
+        """``meta_key(task_id)`` names a task's result meta (the backend's key)."""
         self._client = client
+        self._meta_key = meta_key
         self._ttl_s = ttl_s
         self.max_redeliveries = max_redeliveries
+        self._begin = client.register_script(scripts.BEGIN) if client is not None else None
+        self._release = client.register_script(scripts.RELEASE_RUN) if client is not None else None
 
-    def begin(self, task_id: str, retries: int, tag: str, count: bool = True) -> Begun:
-        """Count this delivery (``count``), read the completion record, take the run lease."""
+    def begin(
+        self,
+        task_id: str,
+        retries: int,
+        tag: str,
+        started_meta: bytes | str = "",
+        meta_expires_s: int = 0,
+        count: bool = True,
+    ) -> Begun:
+        """Count this delivery (``count``), read the completion, take the run lease and
+        write ``started_meta``."""
         try:
-            verdict, raw, deliveries = self._client.eval(
-                scripts.BEGIN,
-                3,
-                keys.done_key(task_id),
-                keys.deliveries_key(task_id, retries),
-                keys.run_key(task_id, retries),
-                current_holder(),
-                tag,
-                self._ttl_s,
-                1 if count else 0,
+            verdict, raw, deliveries = self._begin(  # type: ignore[misc]
+                keys=[
+                    self._meta_key(task_id),
+                    keys.deliveries_key(task_id, retries),
+                    keys.run_key(task_id, retries),
+                ],
+                args=[
+                    current_holder(),
+                    tag,
+                    self._ttl_s,
+                    1 if count else 0,
+                    started_meta,
+                    meta_expires_s,
+                ],
             )
         except (RedisError, OSError):
             return Begun("run", None, 1)
         name = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
-        completed, result = decode_completion(raw)
-        if name == "done" and completed:
+        succeeded, result = decode_completion(raw)
+        if name == "done" and succeeded:
             return Begun("done", result, int(deliveries))
         return Begun("busy" if name == "busy" else "run", None, int(deliveries))
 
     def wait_turn(self, task_id: str, retries: int, tag: str, deliveries: int) -> Begun:
-        """Wait until the running copy ended (``done``) or its holder died (``run``)."""
+        """Wait until the running copy succeeded (``done``), or ended otherwise or lost its
+        holder (``run``: the run lease is now ours)."""
         logger.warning(
             "delivery waits for the running copy",
             extra={"event.action": Event.TASK_WAITING, "task_id": task_id},
@@ -97,26 +120,14 @@ class ExecutionGuard:
             if begun.verdict != "busy":
                 return Begun(begun.verdict, begun.previous_result, deliveries)
 
-    def finish(self, task_id: str, retries: int, tag: str, result: Any, succeeded: bool) -> None:
-        """Store a success's completion record and end the run lease if it is still ours."""
-        record = ""
-        if succeeded:
-            try:
-                record = json.dumps({"result": result})
-            except (TypeError, ValueError):
-                record = ""  # not JSON: no record, a redelivery computes it again
+    def release(self, task_id: str, retries: int, tag: str) -> None:
+        """End the run lease of an attempt that did not succeed, if it is still ours."""
         try:
-            self._client.eval(
-                scripts.FINISH,
-                2,
-                keys.done_key(task_id),
-                keys.run_key(task_id, retries),
-                f"{current_holder()}|{tag}",
-                record,
-                self._ttl_s,
+            self._release(  # type: ignore[misc]
+                keys=[keys.run_key(task_id, retries)], args=[f"{current_holder()}|{tag}"]
             )
         except (RedisError, OSError):
             logger.warning(
-                "completion record not stored",
-                extra={"event.action": Event.TASK_COMPLETION_NOT_STORED, "task_id": task_id},
+                "run lease not released",
+                extra={"event.action": Event.RUN_LEASE_NOT_RELEASED, "task_id": task_id},
             )

@@ -10,8 +10,6 @@ LEASE_PREFIX = "taskq:lease:"
 CLOCK = "taskq:lease_clock"
 #: Prefix of an attempt's run lease (value ``holder|delivery tag``).
 RUN_PREFIX = "taskq:run:"
-#: Prefix of a task's completion record (its JSON result).
-DONE_PREFIX = "taskq:done:"
 #: Prefix of an attempt's delivery counter (the poison cap).
 DELIVERIES_PREFIX = "taskq:deliveries:"
 
@@ -24,11 +22,6 @@ def lease_key(holder: str) -> str:
 def run_key(task_id: str, retries: int) -> str:
     """The run lease of one attempt (retries are new attempts of the same task id)."""
     return f"{RUN_PREFIX}{task_id}:{retries}"
-
-
-def done_key(task_id: str) -> str:
-    """The completion record of a task."""
-    return DONE_PREFIX + task_id
 
 
 def deliveries_key(task_id: str, retries: int) -> str:

@@ -19,6 +19,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -93,7 +94,16 @@ def deferred_count() -> int:
 
 def ack(client: Redis, tag: str, unacked_key: str, index_key: str) -> None:
     """Acknowledge ``tag``: its record and holder entry go, in one step."""
-    client.eval(scripts.ACK, 3, unacked_key, index_key, keys.HOLDERS, tag)
+    _script(client, scripts.ACK)(keys=[unacked_key, index_key, keys.HOLDERS], args=[tag])
+
+
+def _script(client: Redis, text: str) -> Any:
+    """``text`` registered on ``client`` once (then sent by its SHA, not its body)."""
+    cache: dict[str, Any] = client.__dict__.setdefault("_taskq_scripts", {})
+    script = cache.get(text)
+    if script is None:
+        script = cache[text] = client.register_script(text)
+    return script
 
 
 class LeaseKeeper:
@@ -156,14 +166,9 @@ class LeaseKeeper:
     def _round(self, renew: bool = True) -> None:
         timing = self._timing
         if renew:
-            self._client.eval(
-                scripts.RENEW,
-                2,
-                keys.lease_key(self.holder),
-                keys.CLOCK,
-                timing.ttl_ms,
-                timing.gap_ms,
-                timing.grace_ms,
+            _script(self._client, scripts.RENEW)(
+                keys=[keys.lease_key(self.holder), keys.CLOCK],
+                args=[timing.ttl_ms, timing.gap_ms, timing.grace_ms],
             )
         self._retry_deferred()
         if renew and _consuming.is_set():

@@ -9,6 +9,7 @@ with ``noeviction`` still runs them. They free memory (acks, restores) or write 
 from __future__ import annotations
 
 from taskq.broker.delivery.keys import LEASE_PREFIX
+from taskq.broker.result_backend import WRITE_META_LUA
 
 #: Shared helpers. ``stalled_or_grace``: true while lease-based restores must wait, because
 #: no holder renewed for ``gap`` ms (the broker or every worker was away: a grace opens)
@@ -145,14 +146,17 @@ return 1
 """
 )
 
-#: The execution guard at an attempt's start. KEYS: completion record, delivery counter,
-#: run lease. ARGV: holder, tag, ttl s, count (1: count this delivery). Returns
-#: ``[verdict, completion record or '', deliveries]`` with verdict ``done`` (the task
-#: already succeeded), ``busy`` (a live holder's other delivery runs it) or ``run``
-#: (the run lease is ours).
+#: The execution guard at an attempt's start. KEYS: the task's result meta (Celery's
+#: ``celery-task-meta-<id>``: a SUCCESS there is the completion record), delivery counter,
+#: run lease. ARGV: holder, tag, ttl s, count (1: count this delivery), the STARTED meta to
+#: write ('' for none), its expiry s. Returns ``[verdict, stored meta or '', deliveries]``
+#: with verdict ``done`` (the task already succeeded), ``busy`` (a live holder's other
+#: delivery runs it) or ``run`` (the run lease is ours, STARTED is written by the result
+#: backend's rule: never over SUCCESS or a later attempt).
 BEGIN = (
     "#!lua flags=allow-oom\n"
     + _PRELUDE
+    + WRITE_META_LUA
     + """
 local ttl = tonumber(ARGV[3])
 local deliveries = 0
@@ -160,23 +164,27 @@ if ARGV[4] == '1' then
   deliveries = redis.call('INCR', KEYS[2])
   redis.call('EXPIRE', KEYS[2], ttl)
 end
-local done = redis.call('GET', KEYS[1])
-if done then return {'done', done, deliveries} end
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  local ok, meta = pcall(cjson.decode, stored)
+  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
+    return {'done', stored, deliveries}
+  end
+end
 local owner, run_tag = run_owner(redis.call('GET', KEYS[3]))
 if owner and run_tag ~= ARGV[2] and lease_alive(owner) then
   return {'busy', '', deliveries}
 end
 redis.call('SET', KEYS[3], ARGV[1] .. '|' .. ARGV[2], 'EX', ttl)
+if ARGV[5] ~= '' then write_meta(KEYS[1], ARGV[5], tonumber(ARGV[6])) end
 return {'run', '', deliveries}
 """
 )
 
-#: KEYS: completion record, run lease. ARGV: ``holder|tag``, completion record ('' for an
-#: attempt that did not succeed), ttl s. Ends the run lease if it is still ours.
-FINISH = """#!lua flags=allow-oom
-if ARGV[2] ~= '' then
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
-end
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-return 1
+#: KEYS: run lease. ARGV: ``holder|tag``. Ends the run lease if it is still ours (an
+#: attempt that did not succeed; a success needs nothing: its SUCCESS meta answers every
+#: later copy).
+RELEASE_RUN = """#!lua flags=allow-oom
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """

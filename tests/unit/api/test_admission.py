@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from starlette.types import Message, Receive, Scope, Send
 
+from api import admission
 from api.admission import AdmissionMiddleware
 
 
@@ -83,16 +85,23 @@ def test_in_flight_bound_sheds_with_retry_after() -> None:
     assert [_status(d) for d in done] == [202, 202]
 
 
-def test_queue_budget_sheds_a_request_that_waited_too_long() -> None:
+def test_queue_budget_sheds_a_request_that_waited_too_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The middleware's clock stands still: how long a request waited is what its stamp says,
+    # not how long this process took to get from the stamp to the check.
+    now = 1_800_000_000.0
+    monkeypatch.setattr(admission, "time", SimpleNamespace(time=lambda: now))
+
     async def run() -> tuple[list[Message], list[Message], list[Message]]:
         app = _Slow()
         mw = AdmissionMiddleware(app, max_inflight=4, queue_budget_ms=100)
-        stale = str(time.time() - 0.5).encode()
+        stale = str(now - 0.5).encode()  # waited 500 ms: over the 100 ms budget
         idle = await asyncio.wait_for(asyncio.shield(_idle_call(mw, app, stale)), timeout=5)
         busy = [asyncio.create_task(_call(mw, _scope())) for _ in range(2)]
         await asyncio.sleep(0)
         late = await _call(mw, _scope(headers=[(b"x-queue-start", stale)]))
-        fresh = str(time.time()).encode()
+        fresh = str(now - 0.05).encode()  # waited 50 ms: within it
         prompt_task = asyncio.create_task(_call(mw, _scope(headers=[(b"x-queue-start", fresh)])))
         direct_task = asyncio.create_task(_call(mw, _scope()))  # no nginx stamp: not judged
         await asyncio.sleep(0)

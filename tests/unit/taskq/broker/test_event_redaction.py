@@ -62,4 +62,9 @@ def test_each_queue_has_its_own_exchange_and_routing_key() -> None:
     for queue in queues:
         assert queue.exchange == Exchange(queue.name)
         assert queue.routing_key == queue.name
-    assert app.conf.worker_send_task_events and app.conf.task_send_sent_event
+    # Task events are Celery's default (off) unless asked for; Flower turns them on.
+    assert app.conf.task_send_sent_event and not app.conf.worker_send_task_events
+    events_on = create_celery_app(
+        Settings(redis_url="redis://127.0.0.1:1/0", worker_task_events=True)
+    )
+    assert events_on.conf.worker_send_task_events
