@@ -8,13 +8,16 @@ state, take the attempt's run lease and store STARTED, in one round trip; has
 
 1. a copy whose attempt a live holder's other delivery is running waits for it to end
    (``task.waiting``) and goes on as one of the cases below;
-2. if the stored state is SUCCESS the task already ran: the stored result is returned
+2. a task revoked before it started (``DELETE /api/v1/tasks/{id}``; the revocation is
+   stored in Redis, so a worker that was away hears it too) never runs: ``task.revoked``,
+   and Celery acknowledges the message without storing a state over REVOKED;
+3. if the stored state is SUCCESS the task already ran: the stored result is returned
    without running again, and ``duplicate delivery suppressed`` is logged
    (``task.duplicate_suppressed``) instead of a second ``task.succeeded``;
-3. past ``1 + max_redeliveries`` deliveries the task ends as FAILURE with
+4. past ``1 + max_redeliveries`` deliveries the task ends as FAILURE with
    :class:`PoisonTaskError` instead of running (``task.poison``; celery#9082: nothing else
    caps the redeliveries of a task that kills its worker);
-4. otherwise it runs the task; Celery stores the SUCCESS, which answers every later copy;
+5. otherwise it runs the task; Celery stores the SUCCESS, which answers every later copy;
    a failure or retry ends the run lease, so a redelivered copy may run.
 """
 
@@ -23,6 +26,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
+
+from celery.exceptions import Ignore
 
 from taskq.broker.delivery.guard import Begun, ExecutionGuard
 from taskq.logs.schema import Event
@@ -57,6 +62,13 @@ def run_guarded(
     on_start(begun.deliveries)
     if begun.verdict == "busy":
         begun = guard.wait_turn(task_id, retries, tag, begun.deliveries)
+    if begun.verdict == "revoked":
+        logger.warning(
+            "revoked task not run",
+            extra={"event.action": Event.TASK_REVOKED, "task_id": task_id},
+        )
+        # Ignore: Celery acks the message and stores nothing over the stored REVOKED.
+        raise Ignore()
     if begun.verdict == "done":
         _suppress(task_id, begun)
         return begun.previous_result

@@ -12,6 +12,7 @@ import logging
 from typing import Annotated, Any
 
 from celery import states
+from celery.exceptions import TaskRevokedError
 from fastapi import APIRouter, Header, Path, Request, Response
 
 from api import idempotency, submission
@@ -20,6 +21,7 @@ from api.deps import ResourcesDep
 from api.errors import BROKER_ERRORS, ApiError, broker_unavailable
 from api.metrics import metrics_of
 from api.schemas import ErrorBody, TaskAccepted, TaskCreate, TaskError, TaskStatus
+from taskq.broker.delivery import guard
 from taskq.logs.schema import Event
 
 logger = logging.getLogger("taskq.api.tasks")
@@ -107,19 +109,34 @@ def get_task(resources: ResourcesDep, task_id: str = TaskIdPath) -> TaskStatus:
 
 @router.delete("/{task_id}", response_model=TaskStatus, responses=_ERRORS)
 def revoke_task(resources: ResourcesDep, task_id: str = TaskIdPath) -> TaskStatus:
-    """Revoke a task that has not started; running and finished tasks answer 409."""
+    """Revoke a task that has not started: 200 REVOKED means it will never run (the
+    revocation is stored in Redis, checked atomically when a worker starts the task, and
+    never overwritten), also when asked again. A task that started first answers 409
+    ``task_running``, one that ended 409 ``task_already_finished``, each with its state."""
     current = get_task(resources, task_id)
-    if current.status in states.READY_STATES:
-        raise ApiError(409, "task_already_finished", f"The task already ended as {current.status}.")
-    if current.status == states.STARTED:
+    backend = resources.celery.backend
+    revoked_meta = backend.encoded_meta(
+        task_id,
+        backend.prepare_exception(TaskRevokedError("revoked by client")),
+        states.REVOKED,
+        None,
+    )
+    try:
+        outcome, state = guard.revoke(
+            backend.client,
+            backend.get_key_for_task(task_id),
+            task_id,
+            revoked_meta,
+            backend.expires_s(),
+        )
+    except BROKER_ERRORS:
+        raise broker_unavailable() from None
+    if outcome == "finished":
+        raise ApiError(409, "task_already_finished", f"The task already ended as {state}.")
+    if outcome == "running":
         raise ApiError(
             409, "task_running", "The task is running; running tasks are not interrupted."
         )
-    try:
-        resources.celery.control.revoke(task_id)
-        resources.celery.backend.mark_as_revoked(task_id, reason="revoked by client")
-    except BROKER_ERRORS:
-        raise broker_unavailable() from None
     logger.info(
         "task revocation stored",
         extra={

@@ -22,16 +22,18 @@ from typing import Any
 from celery.backends.redis import RedisBackend
 
 #: Lua function: SET ``meta`` at ``key`` (with expiry when > 0) and PUBLISH it, unless the
-#: stored meta says SUCCESS or comes from a later attempt (higher ``retries``; a meta
-#: written without a request has none). Shared with the execution guard's start script
-#: (taskq/broker/delivery/scripts.py), which writes STARTED by the same rule.
+#: stored meta is final (SUCCESS, or REVOKED: a revocation is stored only before the task
+#: started, see taskq/broker/delivery/scripts.py) or comes from a later attempt (higher
+#: ``retries``; a meta written without a request has none). Shared with the execution
+#: guard's start script (taskq/broker/delivery/scripts.py), which writes STARTED by the
+#: same rule.
 WRITE_META_LUA = """
 local function write_meta(key, meta, expires)
   local current = redis.call('GET', key)
   if current then
     local ok, stored = pcall(cjson.decode, current)
     if ok and type(stored) == 'table' then
-      if stored['status'] == 'SUCCESS' then
+      if stored['status'] == 'SUCCESS' or stored['status'] == 'REVOKED' then
         return 0
       end
       local new_ok, new = pcall(cjson.decode, meta)
@@ -52,8 +54,14 @@ local function write_meta(key, meta, expires)
 end
 """
 
-#: KEYS: the meta key. ARGV: meta, expiry seconds.
-_SET_UNLESS_SUCCEEDED = WRITE_META_LUA + "return write_meta(KEYS[1], ARGV[1], tonumber(ARGV[2]))\n"
+#: KEYS: the meta key. ARGV: meta, expiry seconds. ``allow-oom``: a Redis at ``maxmemory``
+#: still takes the state of a task that ran (the API sheds new work before that point);
+#: refusing it would leave the task STARTED forever.
+_SET_UNLESS_SUCCEEDED = (
+    "#!lua flags=allow-oom\n"
+    + WRITE_META_LUA
+    + "return write_meta(KEYS[1], ARGV[1], tonumber(ARGV[2]))\n"
+)
 
 
 class TaskqRedisBackend(RedisBackend):  # type: ignore[misc]

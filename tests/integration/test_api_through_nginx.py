@@ -26,10 +26,17 @@ def _start_sleep(stack: RunningStack, seconds: float, correlation_id: str) -> tu
     return task_id, started[0]
 
 
+#: Beyond what the design bounds: the sweeping worker and the redelivered start getting the
+#: CPU on a loaded machine (as in test_kill_workers.py).
+SCHEDULING_SLACK_S = 3.0
+
+
 def _attempt_starts(lines: list[Line]) -> list[Line]:
-    """The ``task.started`` lines among ``lines``, oldest first (across log files)."""
+    """The ``task.started`` lines among ``lines`` in delivery order: by retry number, then by
+    the delivery count Redis handed out (they come from different processes, whose files
+    and clocks do not order them)."""
     starts = (x for x in lines if x["event.action"] == "task.started")
-    return sorted(starts, key=lambda x: x["@timestamp"])
+    return sorted(starts, key=lambda x: (x["task.retries"], x["task.deliveries"]))
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/docs", "/openapi.json"])
@@ -105,13 +112,15 @@ def test_queued_task_can_be_revoked(stack: RunningStack) -> None:
     assert answer.json()["status"] == "REVOKED"
     for blocker in blockers:
         assert stack.wait_for_task(blocker)["status"] == "SUCCESS"
-    time.sleep(1.0)
+    # Its slots free, the worker takes the queued message and discards it; once no copy of
+    # it is left in Redis it can never start.
+    stack.wait_until_released([queued])
     assert stack.http.get(f"/api/v1/tasks/{queued}").json()["status"] == "REVOKED"
-    assert stack.http.delete(f"/api/v1/tasks/{queued}").status_code == 409
-    ran = stack.lines(
-        lambda x: x.get("task_id") == queued and x.get("event.action") == "task.started"
-    )
-    assert ran == []
+    again = stack.http.delete(f"/api/v1/tasks/{queued}")  # idempotent: still revoked
+    assert again.status_code == 200 and again.json()["status"] == "REVOKED", again.text
+    fate = stack.lines(lambda x: x.get("task_id") == queued and x["service.name"] == "worker")
+    assert "task.started" not in events_of(fate)
+    assert "task.revoked" in events_of(fate)  # refused at start, written before its ack
 
 
 def test_killed_pool_child_task_is_redelivered_with_its_correlation_id(stack: RunningStack) -> None:
@@ -119,10 +128,15 @@ def test_killed_pool_child_task_is_redelivered_with_its_correlation_id(stack: Ru
     task_id, started = _start_sleep(stack, 2, correlation_id)
     os.kill(started["process.pid"], signal.SIGKILL)
     assert stack.wait_for_task(task_id, timeout_s=40)["status"] == "SUCCESS"
-    lines = stack.lines(lambda x: x.get("task_id") == task_id and x["service.name"] == "worker")
+    # The main process writes its lost-worker line after it gave the message back: the
+    # redelivery may start, and even succeed, first.
+    lines = stack.wait_for_lines(
+        lambda x: x.get("task_id") == task_id and x["service.name"] == "worker",
+        lambda found: (
+            events_of(found).count("task.started") >= 2 and "task.handler_error" in events_of(found)
+        ),
+    )
     assert events_of(lines).count("task.started") == 2
-    # The main process's lost-worker line is tied to the task too.
-    assert "task.handler_error" in events_of(lines)
     assert [x["task.redelivered"] for x in _attempt_starts(lines)] == [False, True]
     assert {line["correlation_id"] for line in lines} == {correlation_id}
 
@@ -167,8 +181,12 @@ def test_whole_worker_killed_mid_task_its_task_runs_elsewhere_soon(stack: Runnin
     assert len(starts) == 2
     assert {line["correlation_id"] for line in lines} == {correlation_id}
     rerun_after_s = datetime.fromisoformat(starts[1]["@timestamp"]).timestamp() - killed_at
-    # The lease makes this its TTL + one sweep (about 3.5 s), not minutes.
-    assert rerun_after_s < 5, rerun_after_s
+    # The design bound: the victim's lease runs out at most its TTL after the kill and the
+    # next sweep gives the message back (about 3.5 s), plus scheduling slack. What this
+    # guards against is minutes: a held message left to the visibility timeout (an hour).
+    settings = stack.settings
+    designed_s = settings.lease_ttl_s + settings.unacked_restore_interval_s
+    assert rerun_after_s < designed_s + SCHEDULING_SLACK_S, rerun_after_s
 
 
 def test_task_longer_than_the_lease_runs_once(stack: RunningStack) -> None:
@@ -179,7 +197,9 @@ def test_task_longer_than_the_lease_runs_once(stack: RunningStack) -> None:
     answer = stack.submit("drill_sleep", {"seconds": seconds}, "low")
     task_id = answer.json()["task_id"]
     assert stack.wait_for_task(task_id, timeout_s=seconds + 30)["status"] == "SUCCESS"
-    time.sleep(stack.settings.unacked_restore_interval_s)
+    # A copy handed out meanwhile would still be queued or held, or would have written its
+    # lines by the time it was acknowledged: once none is left, the count is final.
+    stack.wait_until_released([task_id])
     lines = stack.lines(lambda x: x.get("task_id") == task_id and x["service.name"] == "worker")
     assert events_of(lines).count("task.started") == 1
     assert "task.duplicate_suppressed" not in events_of(lines)
@@ -190,12 +210,13 @@ def test_probes_are_not_logged_unless_they_fail(stack: RunningStack) -> None:
     for path in ("/healthz", "/readyz"):
         answer = stack.http.get(path, headers={"X-Request-ID": marker})
         assert answer.status_code == 200, answer.text
-    # A request after the probes, on both replicas: once its lines are in, so would theirs be.
+    # A request after the probes through nginx and on each replica directly (whichever
+    # replica nginx sent each probe to): once their lines are in, so would the probes' be.
     after = f"{marker}-after"
-    for _ in range(2):
-        stack.http.get("/nope", headers={"X-Request-ID": after})
+    for base in ("", stack.replica_url(1), stack.replica_url(2)):
+        stack.http.get(f"{base}/nope", headers={"X-Request-ID": after})
     stack.wait_for_lines(
         lambda x: x.get("correlation_id") == after,
-        lambda found: len({x["service.name"] for x in found}) == 2,
+        lambda found: {x["service.node.name"] for x in found} >= {"nginx", "api-1", "api-2"},
     )
     assert stack.lines(lambda x: x.get("correlation_id") == marker) == []

@@ -31,6 +31,15 @@ def test_a_late_retry_record_does_not_overwrite_success(redis_port: int) -> None
     assert meta["status"] == states.SUCCESS and meta["result"] == {"attempts": 2}
 
 
+def test_a_revocation_is_final(redis_port: int) -> None:
+    backend = _backend(redis_port)
+    task_id = str(uuid.uuid4())
+    backend.mark_as_revoked(task_id, reason="by client")
+    backend.mark_as_started(task_id)
+    backend.mark_as_done(task_id, 1)
+    assert backend.get_task_meta(task_id)["status"] == states.REVOKED
+
+
 def test_states_before_success_are_written_and_expire(redis_port: int) -> None:
     backend = _backend(redis_port)
     task_id = str(uuid.uuid4())

@@ -29,7 +29,7 @@ from taskq.logs.schema import Event
 
 logger = logging.getLogger("taskq.broker.guard")
 
-Verdict = Literal["run", "done", "busy"]
+Verdict = Literal["run", "done", "busy", "revoked"]
 
 #: The request field (set by the worker's request class) naming the message's delivery tag.
 REQUEST_TAG_FIELD = "x_delivery_tag"
@@ -89,6 +89,7 @@ class ExecutionGuard:
                     self._meta_key(task_id),
                     keys.deliveries_key(task_id, retries),
                     keys.run_key(task_id, retries),
+                    keys.revoked_key(task_id),
                 ],
                 args=[
                     current_holder(),
@@ -105,11 +106,12 @@ class ExecutionGuard:
         succeeded, result = decode_completion(raw)
         if name == "done" and succeeded:
             return Begun("done", result, int(deliveries))
-        return Begun("busy" if name == "busy" else "run", None, int(deliveries))
+        verdict_of: dict[str, Verdict] = {"busy": "busy", "revoked": "revoked"}
+        return Begun(verdict_of.get(name, "run"), None, int(deliveries))
 
     def wait_turn(self, task_id: str, retries: int, tag: str, deliveries: int) -> Begun:
         """Wait until the running copy succeeded (``done``), or ended otherwise or lost its
-        holder (``run``: the run lease is now ours)."""
+        holder (``run``: the run lease is now ours; or ``revoked`` meanwhile)."""
         logger.warning(
             "delivery waits for the running copy",
             extra={"event.action": Event.TASK_WAITING, "task_id": task_id},
@@ -131,3 +133,19 @@ class ExecutionGuard:
                 "run lease not released",
                 extra={"event.action": Event.RUN_LEASE_NOT_RELEASED, "task_id": task_id},
             )
+
+
+RevokeOutcome = Literal["revoked", "running", "finished"]
+
+
+def revoke(
+    client: Any, meta_key: str, task_id: str, revoked_meta: bytes | str, expires_s: int
+) -> tuple[RevokeOutcome, str]:
+    """Revoke ``task_id`` unless it started: ``(outcome, stored status)``. Atomic with the
+    start script, so a task either never starts or was running/finished before."""
+    outcome, status = client.eval(
+        scripts.REVOKE, 2, meta_key, keys.revoked_key(task_id), revoked_meta, expires_s
+    )
+    name = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+    state = status.decode() if isinstance(status, bytes) else str(status)
+    return name, state  # type: ignore[return-value]

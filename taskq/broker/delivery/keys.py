@@ -10,6 +10,8 @@ LEASE_PREFIX = "taskq:lease:"
 CLOCK = "taskq:lease_clock"
 #: Prefix of an attempt's run lease (value ``holder|delivery tag``).
 RUN_PREFIX = "taskq:run:"
+#: Prefix of a task's revocation (set only while it had not started; checked at start).
+REVOKED_PREFIX = "taskq:revoked:"
 #: Prefix of an attempt's delivery counter (the poison cap).
 DELIVERIES_PREFIX = "taskq:deliveries:"
 
@@ -27,3 +29,8 @@ def run_key(task_id: str, retries: int) -> str:
 def deliveries_key(task_id: str, retries: int) -> str:
     """The delivery counter of one attempt."""
     return f"{DELIVERIES_PREFIX}{task_id}:{retries}"
+
+
+def revoked_key(task_id: str) -> str:
+    """The revocation of a task."""
+    return REVOKED_PREFIX + task_id

@@ -148,11 +148,12 @@ return 1
 
 #: The execution guard at an attempt's start. KEYS: the task's result meta (Celery's
 #: ``celery-task-meta-<id>``: a SUCCESS there is the completion record), delivery counter,
-#: run lease. ARGV: holder, tag, ttl s, count (1: count this delivery), the STARTED meta to
-#: write ('' for none), its expiry s. Returns ``[verdict, stored meta or '', deliveries]``
-#: with verdict ``done`` (the task already succeeded), ``busy`` (a live holder's other
-#: delivery runs it) or ``run`` (the run lease is ours, STARTED is written by the result
-#: backend's rule: never over SUCCESS or a later attempt).
+#: run lease, revocation. ARGV: holder, tag, ttl s, count (1: count this delivery), the
+#: STARTED meta to write ('' for none), its expiry s. Returns ``[verdict, stored meta or
+#: '', deliveries]`` with verdict ``done`` (the task already succeeded), ``revoked``
+#: (revoked before it started: it never runs), ``busy`` (a live holder's other delivery
+#: runs it) or ``run`` (the run lease is ours; STARTED is written by the result backend's
+#: rule: never over a final state or a later attempt).
 BEGIN = (
     "#!lua flags=allow-oom\n"
     + _PRELUDE
@@ -171,6 +172,7 @@ if stored then
     return {'done', stored, deliveries}
   end
 end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'revoked', '', deliveries} end
 local owner, run_tag = run_owner(redis.call('GET', KEYS[3]))
 if owner and run_tag ~= ARGV[2] and lease_alive(owner) then
   return {'busy', '', deliveries}
@@ -188,3 +190,31 @@ RELEASE_RUN = """#!lua flags=allow-oom
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+#: A revocation, final and atomic with :data:`BEGIN`. KEYS: result meta, revocation.
+#: ARGV: the REVOKED meta, its expiry s. Returns ``[outcome, stored status]``: ``revoked``
+#: (stored now, or already: the task will never start), ``running`` (STARTED: it started
+#: before the revocation) or ``finished`` (SUCCESS or FAILURE).
+REVOKE = (
+    "#!lua flags=allow-oom\n"
+    + """
+local status = 'PENDING'
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  local ok, meta = pcall(cjson.decode, stored)
+  if ok and type(meta) == 'table' and type(meta['status']) == 'string' then
+    status = meta['status']
+  end
+end
+if status == 'SUCCESS' or status == 'FAILURE' then return {'finished', status} end
+if status == 'STARTED' then return {'running', status} end
+if status ~= 'REVOKED' then
+  local expires = tonumber(ARGV[2])
+  if expires <= 0 then expires = 86400 end
+  redis.call('SET', KEYS[2], 1, 'EX', expires)
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', expires)
+  redis.call('PUBLISH', KEYS[1], ARGV[1])
+end
+return {'revoked', 'REVOKED'}
+"""
+)
