@@ -13,6 +13,11 @@ Contract:
 * Depths are read in one pipelined round trip at most every ``cache_s`` seconds per process,
   by one request thread while the others use the previous reading: the check costs a dict
   lookup per request, not a Redis round trip.
+* Memory: with a ``maxmemory`` set, Redis's ``used_memory`` is read in the same round trip;
+  at ``memory_ratio`` of the limit every submission is shed (503 ``broker_memory_full``)
+  until it falls to ``memory_ratio * close_ratio``. Redis with ``noeviction`` refuses
+  writes at the limit; shedding first keeps room for what accepted tasks still write
+  (their states, acks, leases).
 * When Redis cannot be read the last reading and states are kept; the publish that follows
   fails fast on its own (503 ``broker_unavailable``).
 * Transitions are logged once per process as ``breaker.opened`` / ``breaker.closed``; each
@@ -57,6 +62,9 @@ class Verdict:
     queue: str
     depth: int
     threshold: int
+    #: Why a submission is refused: the queue's backlog, or Redis's memory (then ``depth``
+    #: and ``threshold`` are bytes).
+    reason: str = "queue"
 
 
 class QueueBreaker:
@@ -69,6 +77,7 @@ class QueueBreaker:
         close_ratio: float = 0.8,
         cache_s: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
+        memory_ratio: float = 0.9,
     ) -> None:
         unknown = set(thresholds) - set(PRIORITY_ORDER)
         if unknown:
@@ -84,11 +93,16 @@ class QueueBreaker:
         self._depths: QueueDepths | None = None
         self._read_at = -math.inf
         self._open: dict[str, bool] = dict.fromkeys(self._thresholds, False)
+        self._memory_ratio = memory_ratio
+        self._memory_open = False
 
     def check(self, queue: str) -> Verdict:
         """Whether a submission to ``queue`` is admitted now."""
         self._refresh_if_stale()
         depths = self._depths
+        if self._memory_open and depths is not None:
+            limit = int(depths.memory_max * self._memory_ratio)
+            return Verdict(False, queue, depths.memory_used, limit, reason="memory")
         threshold = self._thresholds[queue]
         depth = backlog_ahead(depths, queue) if depths is not None else 0
         return Verdict(not self._open[queue], queue, depth, threshold)
@@ -122,7 +136,12 @@ class QueueBreaker:
         finally:
             self._lock.release()
 
+    def memory_pressure(self) -> bool:
+        """Whether submissions are shed for Redis's memory (as of the last reading)."""
+        return self._memory_open
+
     def _update_states(self, depths: QueueDepths) -> None:
+        self._update_memory(depths)
         for queue, threshold in self._thresholds.items():
             depth = backlog_ahead(depths, queue)
             was_open = self._open[queue]
@@ -132,6 +151,22 @@ class QueueBreaker:
             elif was_open and depth <= threshold * self._close_ratio:
                 self._open[queue] = False
                 _log_transition("breaker closed", Event.BREAKER_CLOSED, queue, depth, threshold)
+
+    def _update_memory(self, depths: QueueDepths) -> None:
+        if depths.memory_max <= 0:
+            self._memory_open = False
+            return
+        limit = int(depths.memory_max * self._memory_ratio)
+        if not self._memory_open and depths.memory_used >= limit:
+            self._memory_open = True
+            _log_transition(
+                "breaker opened", Event.BREAKER_OPENED, "memory", depths.memory_used, limit
+            )
+        elif self._memory_open and depths.memory_used <= limit * self._close_ratio:
+            self._memory_open = False
+            _log_transition(
+                "breaker closed", Event.BREAKER_CLOSED, "memory", depths.memory_used, limit
+            )
 
 
 def _log_transition(message: str, event: Event, queue: str, depth: int, threshold: int) -> None:
@@ -150,6 +185,7 @@ def _log_transition(message: str, event: Event, queue: str, depth: int, threshol
 
 def saturated_error(verdict: Verdict, retry_after_s: int) -> ApiError:
     """The 503 for a rejected submission; logs the ``http.request.rejected`` event."""
+    code = "broker_memory_full" if verdict.reason == "memory" else "queue_saturated"
     logger.warning(
         "request rejected",
         extra={
@@ -158,9 +194,17 @@ def saturated_error(verdict: Verdict, retry_after_s: int) -> ApiError:
             "queue.depth": verdict.depth,
             "queue.threshold": verdict.threshold,
             "http.response.status_code": 503,
-            "error.type": "queue_saturated",
+            "error.type": code,
         },
     )
+    if verdict.reason == "memory":
+        return ApiError(
+            503,
+            code,
+            "Redis is near its memory limit; nothing was accepted. Retry later.",
+            {"used_bytes": verdict.depth, "shed_at_bytes": verdict.threshold},
+            headers={"Retry-After": str(retry_after_s)},
+        )
     return ApiError(
         503,
         "queue_saturated",

@@ -80,10 +80,11 @@ def _build_breaker(settings: Settings, client: Redis) -> QueueBreaker | None:
     if not settings.breaker_enabled:
         return None
     return QueueBreaker(
-        lambda: read_depths(client, QUEUES),
+        lambda: read_depths(client, QUEUES, memory=True),
         settings.breaker_thresholds,
         close_ratio=settings.breaker_close_ratio,
         cache_s=settings.breaker_cache_s,
+        memory_ratio=settings.breaker_memory_ratio,
     )
 
 

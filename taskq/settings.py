@@ -151,6 +151,13 @@ class Settings(BaseSettings):
         lt=1,
         description="Hysteresis: an open breaker closes below threshold * this ratio.",
     )
+    breaker_memory_ratio: float = Field(
+        default=0.9,
+        gt=0,
+        lt=1,
+        description="Share of Redis's maxmemory at which every submission is shed (it closes "
+        "again below this * breaker_close_ratio).",
+    )
     breaker_cache_s: float = Field(
         default=0.25, ge=0, description="Depth readings are reused this long (per process)."
     )

@@ -21,12 +21,14 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": ErrorBody}})
 def readyz(resources: ResourcesDep) -> Health | JSONResponse:
-    """Redis answers and a worker's consumer beat recently; 503 names what is missing.
+    """Redis answers, a worker's consumer beat recently and Redis is not near its memory
+    limit; 503 names what is missing.
 
     The verdict is read from Redis on every call (one round trip, see
     :mod:`taskq.broker.readiness`), so every replica gives the same answer at the same moment.
     """
-    checks = readiness.check(resources.redis, resources.settings.worker_beat_s)
+    settings = resources.settings
+    checks = readiness.check(resources.redis, settings.worker_beat_s, settings.breaker_memory_ratio)
     if all(value == "ok" for value in checks.values()):
         return Health(status="ok", checks=checks)
     failing = ", ".join(f"{name}: {value}" for name, value in checks.items() if value != "ok")

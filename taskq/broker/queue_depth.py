@@ -20,10 +20,13 @@ UNACKED_KEY = "unacked"
 
 @dataclass(frozen=True)
 class QueueDepths:
-    """Waiting messages per queue and the broker-wide unacknowledged count."""
+    """Waiting messages per queue and the broker-wide unacknowledged count (and, when read,
+    Redis's memory: ``used_memory`` and ``maxmemory``, 0 meaning no limit)."""
 
     waiting: dict[str, int]
     unacked: int
+    memory_used: int = 0
+    memory_max: int = 0
 
     @property
     def total(self) -> int:
@@ -54,7 +57,25 @@ def read_step_depths(client: Redis, queues: Iterable[str]) -> tuple[dict[str, di
     return by_step, counts[-1]
 
 
-def read_depths(client: Redis, queues: Iterable[str]) -> QueueDepths:
-    """All depths in one pipelined round trip, each queue's priority lists summed."""
-    by_step, unacked = read_step_depths(client, queues)
-    return QueueDepths(waiting={q: sum(d.values()) for q, d in by_step.items()}, unacked=unacked)
+def read_depths(client: Redis, queues: Iterable[str], memory: bool = False) -> QueueDepths:
+    """All depths in one pipelined round trip, each queue's priority lists summed; with
+    ``memory``, Redis's memory use and limit in the same round trip."""
+    names = list(queues)
+    pipe = client.pipeline(transaction=False)
+    for queue in names:
+        for key in priority_lists(queue):
+            pipe.llen(key)
+    pipe.hlen(UNACKED_KEY)
+    if memory:
+        pipe.info("memory")
+    replies = pipe.execute()
+    info = replies.pop() if memory else {}
+    counts = [int(c) for c in replies]
+    steps = len(PRIORITY_STEPS)
+    waiting = {q: sum(counts[i * steps : (i + 1) * steps]) for i, q in enumerate(names)}
+    return QueueDepths(
+        waiting=waiting,
+        unacked=counts[-1],
+        memory_used=int(info.get("used_memory", 0)),
+        memory_max=int(info.get("maxmemory", 0)),
+    )

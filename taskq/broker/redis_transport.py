@@ -58,7 +58,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from taskq.broker.delivery import keys as delivery_keys
 from taskq.broker.delivery import lease
@@ -394,6 +394,13 @@ class Channel(kombu_redis.Channel):
             except self.connection_errors:
                 connection.disconnect()
                 raise
+            except ResponseError as exc:
+                if not str(exc).startswith("OOM"):
+                    raise
+                # Redis at maxmemory refuses the pop whole (nothing was taken): take no new
+                # work for now; the next poll waits on the doorbell or brpop_timeout first.
+                self._taskq_idle = True
+                raise Empty() from None
             if not reply:
                 self._taskq_idle = True
                 raise Empty()

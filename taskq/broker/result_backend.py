@@ -6,7 +6,9 @@
   a result: the API reads the stored state when a client polls. Those subscriptions cost a
   round trip per publish and accumulate, one channel per task, for the life of the process.
   ``get()`` still works: it subscribes when it is called.
-* SUCCESS is final, and an earlier attempt never overwrites a later one, atomically.
+* Results are bounded: a stored state keeps the task's name, queue, worker and retry
+  number (``result_extended``) and its result or error, never its input arguments.
+* SUCCESS and REVOKED are final, and an earlier attempt never overwrites a later one, atomically.
   Celery reads the stored state and then writes, so a slow writer can overwrite a newer
   state: a retry published with a zero countdown runs and succeeds (or fails for good) on
   another worker while the first one is still recording RETRY, and the task's status stays
@@ -89,6 +91,15 @@ class TaskqRedisBackend(RedisBackend):  # type: ignore[misc]
             state,
         )
         return result
+
+    def _get_result_meta(self, *args: Any, **kwargs: Any) -> Any:
+        # ``result_extended`` stores the task's whole input in every state (a 50-position
+        # portfolio: 6 KB per task for a day). Keep name, queue, worker and retries (the
+        # attempt order below needs them); drop the inputs, which the client already has.
+        meta = super()._get_result_meta(*args, **kwargs)
+        meta.pop("args", None)
+        meta.pop("kwargs", None)
+        return meta
 
     def encoded_meta(
         self, task_id: str, result: Any, state: str, request: Any, traceback: Any = None
