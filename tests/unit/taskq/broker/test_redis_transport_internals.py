@@ -50,3 +50,11 @@ def test_consume_order_is_brpops() -> None:
     # POP_AND_HOLD takes the keys in the order _brpop_start of kombu builds them.
     source = inspect.getsource(kombu_redis.Channel._brpop_start)
     assert "for pri in self.priority_steps" in source and "for queue in queues" in source
+
+
+def test_overridden_qos_methods_accept_what_kombu_passes() -> None:
+    ours, theirs = redis_transport.QoS, kombu_redis.QoS
+    for name in ("append", "ack", "reject", "restore_unacked", "restore_visible", "restore_by_tag"):
+        expected = list(inspect.signature(getattr(theirs, name)).parameters)
+        actual = list(inspect.signature(getattr(ours, name)).parameters)
+        assert actual[: len(expected)] == expected, name
