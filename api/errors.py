@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.content_type_hint import MESSAGE as HINT_MESSAGE
 from api.content_type_hint import content_type_hint
 from taskq.correlation import correlation_id_var
+from taskq.tasks import cost
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -59,14 +60,52 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def broker_unavailable() -> ApiError:
-    """The 503 of a request that could not reach Redis; nothing was accepted."""
+#: Nothing was accepted: Redis could not be reached, or the submission was withdrawn.
+BROKER_UNAVAILABLE = "broker_unavailable"
+#: A submission reached Redis and no answer came back in time: it may have been accepted.
+OUTCOME_UNKNOWN = "submission_outcome_unknown"
+
+
+def broker_unavailable(task_id: str | None = None) -> ApiError:
+    """The 503 of a request that could not reach Redis; nothing was accepted.
+
+    A submission names the id it would have had (``details.task_id``): that id was not and
+    will never be accepted.
+    """
     return ApiError(
         503,
-        "broker_unavailable",
+        BROKER_UNAVAILABLE,
         "The task broker is unavailable; nothing was accepted. Retry later.",
+        {"task_id": task_id} if task_id is not None else None,
         headers={"Retry-After": BROKER_RETRY_AFTER_S},
     )
+
+
+def outcome_unknown(task_id: str) -> ApiError:
+    """The 503 of a submission sent to Redis whose outcome could not be learnt in time."""
+    return ApiError(
+        503,
+        OUTCOME_UNKNOWN,
+        f"The task broker stopped answering after the submission was sent: the task may have "
+        f"been accepted. Retry with the same Idempotency-Key, or look it up by id {task_id} "
+        f"(GET /api/v1/tasks/{task_id}).",
+        {"task_id": task_id, "status_url": f"/api/v1/tasks/{task_id}"},
+        headers={"Retry-After": BROKER_RETRY_AFTER_S},
+    )
+
+
+def refined(exc: ApiError) -> ApiError:
+    """A validation error whose cause is the cost model becomes 422 ``task_too_large``.
+
+    The input models raise it as a validation error (so the worker's re-validation refuses it
+    too); clients get their own code, with the message naming the measure, cost and limit.
+    """
+    if exc.code != "validation_error" or not isinstance(exc.details, list):
+        return exc
+    for detail in exc.details:
+        if isinstance(detail, dict) and detail.get("type") == cost.ERROR_TYPE:
+            return ApiError(422, cost.ERROR_TYPE, str(detail["message"]), exc.details)
+    return exc
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -103,6 +142,7 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 async def _on_api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
+    exc = refined(exc)
     return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
 

@@ -13,7 +13,8 @@ is still produced by the one code path that always produced it:
   validates as :class:`~api.schemas.TaskCreate`, and, when API keys are on, an accepted key;
 * the answer: 202 with the body FastAPI's response model would serialize, ``Location`` and
   ``Idempotent-Replayed``; or the :class:`~api.errors.ApiError` of the workflow, rendered by
-  :func:`~api.errors.error_response` as the app's exception handler renders it;
+  :func:`~api.errors.error_response` as the app's exception handler renders it (both
+  through :func:`~api.errors.refined`, so a cost-model refusal is ``task_too_large``);
 * the route is set in the scope, so the request line (``http.route``) and the request metrics
   name ``/api/v1/tasks`` as before.
 
@@ -36,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import idempotency
 from api.auth import is_accepted, presented_key
 from api.deps import ApiResources
-from api.errors import ApiError, error_response
+from api.errors import ApiError, error_response, refined
 from api.metrics import ApiMetrics
 from api.schemas import TaskCreate
 from api.submission import submit
@@ -94,7 +95,8 @@ class SubmissionFastLane:
                 )
                 for name, value in submitted.headers.items():
                     counted.headers[name] = value
-        except ApiError as exc:
+        except ApiError as raised:
+            exc = refined(raised)
             return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
         return Response(
             orjson.dumps(submitted.accepted.model_dump(mode="json")),

@@ -5,10 +5,24 @@ while the event loop is busy are queued and sent together on the loop's next tur
 pipeline of ``EVALSHA`` commands: one write and one read for the batch instead of one per
 request, which under load is most of what a round trip costs the API process. Each call
 still gets its own reply (or its own error); the scripts run one after the other in Redis,
-each atomic as before. A script Redis does not know yet (restart, ``SCRIPT FLUSH``) is loaded
-and the batch is sent again: the only replies the first attempt produced are NOSCRIPT
-errors, so nothing ran twice. Connection errors fail every call of the batch (the caller
-answers 503 ``broker_unavailable``; no script of that batch can have half-run).
+each atomic as before.
+
+Each call's outcome is told exactly, because the caller's answer depends on it:
+
+* a reply: the script ran and this is what it returned (an error reply is raised as such);
+* ``NOSCRIPT`` (Redis restarted, or a ``SCRIPT FLUSH`` landed before this command, possibly
+  in the middle of the batch): that script did not run. The script is loaded and *only those
+  calls* are sent again (at most :data:`MAX_LOADS` times); the calls that did run keep their
+  real replies, so nothing runs twice and an accepted submission is never answered as a
+  duplicate;
+* an error before the batch was written (no connection from the pool, connect refused, the
+  connection's handshake timed out, a pooled connection the server had already closed and that
+  cannot be reopened): raised as it is; nothing was sent, nothing ran;
+* an error after the write began (a read timeout, a reset, the connection lost):
+  :class:`OutcomeUnknown` for every call whose reply was not read. Such a script may have run,
+  may still run (it can sit in a kernel buffer of a stopped Redis), or never run; only the
+  caller can settle that (:mod:`api.submission` does, with
+  :data:`~taskq.broker.fast_publish.RESOLVE`).
 """
 
 from __future__ import annotations
@@ -19,12 +33,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.exceptions import NoScriptError, ResponseError
 
 #: Upper bound of one pipeline (a batch beyond it is split).
 MAX_BATCH = 128
+#: Script loads per batch: NOSCRIPT again after this many (a flush storm) is raised as such.
+MAX_LOADS = 3
 
 Call = tuple[Sequence[str], Sequence[str | bytes | int], "asyncio.Future[Any]"]
+
+
+class OutcomeUnknown(Exception):
+    """The script was sent and no reply came back: it may or may not have run (``__cause__``
+    is the timeout or connection error)."""
 
 
 class ScriptBatcher:
@@ -37,6 +59,7 @@ class ScriptBatcher:
         self._pending: list[Call] = []
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._companions: dict[str, ScriptBatcher] = {}
 
     async def __call__(self, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Any:
         loop = asyncio.get_running_loop()
@@ -46,6 +69,13 @@ class ScriptBatcher:
             self._scheduled = True
             loop.call_soon(self._flush)
         return await future
+
+    def companion(self, script: str) -> ScriptBatcher:
+        """A batcher of ``script`` on the same client (made on first use, then reused)."""
+        batcher = self._companions.get(script)
+        if batcher is None:
+            batcher = self._companions[script] = ScriptBatcher(self._client, script)
+        return batcher
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -57,28 +87,97 @@ class ScriptBatcher:
 
     async def _send(self, batch: list[Call]) -> None:
         try:
-            replies = await self._execute(batch)
-            if any(isinstance(r, NoScriptError) for r in replies):
-                await self._client.script_load(self._script)
-                replies = await self._execute(batch)
+            replies = await self._replies(batch)
         except BaseException as exc:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
+            # Cancelled (shutdown) somewhere between write and read: nobody can tell.
+            _settle_all(batch, _unknown(exc))
+            raise
         for (_, _, future), reply in zip(batch, replies, strict=True):
             if future.done():  # the caller went away (cancelled)
                 continue
-            if isinstance(reply, Exception):
+            if isinstance(reply, BaseException):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
 
-    async def _execute(self, batch: list[Call]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for keys, args, _ in batch:
-            pipe.evalsha(self._sha, len(keys), *keys, *args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+    async def _replies(self, batch: list[Call]) -> list[Any]:
+        """One outcome per call; NOSCRIPT calls loaded and resent (only those)."""
+        replies = await self._execute(batch)
+        for _ in range(MAX_LOADS):
+            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if not missing:
+                break
+            try:
+                await self._client.script_load(self._script)
+            except Exception as exc:  # those calls did not run: the load error is their outcome
+                for i in missing:
+                    replies[i] = exc
+                break
+            resent = await self._execute([batch[i] for i in missing])
+            for i, reply in zip(missing, resent, strict=True):
+                replies[i] = reply
         return replies
+
+    async def _execute(self, batch: list[Call]) -> list[Any]:
+        """Send ``batch`` as one pipeline on a pooled connection; never raises an Exception:
+        each call's reply, error reply, pre-send error or :class:`OutcomeUnknown`."""
+        pool = self._client.connection_pool
+        try:
+            connection = await _fit_connection(pool)
+        except Exception as exc:  # nothing of the batch was written
+            return [exc] * len(batch)
+        try:
+            return await self._exchange(connection, batch)
+        finally:
+            await pool.release(connection)  # after an error redis-py has disconnected it
+
+    async def _exchange(self, connection: AbstractConnection, batch: list[Call]) -> list[Any]:
+        commands = [("EVALSHA", self._sha, len(keys), *keys, *args) for keys, args, _ in batch]
+        try:
+            packed = connection.pack_commands(commands)
+        except Exception as exc:  # bad arguments: nothing was written
+            return [exc] * len(batch)
+        try:
+            await connection.send_packed_command(packed)
+        except Exception as exc:  # part of it may have reached Redis
+            return [_unknown(exc)] * len(batch)
+        replies: list[Any] = []
+        while len(replies) < len(batch):
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+            except Exception as exc:  # the rest were sent and never answered
+                replies += [_unknown(exc)] * (len(batch) - len(replies))
+        return replies
+
+
+async def _fit_connection(pool: ConnectionPool) -> AbstractConnection:
+    """A pooled connection fit to send on; raises if there is none (nothing was sent).
+
+    A connection the server already closed (its end of stream is read) must fail *here*,
+    before the write, or the server's exit would read as an unknown outcome. redis-py checks
+    that itself only when maintenance notifications are off, and with RESP3 they are on.
+    """
+    # redis-py leaves get_connection unannotated.
+    connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        if await connection.can_read():  # end of stream, or bytes nobody asked for
+            await connection.disconnect()
+            await connection.connect()  # type: ignore[no-untyped-call]
+    except BaseException:
+        await pool.release(connection)
+        raise
+    return connection
+
+
+def _unknown(cause: BaseException) -> OutcomeUnknown:
+    unknown = OutcomeUnknown(f"no reply from Redis: {type(cause).__name__}")
+    unknown.__cause__ = cause
+    return unknown
+
+
+def _settle_all(batch: list[Call], exc: BaseException) -> None:
+    for _, _, future in batch:
+        if not future.done():
+            future.set_exception(exc)

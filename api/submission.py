@@ -6,15 +6,23 @@ answers with the stored response (replay), 422 or 409; otherwise, if the breaker
 the task record, the Celery message (built by :mod:`taskq.broker.fast_publish`) and the
 answer for replays are written together, so 202 means all of them are in Redis and a refusal
 means none is. Any refusal is an :class:`~api.errors.ApiError` with a stable code.
+
+A timeout is not a no. A script that could not be sent is answered ``503 broker_unavailable``
+(nothing was accepted). A script that was sent and never answered is settled before the
+answer (:mod:`api.settlement`): accepted gives the normal 202, withdrawn (the id is given up
+in Redis, so a late run writes nothing) the 503 that says nothing was accepted, and no answer
+from Redis within the bound ``503 submission_outcome_unknown`` with the task id, never a claim
+that nothing was accepted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import anyio.to_thread
 from pydantic import BaseModel, ValidationError
@@ -22,8 +30,17 @@ from pydantic import BaseModel, ValidationError
 from api import idempotency
 from api.breaker import Verdict, saturated_error
 from api.deps import ApiResources
-from api.errors import BROKER_ERRORS, ApiError, broker_unavailable
+from api.errors import (
+    BROKER_ERRORS,
+    BROKER_UNAVAILABLE,
+    OUTCOME_UNKNOWN,
+    ApiError,
+    broker_unavailable,
+    outcome_unknown,
+)
 from api.schemas import TaskAccepted, TaskCreate
+from api.script_batch import OutcomeUnknown, ScriptBatcher
+from api.settlement import Unsettled, settle
 from api.task_records import TaskRecord, encode_record, records_key
 from taskq.broker import fast_publish
 from taskq.broker.propagation import log_published
@@ -43,6 +60,15 @@ class Submitted:
     headers: dict[str, str]
 
 
+@dataclass(frozen=True)
+class _Keyed:
+    """A submission's Idempotency-Key: its Redis key, fingerprint and stored answer."""
+
+    redis_key: str
+    fingerprint: str
+    done: idempotency.Record
+
+
 async def submit(
     body: TaskCreate,
     resources: ApiResources,
@@ -55,7 +81,8 @@ async def submit(
     concurrent submissions of this process by :mod:`api.script_batch`): the idempotency key is
     looked at, and if it is free and the breaker admits the task, the task record, the Celery
     message, the queue's doorbell and the stored answer are written together. A replay is
-    answered even while the breaker is open (as before: the key is looked at first).
+    answered even while the breaker is open (as before: the key is looked at first). A lost
+    reply costs one more (:func:`_settled`).
     """
     key = _parse_idempotency_key(idempotency_key)
     task_type, params = _validated(body, resources)
@@ -75,48 +102,164 @@ async def submit(
         task_id, params.model_dump(mode="json"), queue, correlation_id
     )
     record = TaskRecord(task_id, task_type.name, queue, correlation_id, time.time())
+    admitted = verdict is None or verdict.allowed
     keys = [
         records_key(task_id),
         fast_publish.queue_list(queue),
         fast_publish.queue_doorbell(queue),
+        fast_publish.withdrawn_key(task_id),
     ]
     args: list[str | bytes | int] = [
         encode_record(record),
         resources.settings.result_expires_s,
         message,
-        "1" if verdict is None or verdict.allowed else "0",
+        "1" if admitted else "0",
     ]
-    request_fingerprint = ""
     answer_headers = {"Location": accepted.status_url}
+    keyed = None
     if key is not None and resources.idempotency is not None:
-        identity = idempotency.client_identity(client_api_key)
-        request_fingerprint = idempotency.fingerprint(identity, body.model_dump(mode="json"))
-        done = idempotency.Record(
-            "done",
-            request_fingerprint,
-            uuid.uuid4().hex,
-            idempotency.StoredResponse(202, accepted.model_dump(mode="json"), answer_headers),
-        )
-        keys.append(idempotency.redis_key(identity, key))
-        args += [done.encode(), resources.settings.idempotency_ttl_s]
-    if resources.submit_script is None:
-        raise RuntimeError("the API's resources have no submission script")
-    try:
-        reply = await resources.submit_script(keys, args)
-    except BROKER_ERRORS:
-        raise broker_unavailable() from None
-    outcome = _text(reply[0])
-    if outcome == "existing":
-        decided = idempotency.decide(idempotency.Record.decode(reply[1]), request_fingerprint)
-        if isinstance(decided, idempotency.Replay):
-            return _replay(decided.response)
-        _refuse_key(decided)
-    if outcome == "saturated" and verdict is not None:
-        raise saturated_error(verdict, resources.settings.breaker_retry_after_s)
-    if outcome != "accepted":
-        raise RuntimeError(f"unexpected submit outcome {outcome!r}")
+        keyed = _keyed(client_api_key, key, body, accepted, answer_headers)
+        keys.append(keyed.redis_key)
+        args += [keyed.done.encode(), resources.settings.idempotency_ttl_s]
+    reply = await _run(resources, task_id, keys, args, keyed)
+    replayed = _unless_accepted(reply, task_id, keyed, verdict, resources)
+    if replayed is not None:
+        return replayed
     log_published(headers, queue)
     return Submitted(accepted, 202, answer_headers)
+
+
+def _unless_accepted(
+    reply: Any,
+    task_id: str,
+    keyed: _Keyed | None,
+    verdict: Verdict | None,
+    resources: ApiResources,
+) -> Submitted | None:
+    """None if SUBMIT's (or RESOLVE's) reply means this task was accepted; a replay of
+    another request's answer; otherwise the refusal is raised."""
+    outcome = _text(reply[0])
+    if outcome == "existing":
+        stored = idempotency.Record.decode(reply[1])
+        if keyed is None or stored.owner != keyed.done.owner:
+            return _answer_taken_key(stored, keyed)
+        return None  # this submission's own stored answer: an earlier run accepted it
+    if outcome in ("withdrawn", "saturated"):
+        _refuse(outcome, task_id, verdict, resources)
+    # duplicate_id: the record of this fresh uuid4 exists, and only this submission writes
+    # it: an earlier run of this same script was accepted.
+    if outcome not in ("accepted", "duplicate_id"):
+        raise RuntimeError(f"unexpected submit outcome {outcome!r}")
+    return None
+
+
+def _keyed(
+    client_api_key: str | None,
+    key: str,
+    body: TaskCreate,
+    accepted: TaskAccepted,
+    answer_headers: dict[str, str],
+) -> _Keyed:
+    identity = idempotency.client_identity(client_api_key)
+    request_fingerprint = idempotency.fingerprint(identity, body.model_dump(mode="json"))
+    done = idempotency.Record(
+        "done",
+        request_fingerprint,
+        uuid.uuid4().hex,
+        idempotency.StoredResponse(202, accepted.model_dump(mode="json"), answer_headers),
+    )
+    return _Keyed(idempotency.redis_key(identity, key), request_fingerprint, done)
+
+
+async def _run(
+    resources: ApiResources,
+    task_id: str,
+    keys: list[str],
+    args: list[str | bytes | int],
+    keyed: _Keyed | None,
+) -> Any:
+    """SUBMIT's reply, or RESOLVE's if SUBMIT's was lost; 503 when there is neither."""
+    script = resources.submit_script
+    if script is None:
+        raise RuntimeError("the API's resources have no submission script")
+    started = asyncio.get_running_loop().time()
+    try:
+        return await script(keys, args)
+    except OutcomeUnknown:
+        return await _settled(script, task_id, keyed, resources.settings.result_expires_s, started)
+    except BROKER_ERRORS:
+        raise broker_unavailable(task_id) from None  # not sent, or refused unrun: known
+
+
+async def _settled(
+    script: ScriptBatcher,
+    task_id: str,
+    keyed: _Keyed | None,
+    withdrawn_ttl_s: int,
+    started: float,
+) -> Any:
+    """RESOLVE's reply for ``task_id``; ``503 submission_outcome_unknown`` if none in time.
+
+    The withdrawn mark lives as long as an issued record, far beyond any stalled command.
+    """
+    keys = [records_key(task_id), fast_publish.withdrawn_key(task_id)]
+    if keyed is not None:
+        keys.append(keyed.redis_key)
+    try:
+        return await settle(
+            script.companion(fast_publish.RESOLVE), keys, [withdrawn_ttl_s], started
+        )
+    except Unsettled:
+        _log_outcome_unknown(task_id, asyncio.get_running_loop().time() - started)
+        raise outcome_unknown(task_id) from None
+
+
+def _answer_taken_key(stored: idempotency.Record, keyed: _Keyed | None) -> Submitted:
+    """Another request holds the key: its replay, or 422/409."""
+    decided = idempotency.decide(stored, keyed.fingerprint if keyed is not None else "")
+    if isinstance(decided, idempotency.Replay):
+        return _replay(decided.response)
+    _refuse_key(decided)
+
+
+def _refuse(
+    outcome: str, task_id: str, verdict: Verdict | None, resources: ApiResources
+) -> NoReturn:
+    """Nothing was accepted: the breaker refused, or the lost submission was withdrawn.
+
+    A withdrawn submission the breaker had refused gets the answer SUBMIT would have given.
+    """
+    if verdict is not None and not verdict.allowed:
+        raise saturated_error(verdict, resources.settings.breaker_retry_after_s)
+    if outcome == "saturated":
+        raise RuntimeError("SUBMIT refused a task the breaker admitted")
+    _log_withdrawn(task_id)
+    raise broker_unavailable(task_id)
+
+
+def _log_withdrawn(task_id: str) -> None:
+    logger.warning(
+        "lost submission withdrawn",
+        extra={
+            "event.action": Event.HTTP_REJECTED,
+            "task_id": task_id,
+            "http.response.status_code": 503,
+            "error.type": BROKER_UNAVAILABLE,
+        },
+    )
+
+
+def _log_outcome_unknown(task_id: str, waited_s: float) -> None:
+    logger.warning(
+        "submission outcome unknown",
+        extra={
+            "event.action": Event.HTTP_REJECTED,
+            "task_id": task_id,
+            "http.response.status_code": 503,
+            "error.type": OUTCOME_UNKNOWN,
+            "duration_ms": round(waited_s * 1000.0, 3),
+        },
+    )
 
 
 def _text(value: str | bytes) -> str:

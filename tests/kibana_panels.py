@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskq.logs.schema import SHED_ERROR_CODES, Event
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS_DIR = REPO_ROOT / "kibana-dashboards"
 INDEX_TEMPLATE = REPO_ROOT / "elk" / "elasticsearch" / "index-template.json"
@@ -151,3 +153,56 @@ def has_type(value: Any, mapping_type: str) -> bool:
     if isinstance(value, bool) and mapping_type != "boolean":
         return False
     return isinstance(value, _PY_TYPES[mapping_type])
+
+
+#: The rejection panel of the pipeline dashboard (kibana-dashboards/20-task-pipeline-health).
+REJECTIONS_PANEL = "taskq-rejections"
+
+
+def shed_panel_query() -> str:
+    """The rejection panel's KQL, generated from ``taskq.logs.schema.SHED_ERROR_CODES``.
+
+    One line per shed request: the ``http.request.completed`` line of whichever hop answered.
+    nginx writes ``error.type`` only on the answers it gives itself (nginx.conf.template,
+    ``taskq_json_error``) and the API's access line only on its own, so no request is
+    counted twice; the API's extra ``http.request.rejected`` lines are left out for that
+    reason. The breaker's transitions are shown beside them.
+    """
+
+    codes = " or ".join(SHED_ERROR_CODES)
+    breaker = f"{Event.BREAKER_OPENED} or {Event.BREAKER_CLOSED}"
+    return (
+        f"(event.action:{Event.HTTP_COMPLETED} and error.type:({codes}))"
+        f" or event.action:({breaker})"
+    )
+
+
+def shed_panel_series() -> list[tuple[str, str]]:
+    """(label, KQL) of the rejection panel's ``filters`` series: one per shed code, in
+    the schema's order, then the breaker's two transitions."""
+
+    series = [
+        (f"{status} {code}", f"error.type:{code}") for code, status in SHED_ERROR_CODES.items()
+    ]
+    series.append(("breaker opened", f"event.action:{Event.BREAKER_OPENED}"))
+    series.append(("breaker closed", f"event.action:{Event.BREAKER_CLOSED}"))
+    return series
+
+
+def regenerate_shed_panel(obj: SavedObject) -> SavedObject:
+    """``obj`` (the rejection panel's saved object) with its query and series regenerated."""
+    attributes = dict(obj["attributes"])
+    meta = dict(attributes["kibanaSavedObjectMeta"])
+    source = json.loads(meta["searchSourceJSON"])
+    source["query"] = {"query": shed_panel_query(), "language": "kuery"}
+    meta["searchSourceJSON"] = json.dumps(source, separators=(",", ":"))
+    attributes["kibanaSavedObjectMeta"] = meta
+    vis = json.loads(attributes["visState"])
+    for agg in vis["aggs"]:
+        if agg["type"] == "filters":
+            agg["params"]["filters"] = [
+                {"input": {"query": kql, "language": "kuery"}, "label": label}
+                for label, kql in shed_panel_series()
+            ]
+    attributes["visState"] = json.dumps(vis, separators=(",", ":"))
+    return {**obj, "attributes": attributes}

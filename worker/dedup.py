@@ -59,7 +59,8 @@ def run_guarded(
     ``started_meta`` gives the STARTED state to store and its expiry."""
     meta, expires_s = started_meta()
     begun = guard.begin(task_id, retries, tag, meta, expires_s)
-    on_start(begun.deliveries)
+    if begun.verdict != "revoked":  # a revoked task never starts, not even on paper
+        on_start(begun.deliveries)
     if begun.verdict == "busy":
         begun = guard.wait_turn(task_id, retries, tag, begun.deliveries)
     if begun.verdict == "revoked":

@@ -35,6 +35,23 @@ _SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Malformed Idempotency-Key."},
     413: {"model": ErrorBody, "description": "Body over client_max_body_size (nginx)."},
     429: {"model": ErrorBody, "description": "Rate limited (nginx)."},
+    503: {
+        "model": ErrorBody,
+        "description": "Nothing accepted, or outcome unknown; the `error.code` says which, "
+        "`Retry-After` when to retry.\n\n"
+        "* `broker_unavailable`, `queue_saturated`, `overloaded`: **nothing was accepted**, "
+        "and nothing will be: the submission never reached Redis, the breaker or admission "
+        "refused it, or it reached Redis, its reply was lost and it was settled as "
+        "withdrawn (a late run of it writes nothing). `broker_unavailable` names the id it "
+        "would have had in `details.task_id`.\n"
+        "* `submission_outcome_unknown`: the submission was sent to Redis and Redis did not "
+        "answer, not even while the API kept asking for about 4 s after it started: the "
+        "task **may have been accepted**. `details.task_id` and `details.status_url` name "
+        "it: `GET` it (200: accepted), or retry with the same `Idempotency-Key` (at most "
+        "one task per key, either way).\n\n"
+        "A submission whose reply was lost but that Redis settles in time is answered as if "
+        "nothing had happened: the normal 202 (same `task_id`) if it was written.",
+    },
 }
 
 
@@ -60,7 +77,11 @@ async def create_task(
         ),
     ] = None,
 ) -> TaskAccepted:
-    """Validate and enqueue a task; 202 means it is durably queued in Redis."""
+    """Validate and enqueue a task; 202 means it is durably queued in Redis.
+
+    A timeout is not a no: a 503 says either that nothing was accepted or, with
+    `submission_outcome_unknown`, that the task may have been (see the 503 response).
+    """
     metrics = metrics_of(request)
     counting = (
         metrics.counting_submission(body.task_type, resources.task_types, response)

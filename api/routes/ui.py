@@ -27,6 +27,7 @@ from fastapi import APIRouter, FastAPI, Path, Query
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 from api.auth import API_KEY_HEADER, ApiKeyDep
 from api.deps import ApiResources, ResourcesDep
@@ -36,6 +37,7 @@ from taskq.search.explorer.lookup import QueryError, parse_query, run_query
 from taskq.search.explorer.refs import REF_PATTERN, find_line, line_ref
 from taskq.search.explorer.waterfall import build_waterfall, seconds
 from taskq.search.kibana import query_url, trace_url
+from taskq.search.plain import escape_controls
 from taskq.search.store.base import (
     TASK_SEARCHES,
     LogStore,
@@ -85,12 +87,22 @@ def pretty(line: object) -> str:
     return orjson.dumps(line, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode()
 
 
+def _shown(value: object) -> object:
+    # Markup (macro output, already escaped) is the templates' own HTML: left alone.
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return escape_controls(value, keep="\n\t")
+    return value
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(UI_DIR / "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
+        # Control characters of log values are shown escaped; newlines and tabs stay, the
+        # pretty-printed JSON of a line needs them.
+        finalize=_shown,
     )
     env.filters.update(utc=utc, pct=pct, pretty=pretty, seconds=seconds, ref=line_ref)
     env.globals.update(searches=TASK_SEARCHES, key_header=API_KEY_HEADER)

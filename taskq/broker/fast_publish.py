@@ -44,17 +44,23 @@ from taskq.correlation import CELERY_HEADER, PUBLISHED_AT_HEADER
 #: Priority of every API submission (kombu's default): the message goes to the base list.
 DEFAULT_PRIORITY = 0
 
-#: One atomic submission. KEYS: task record, queue list, doorbell[, idempotency key].
-#: ARGV: record JSON, record TTL, message, admitted ("1"/"0")[, idempotency record, its TTL].
-#: Returns ``{"existing", raw}`` (the idempotency key is taken: the caller decides replay,
-#: mismatch or in flight), ``{"saturated"}`` (the breaker refused; nothing written),
-#: ``{"duplicate_id"}`` (never for fresh uuid4s) or ``{"accepted"}``: record, message,
-#: doorbell and the idempotency answer were written together. ``#!lua`` declares a writing
-#: script: a Redis at ``maxmemory`` refuses it before it runs, never halfway.
+#: Redis keys of withdrawn task ids (:data:`RESOLVE`); a SUBMIT of such an id writes nothing.
+WITHDRAWN_PREFIX = "taskq:withdrawn:"
+
+#: One atomic submission. KEYS: task record, queue list, doorbell, withdrawn mark[,
+#: idempotency key]. ARGV: record JSON, record TTL, message, admitted ("1"/"0")[, idempotency
+#: record, its TTL]. Returns ``{"withdrawn"}`` (:data:`RESOLVE` gave the id up: this run came
+#: too late; nothing written), ``{"existing", raw}`` (the idempotency key is taken: the caller
+#: decides replay, mismatch or in flight), ``{"saturated"}`` (the breaker refused; nothing
+#: written), ``{"duplicate_id"}`` (the record exists: with a fresh uuid4 only an earlier run
+#: of this same submission wrote it) or ``{"accepted"}``: record, message, doorbell and the
+#: idempotency answer were written together. ``#!lua`` declares a writing script: a Redis
+#: at ``maxmemory`` refuses it before it runs, never halfway.
 SUBMIT = """#!lua
-local keyed = #KEYS == 4
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'withdrawn'} end
+local keyed = #KEYS == 5
 if keyed then
-  local existing = redis.call('GET', KEYS[4])
+  local existing = redis.call('GET', KEYS[5])
   if existing then return {'existing', existing} end
 end
 if ARGV[4] ~= '1' then return {'saturated'} end
@@ -64,8 +70,25 @@ end
 redis.call('LPUSH', KEYS[2], ARGV[3])
 redis.call('LPUSH', KEYS[3], 1)
 redis.call('LTRIM', KEYS[3], 0, 0)
-if keyed then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[6]) end
+if keyed then redis.call('SET', KEYS[5], ARGV[5], 'EX', ARGV[6]) end
 return {'accepted'}
+"""
+
+#: Settles a SUBMIT whose reply was lost (sent, then a timeout or a reset). KEYS: the task
+#: record, the withdrawn mark[, idempotency key]; ARGV: the mark's TTL. The record exists:
+#: ``{"accepted"}``. Otherwise the id is withdrawn first (so a SUBMIT of it still on its way,
+#: in a kernel buffer or a stopped server, writes nothing when it runs), then ``{"existing",
+#: raw}`` if the idempotency key is taken (what SUBMIT would have answered), else
+#: ``{"withdrawn"}``: nothing was accepted and nothing will be. Running it again answers the
+#: same, so a RESOLVE that itself got no reply may simply be sent again.
+RESOLVE = """#!lua
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'accepted'} end
+redis.call('SET', KEYS[2], 1, 'EX', ARGV[1])
+if #KEYS == 3 then
+  local existing = redis.call('GET', KEYS[3])
+  if existing then return {'existing', existing} end
+end
+return {'withdrawn'}
 """
 
 
@@ -119,3 +142,8 @@ def queue_list(queue: str) -> str:
 def queue_doorbell(queue: str) -> str:
     """The doorbell the transport's ``_put`` rings for ``queue``."""
     return doorbell_key(queue)
+
+
+def withdrawn_key(task_id: str) -> str:
+    """The mark :data:`RESOLVE` leaves on a task id it gave up (SUBMIT checks it first)."""
+    return WITHDRAWN_PREFIX + task_id

@@ -1,7 +1,9 @@
 """``taskq drill NAME``: run an incident drill against the stack and report.
 
-Exit codes: 0 every drill passed; 1 an accepted task was lost or a trace is incomplete;
-2 usage errors, or the stack is not running.
+Exit codes: 0 every drill passed; 1 an accepted task was lost or a trace is incomplete (or,
+for deploy, redis-stall and clock-skew, the execution witness saw a task run zero times,
+twice or two runs at once, or no fault caught a running task); 2 usage errors, the stack is
+not running, or a tool the drill needs (faketime) is missing.
 """
 
 from __future__ import annotations
@@ -12,13 +14,21 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from taskq.drills.compose import compose_plan
 from taskq.drills.plan import (
+    DEFAULT_KILLS,
     DRILLS,
     MAX_DURATION_S,
     MAX_KILLS,
+    MAX_SKEW_S,
+    MAX_STALL_MS,
     MAX_USERS,
+    MIN_STALL_MS,
+    SKEW_S,
+    STALL_MODES,
+    STALL_MS,
+    WITNESSED_DRILLS,
     DrillOptions,
-    compose_plan,
 )
 
 
@@ -55,8 +65,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--kills",
         type=_bounded(int, 1, MAX_KILLS),
-        default=2,
-        help="faults injected during the load (default 2)",
+        default=None,
+        help="faults injected during the load (default 2); deploy: rolling restarts (default 1)",
+    )
+    parser.add_argument(
+        "--ms",
+        type=_bounded(int, MIN_STALL_MS, MAX_STALL_MS),
+        default=STALL_MS,
+        help=f"redis-stall: how long Redis hangs, ms (default {STALL_MS})",
+    )
+    parser.add_argument(
+        "--stall-mode",
+        choices=STALL_MODES,
+        default="pause",
+        help="redis-stall: CLIENT PAUSE (pause, default) or SIGSTOP/SIGCONT (stop)",
+    )
+    parser.add_argument(
+        "--skew",
+        type=_bounded(float, -MAX_SKEW_S, MAX_SKEW_S),
+        default=SKEW_S,
+        help=f"clock-skew: the replacement worker's clock offset, s (default +{SKEW_S:g})",
     )
     parser.add_argument("--seed", type=int, default=1, help="jitter of the fault schedule")
     parser.add_argument(
@@ -84,14 +112,18 @@ def _options(args: argparse.Namespace, name: str) -> DrillOptions:
     from pathlib import Path
 
     users = args.users or (200 if name == "thundering-herd" else 20)
+    kills = args.kills if args.kills is not None else DEFAULT_KILLS.get(name, 2)
     return DrillOptions(
         name=name,
         users=users,
         duration_s=args.duration,
-        kills=args.kills,
+        kills=kills,
         seed=args.seed,
         out=Path(args.out) if args.out else None,
         target=args.target,
+        stall_ms=args.ms,
+        stall_mode=args.stall_mode,
+        skew_s=args.skew,
     )
 
 
@@ -136,11 +168,27 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from taskq.drills import report
     from taskq.drills.run import default_out, run_drill
+    from taskq.drills.skewed_worker import faketime_path
     from taskq.settings import get_settings
     from taskq.stack import control
     from taskq.stack.layout import StackLayout
 
+    if "clock-skew" in names and faketime_path() is None:
+        print(
+            "taskq drill: clock-skew needs faketime (/usr/bin/faketime): "
+            "apt-get install -y faketime",
+            file=sys.stderr,
+        )
+        return 2
     settings = get_settings()
+    witnessed = [n for n in names if n in WITNESSED_DRILLS]
+    if witnessed and not settings.drill_witness:
+        print(
+            f"taskq drill: {', '.join(witnessed)} count executions with the execution witness, "
+            "which is off (TASKQ_DRILL_WITNESS=false): start the stack with it on",
+            file=sys.stderr,
+        )
+        return 2
     layout = StackLayout.from_settings(settings)
     if control.running_pid(layout) is None:
         print(
@@ -185,12 +233,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_summary(base: Any, reports: list[dict[str, Any]]) -> None:
     rows = [
-        "| drill | verdict | accepted | lost | duplicate executions | trace completeness |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| drill | verdict | accepted | lost | duplicate executions | trace completeness | "
+        "witness: never ran / ran twice / overlapping |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     rows += [
         f"| [{r['drill']}]({r['drill']}/report.md) | {r['verdict']} | {r['accepted']} | "
-        f"{r['lost']} | {r['duplicate_executions']} | {r['trace_completeness']} |"
+        f"{r['lost']} | {r['duplicate_executions']} | {r['trace_completeness']} | "
+        f"{_witness_cell(r)} |"
         for r in reports
     ]
     verdict = "PASSED" if all(r["verdict"] == "PASSED" for r in reports) else "FAILED"
@@ -210,7 +260,18 @@ def _write_summary(base: Any, reports: list[dict[str, Any]]) -> None:
                     "out",
                 )
             }
+            | ({"executions": r["executions"]} if "executions" in r else {})
             for r in reports
         ],
     }
     (base / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _witness_cell(report: dict[str, Any]) -> str:
+    executions = report.get("executions")
+    if executions is None:
+        return "-"
+    return (
+        f"{executions['never_ran']} / {executions['ran_more_than_once']} / "
+        f"{executions['overlapping']}"
+    )

@@ -35,6 +35,10 @@ class FaultRecord:
     #: Tasks the fault interrupted, and the seconds until each started again.
     interrupted: int = 0
     redelivered_s: list[float | None] | None = None
+    #: Tasks the fault caught running (taskq/drills/running.py); None: not counted.
+    running: list[str] | None = None
+    #: How many of them were the drill's own long tasks.
+    running_long: int | None = None
 
     def to_json(self, run_started: float) -> dict[str, Any]:
         redelivered = [s for s in self.redelivered_s or [] if s is not None]
@@ -51,6 +55,9 @@ class FaultRecord:
                 "redelivered_start": round(max(redelivered), 3) if redelivered else None,
                 "readyz_200": None if self.ready_at is None else round(self.ready_at - self.at, 3),
             },
+            "running_tasks": None if self.running is None else len(self.running),
+            "running_long_tasks": self.running_long,
+            "running_task_ids": (self.running or [])[:20],
         }
 
 

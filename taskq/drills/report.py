@@ -11,7 +11,8 @@ from taskq.drills.plan import PURPOSE
 
 
 def verdict_reasons(report: Mapping[str, Any]) -> list[str]:
-    """Why a drill failed (empty: it passed): anything lost, or a trace incomplete."""
+    """Why a drill failed (empty: it passed): anything lost, or a trace incomplete; with an
+    ``executions`` section, also what the witness saw and a fault that hit nothing."""
     reasons = []
     if report["lost"]:
         reasons.append(f"{report['lost']} accepted task(s) never reached a terminal state")
@@ -19,6 +20,25 @@ def verdict_reasons(report: Mapping[str, Any]) -> list[str]:
         reasons.append(f"trace completeness {report['trace_completeness']:.4f} < 1.0")
     if not report["accepted"]:
         reasons.append("nothing was accepted: the load did not reach the stack")
+    if "executions" in report:
+        reasons += witness_reasons(report["executions"], report["faults"])
+    return reasons
+
+
+def witness_reasons(
+    executions: Mapping[str, Any], faults: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """Failures the execution witness shows, and a drill whose faults caught nothing
+    running (it would pass without testing anything)."""
+    reasons = []
+    if executions["never_ran"]:
+        reasons.append(f"{executions['never_ran']} accepted task(s) never ran (witness)")
+    if executions["ran_more_than_once"]:
+        reasons.append(f"{executions['ran_more_than_once']} task(s) ran more than once (witness)")
+    if executions["overlapping"]:
+        reasons.append(f"{executions['overlapping']} task(s) ran twice at the same time (witness)")
+    if not any(f.get("running_tasks") for f in faults):
+        reasons.append("the fault hit nothing: no fault caught a running task")
     return reasons
 
 
@@ -47,6 +67,7 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("trace completeness", f"{report['trace_completeness']:.4f}"),
         ("faults", f"{len(faults)} x {faults[0]['kind']}" if faults else "0"),
         ("interrupted tasks", _fmt(sum(f["interrupted_tasks"] for f in faults))),
+        *_witness_rows(report),
         ("max recovery to redelivered start s", _fmt(max(filter(None, redelivered), default=None))),
         ("max recovery to /readyz 200 s", _fmt(max(filter(None, ready), default=None))),
         ("redeliveries", _fmt(report["redeliveries"])),
@@ -60,6 +81,22 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
             "Locust CPU % mean/max",
             f"{_fmt(report['locust']['cpu_percent_mean'])}/{_fmt(report['locust']['cpu_percent_max'])}",
         ),
+    ]
+
+
+def _witness_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The witness's figures and the running tasks each fault caught (witnessed drills)."""
+    executions = report.get("executions")
+    if executions is None:
+        return []
+    caught = [f["running_tasks"] for f in report["faults"]]
+    return [
+        (
+            "witness: never ran / ran twice or more / overlapping",
+            f"{executions['never_ran']} / {executions['ran_more_than_once']} / "
+            f"{executions['overlapping']} (of {executions['accepted_tasks']})",
+        ),
+        ("running tasks caught per fault", ", ".join(_fmt(c) for c in caught) or "-"),
     ]
 
 
@@ -78,20 +115,25 @@ def markdown(report: Mapping[str, Any]) -> str:
     head += f"Command: `{report['command']}`\n\n"
     lines = [head, "| figure | value |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in summary_rows(report)]
+    witnessed = "executions" in report
     lines += [
         "",
         "## Faults",
         "",
         "| # | kind | target | at s | detail | interrupted | "
-        "to redelivered start s | to /readyz 200 s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "to redelivered start s | to /readyz 200 s |"
+        + (" running tasks caught |" if witnessed else ""),
+        "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if witnessed else ""),
     ]
     for i, f in enumerate(report["faults"], start=1):
         r = f["recovery_s"]
         lines.append(
             f"| {i} | {f['kind']} | {f['target']} | {f['offset_s']} | {f['detail']} | "
             f"{f['interrupted_tasks']} | {_fmt(r['redelivered_start'])} | {_fmt(r['readyz_200'])} |"
+            + (f" {_fmt(f.get('running_tasks'))} |" if witnessed else "")
         )
+    if witnessed:
+        lines += executions_markdown(report["executions"])
     lines += [
         "",
         "## Latency (ms)",
@@ -116,6 +158,28 @@ def markdown(report: Mapping[str, Any]) -> str:
     ]
     lines += [f"- `taskq trace {c}`" for c in report["examples"]["redelivered"]] or ["- (none)"]
     return "\n".join(lines) + "\n"
+
+
+def executions_markdown(executions: Mapping[str, Any]) -> list[str]:
+    """The ``executions`` section of report.md."""
+    rows = [
+        ("accepted tasks", executions["accepted_tasks"]),
+        ("witnessed (ran at least once)", executions["witnessed_tasks"]),
+        ("runs", executions["runs"]),
+        ("never ran (lost)", executions["never_ran"]),
+        ("ran more than once (duplicates)", executions["ran_more_than_once"]),
+        ("overlapping runs", executions["overlapping"]),
+        (
+            "long tasks accepted / ran once",
+            "{accepted} / {ran_once}".format(**executions["long_tasks"]),
+        ),
+    ]
+    lines = ["", "## Executions (execution witness)", "", "| figure | value |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in rows]
+    for key in ("never_ran_task_ids", "duplicate_task_ids", "overlap_task_ids"):
+        if executions[key]:
+            lines += ["", f"{key}: " + ", ".join(f"`{t}`" for t in executions[key])]
+    return lines
 
 
 def write(out: Path, report: Mapping[str, Any]) -> None:

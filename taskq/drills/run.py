@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import statistics
@@ -17,10 +18,13 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from taskq.drills import analysis, plots, report
-from taskq.drills.inject_faults import FaultRecord, inject_fault, wait_recovered
+from taskq.drills.drivers import drill_faults
+from taskq.drills.executions import read_executions, summarize
+from taskq.drills.inject_faults import FaultRecord
 from taskq.drills.locust_run import LocustPlan, read_records
 from taskq.drills.monitor import Monitor, read_priority_depths
-from taskq.drills.plan import DrillOptions, schedule
+from taskq.drills.plan import WITNESSED_DRILLS, DrillOptions, schedule
+from taskq.drills.running import attach_running
 from taskq.faults.inject import FaultError
 from taskq.faults.reconcile import api_statuses, read_log_lines
 from taskq.settings import Settings
@@ -28,6 +32,9 @@ from taskq.stack.layout import StackLayout
 
 #: Log lines may trail the stored result by moments: reconcile again for this long.
 LOG_SETTLE_S = 20.0
+#: Witnessed drills: Locust may run this much longer per planned fault (restarts drain long
+#: tasks), so that every fault happens under load; it is stopped when the last one is done.
+OVERRUN_PER_FAULT_S = 60.0
 
 
 def default_out(layout: StackLayout, name: str) -> Path:
@@ -38,10 +45,15 @@ def default_out(layout: StackLayout, name: str) -> Path:
 
 def command_line(options: DrillOptions) -> str:
     """The ``taskq drill`` command that repeats this run."""
-    return (
+    line = (
         f"taskq drill {options.name} --users {options.users} --duration {options.duration_s:g} "
         f"--kills {options.kills} --seed {options.seed}"
     )
+    if options.name == "redis-stall":
+        line += f" --ms {options.stall_ms} --stall-mode {options.stall_mode}"
+    if options.name == "clock-skew":
+        line += f" --skew {options.skew_s:g}"
+    return line
 
 
 def wait_drained(layout: StackLayout, timeout_s: float) -> float | None:
@@ -61,6 +73,14 @@ def wait_drained(layout: StackLayout, timeout_s: float) -> float | None:
     finally:
         client.close()
     return None
+
+
+def _stop_locust(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to Locust (ours, by PID): it stops as at the end of its run time (its users
+    get ``--stop-timeout`` to finish, then it writes its stats)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
 
 
 def _end_locust(process: subprocess.Popen[bytes], timeout_s: float) -> int | None:
@@ -87,45 +107,52 @@ def run_drill(options: DrillOptions, settings: Settings, out: Path) -> dict[str,
     id_prefix = f"{options.name}-{uuid.uuid4().hex[:6]}"
     api_programs = tuple(f"api-{i}" for i in range(1, len(layout.api_ports) + 1))
     planned = schedule(options, api_programs)
+    driver = drill_faults(layout, settings, options, id_prefix, out)
+    overrun = (OVERRUN_PER_FAULT_S * len(planned) + 30) if driver.outlives_load else 0.0
     load = LocustPlan(
         host=layout.base_url,
         users=options.users,
-        duration_s=options.duration_s,
+        duration_s=options.duration_s + overrun,
         record=out / "submissions.jsonl",
         csv_prefix=out / "locust",
         id_prefix=id_prefix,
         herd=options.name == "thundering-herd",
     )
-    monitor = Monitor(layout, max_s=options.duration_s + options.settle_s + 180)
-    monitor.start()
-    started = time.time()
-    process = load.start(out / "locust.log")
-    monitor.locust_pid = process.pid
+    monitor = Monitor(layout, max_s=options.duration_s + overrun + options.settle_s + 180)
     faults: list[FaultRecord] = []
-    last_pid: dict[str, int] = {}
     try:
-        for fault in planned:
-            time.sleep(max(0.0, started + fault.offset_s - time.time()))
-            if process.poll() is not None:
-                break
-            try:
-                record = inject_fault(
-                    layout, fault.kind, fault.target, last_pid.get(fault.target, 0)
-                )
-            except FaultError as exc:
-                faults.append(
-                    FaultRecord(fault.kind, fault.target, None, time.time(), f"not injected: {exc}")
-                )
-                continue
-            last_pid[fault.target] = record.pid or 0
-            wait_recovered(layout, record)
-            faults.append(record)
+        driver.prepare()
+        monitor.start()
+        started = time.time()
+        process = load.start(out / "locust.log")
+        monitor.locust_pid = process.pid
+        driver.load_started()
+        try:
+            for fault in planned:
+                time.sleep(max(0.0, started + fault.offset_s - time.time()))
+                if process.poll() is not None and not driver.outlives_load:
+                    break
+                try:
+                    faults.append(driver.inject(fault))
+                except FaultError as exc:
+                    detail = f"not injected: {exc}"
+                    faults.append(FaultRecord(fault.kind, fault.target, None, time.time(), detail))
+            if overrun:
+                time.sleep(max(0.0, started + options.duration_s - time.time()))
+        finally:
+            if overrun:
+                _stop_locust(process)  # the load lasted --duration and every fault is done
+            bound = options.duration_s + overrun + 60 - (time.time() - started)
+            exit_code = _end_locust(process, bound)
+            driver.load_ended()
+        load_ended = time.time()
+        drained_at = wait_drained(layout, options.settle_s)
     finally:
-        exit_code = _end_locust(process, options.duration_s + 60 - (time.time() - started))
-    load_ended = time.time()
-    drained_at = wait_drained(layout, options.settle_s)
+        driver.finish()
     samples = monitor.stop()
-    submissions = read_records(load.record)
+    submissions = sorted(
+        [*read_records(load.record), *driver.submissions()], key=lambda s: s.sent_at
+    )
     accepted_ids = [s.task_id for s in submissions if s.status == 202 and s.task_id]
     statuses = api_statuses(layout.base_url, accepted_ids, timeout_s=options.settle_s)
     deadline = time.monotonic() + LOG_SETTLE_S
@@ -136,6 +163,8 @@ def run_drill(options: DrillOptions, settings: Settings, out: Path) -> dict[str,
             break
         time.sleep(1.0)
     verdict = result.verdict
+    long_ids = driver.long_ids()
+    attach_running(faults, lines, long_ids)
     cpu = [s.locust_cpu for s in samples if s.locust_cpu is not None]
     cid_of = {s.task_id: s.correlation_id for s in submissions if s.task_id}
     redelivered = sorted({cid_of[r.task_id] for r in verdict.recoveries if r.task_id in cid_of})
@@ -174,6 +203,9 @@ def run_drill(options: DrillOptions, settings: Settings, out: Path) -> dict[str,
         },
         "examples": {"redelivered": redelivered[:5]},
     }
+    if options.name in WITNESSED_DRILLS:
+        seen = read_executions(settings.broker_url, accepted_ids)
+        data["executions"] = summarize(seen, accepted_ids, long_ids)
     data["plots"] = plots.write_plots(out, started, submissions, result, faults, samples)
     data["reasons"] = report.verdict_reasons(data)
     data["verdict"] = "FAILED" if data["reasons"] else "PASSED"

@@ -58,23 +58,26 @@ def running_at(lines: Iterable[Line], at: float, node: str | None = None) -> lis
 
 
 def ran_in_process(lines: Iterable[Line], main_pid: int, among: Collection[str]) -> list[str]:
-    """Of the tasks ``among``, those a worker whose main process is ``main_pid`` received
-    and started (its own clock stamped the lines, so times are not compared)."""
-    received, started = set(), set()
+    """Of the tasks ``among``, those that a worker whose main process is ``main_pid`` ran:
+    deliveries it received (``task.received``) that its pool started, matched by attempt id
+    (its clock stamped the lines, so no time is compared)."""
+    received: dict[str, str] = {}
+    started: set[str] = set()
     for line in lines:
-        task_id = line.get("task_id")
-        if not isinstance(task_id, str) or task_id not in among:
+        task_id, attempt = line.get("task_id"), line.get("task.attempt_id")
+        if task_id not in among or not isinstance(attempt, str):
             continue
         event = line.get("event.action")
         if event == Event.TASK_RECEIVED and line.get("process.pid") == main_pid:
-            received.add(task_id)
+            received[attempt] = str(task_id)
         elif event == Event.TASK_STARTED:
-            started.add((task_id, line.get("service.node.name")))
-    nodes = {t: n for t, n in started}
-    return sorted(t for t in received if t in nodes)
+            started.add(attempt)
+    return sorted({task_id for attempt, task_id in received.items() if attempt in started})
 
 
-def attach_running(faults: Sequence[FaultRecord], lines: list[Line], long_ids: Collection[str]) -> None:
+def attach_running(
+    faults: Sequence[FaultRecord], lines: list[Line], long_ids: Collection[str]
+) -> None:
     """Fill each fault's ``running``: a worker restart, the tasks running on its victim
     when it got SIGTERM; a Redis stall, the tasks running anywhere when Redis hung; a clock
     skew, the long tasks the skewed worker ran. Other faults keep None (not counted)."""
@@ -87,9 +90,11 @@ def attach_running(faults: Sequence[FaultRecord], lines: list[Line], long_ids: C
             fault.running = running_at(lines, fault.at)
         elif fault.kind == "clock-skew":
             fault.running = ran_in_process(lines, fault.pid, long_ids)
+        if fault.running is not None:
+            fault.running_long = sum(1 for t in fault.running if t in long_ids)
 
 
-class _Follower:
+class LogFollower:
     """New complete lines of one log file since it was opened; follows a rotation (the
     file renamed away and a new one created under the same name)."""
 
@@ -135,7 +140,7 @@ class RunningNow:
     (from the moment this object was made: start it before the tasks it must see)."""
 
     def __init__(self, log_dir: Path, nodes: Sequence[str]) -> None:
-        self._followers = [_Follower(log_dir / f"{node}.jsonl") for node in nodes]
+        self._followers = [LogFollower(log_dir / f"{node}.jsonl") for node in nodes]
         #: (node, task id) -> time of its task.started line.
         self._running: dict[tuple[str, str], float] = {}
 

@@ -18,6 +18,8 @@ from taskq.stack.layout import StackLayout
 
 #: The ready event as it appears in a JSON line: a byte test skips the other lines unparsed.
 _READY_MARK = json.dumps(Event.WORKER_READY).encode()
+#: supervisord's XML-RPC fault code for "already started" (supervisor.xmlrpc.Faults).
+_ALREADY_STARTED = 60
 
 
 class FaultError(RuntimeError):
@@ -159,10 +161,13 @@ def stop_program(layout: StackLayout, program: str) -> None:
 
 
 def start_program(layout: StackLayout, program: str) -> None:
-    """``supervisorctl start``, returning once supervisord counts it as running."""
+    """``supervisorctl start``, returning once supervisord counts it as running (at once
+    when it already runs)."""
     try:
         supervisor_rpc(layout).startProcess(program, True)
     except xmlrpc.client.Fault as exc:
+        if exc.faultCode == _ALREADY_STARTED:
+            return
         raise FaultError(f"supervisord did not start {program}: {exc.faultString}") from exc
 
 

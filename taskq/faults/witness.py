@@ -13,21 +13,37 @@ lands (bounded): the witness must never drop a run, only be late.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from redis import Redis
 from redis.exceptions import RedisError
 
 #: Database of the witness counters (the broker and results use database 0).
 WITNESS_DB = 15
-RUNS_KEY = "taskq:witness:runs"
-OVERLAPS_KEY = "taskq:witness:overlaps"
+TASKS_KEY = "taskq:witness:tasks"
+RUNS_PREFIX = "taskq:witness:runs:"
 RUNNING_PREFIX = "taskq:witness:running:"
+OVERLAPS_PREFIX = "taskq:witness:overlaps:"
 #: A witness write keeps trying this long (longer than any broker stall a drill makes).
 PATIENCE_S = 90.0
+#: Every write is idempotent (sets of run ids, not counters): a write retried after its reply
+#: was lost (a stalled Redis ran it) counts nothing twice.
+_ENTER = """
+redis.call('SADD', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[2], 86400)
+redis.call('EXPIRE', KEYS[3], 86400)
+if redis.call('SCARD', KEYS[3]) > 1 then
+  redis.call('SADD', KEYS[4], ARGV[1])
+  redis.call('EXPIRE', KEYS[4], 86400)
+end
+return 1
+"""
 
 T = TypeVar("T")
 
@@ -69,32 +85,28 @@ def _patiently(write: Callable[[], T]) -> T:
 def witnessed(client: Redis, task_id: str) -> Iterator[None]:
     """Record one run of ``task_id`` around the block (and an overlap, if another run of
     it is in progress)."""
+    run_id = uuid.uuid4().hex
     running = RUNNING_PREFIX + task_id
-
-    def enter() -> Any:
-        pipe = client.pipeline(transaction=True)
-        pipe.hincrby(RUNS_KEY, task_id, 1)
-        pipe.incr(running)
-        pipe.expire(running, 86_400)
-        return pipe.execute()
-
-    _, now_running, _ = _patiently(enter)
-    if int(now_running) > 1:
-        _patiently(lambda: client.hincrby(OVERLAPS_KEY, task_id, 1))
+    keys = [TASKS_KEY, RUNS_PREFIX + task_id, running, OVERLAPS_PREFIX + task_id]
+    _patiently(lambda: client.eval(_ENTER, len(keys), *keys, run_id, task_id))
     try:
         yield
     finally:
-        _patiently(lambda: client.decr(running))
+        _patiently(lambda: client.srem(running, run_id))
 
 
 def executions(client: Redis, task_ids: Iterable[str] | None = None) -> Executions:
     """The witness's counts (of ``task_ids``, or of every task it saw)."""
-    runs = {_text(k): int(v) for k, v in client.hgetall(RUNS_KEY).items()}
-    overlaps = {_text(k): int(v) for k, v in client.hgetall(OVERLAPS_KEY).items()}
-    if task_ids is not None:
-        wanted = set(task_ids)
-        runs = {k: v for k, v in runs.items() if k in wanted}
-        overlaps = {k: v for k, v in overlaps.items() if k in wanted}
+    wanted = (
+        sorted(_text(t) for t in client.smembers(TASKS_KEY)) if task_ids is None else list(task_ids)
+    )
+    pipe = client.pipeline(transaction=False)
+    for task_id in wanted:
+        pipe.scard(RUNS_PREFIX + task_id)
+        pipe.scard(OVERLAPS_PREFIX + task_id)
+    counts = pipe.execute() if wanted else []
+    runs = {t: int(counts[2 * i]) for i, t in enumerate(wanted) if int(counts[2 * i])}
+    overlaps = {t: int(counts[2 * i + 1]) for i, t in enumerate(wanted) if int(counts[2 * i + 1])}
     return Executions(runs, overlaps)
 
 

@@ -15,6 +15,11 @@ Contract of the generated template:
   flat dotted names keep exactly the names of the log lines and of Kibana;
 * ``dynamic: false``: a field outside the schema stays in ``_source`` but is not indexed, so
   a stray field can never create a mapping conflict that rejects documents;
+* ``index.mapping.ignore_malformed: true``: a value of the wrong type (a string where a
+  ``long`` is mapped) is left unindexed, named in the document's ``_ignored`` metadata field
+  and kept in ``_source``, instead of rejecting the whole line to Logstash's dead-letter
+  queue. It is what the built-in ``logs@settings`` component template sets; composing that
+  template would also bring its other settings, so only this one is set here;
 * the ILM policy :data:`ILM_POLICY_NAME` (``elk/elasticsearch/ilm-policy.json``) rolls the
   backing indices over and deletes them after the retention period.
 """
@@ -83,6 +88,11 @@ def build_template() -> dict[str, Any]:
                 # Single node: a replica could never be allocated and the health stays yellow.
                 "index.number_of_replicas": 0,
                 "index.number_of_shards": 1,
+                # Keep a line with one malformed field: the field is skipped and listed in
+                # _ignored (Elasticsearch docs, "ignore_malformed", section "Index-level
+                # default": https://www.elastic.co/guide/en/elasticsearch/reference/current/
+                # ignore-malformed.html); the built-in logs@settings sets the same.
+                "index.mapping.ignore_malformed": True,
             },
             "mappings": {
                 "subobjects": False,

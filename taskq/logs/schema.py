@@ -227,3 +227,20 @@ def _is_iso_timestamp(value: str) -> bool:
     except ValueError:
         return False
     return parsed.tzinfo is not None
+
+
+#: Every answer by which the stack sheds a request (nothing was accepted; the client should
+#: retry later), by its ``error.code``/``error.type`` and HTTP status: nginx's own answers
+#: (nginx/nginx.conf.template's named locations) and the API's (api/admission.py,
+#: api/breaker.py, api/errors.py). The rejection panel of the pipeline dashboard is generated
+#: from it (tests/kibana_panels.py, checked by tests/contract/test_kibana_dashboards.py).
+SHED_ERROR_CODES: Mapping[str, int] = {
+    "rate_limited": 429,
+    "payload_too_large": 413,
+    "overloaded": 503,
+    "queue_saturated": 503,
+    "broker_memory_full": 503,
+    "broker_unavailable": 503,
+    "submission_outcome_unknown": 503,
+    "upstream_unavailable": 503,
+}

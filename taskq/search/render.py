@@ -1,4 +1,8 @@
-"""Readable output of the search commands (rich tables; no colours when not a terminal)."""
+"""Readable output of the search commands (rich tables; no colours when not a terminal).
+
+Every value read from the logs is printed through :func:`~taskq.search.plain.plain`: plain
+text, never markup, control characters escaped (log values are client input).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from taskq.search.plain import plain
 from taskq.search.store.base import LogLine, Percentiles, StatsReport
 from taskq.search.trace.build import Attempt, Request, TaskSummary, Trace, parse_time
 
@@ -53,7 +58,7 @@ def _details(line: LogLine) -> str:
     return " ".join(f"{k}={line[k]}" for k in _DETAILS if line.get(k) not in (None, ""))
 
 
-def lines_table(lines: list[LogLine], title: str | None = None) -> Table:
+def lines_table(lines: list[LogLine], title: str | Text | None = None) -> Table:
     """One row per line: time, service node, level, event, task id, message and details."""
     table = Table(title=title, show_edge=False, pad_edge=False, expand=False)
     for name in ("time (UTC)", "service", "level", "event", "task_id"):
@@ -65,12 +70,12 @@ def lines_table(lines: list[LogLine], title: str | None = None) -> Table:
         message = str(line.get("message", ""))
         details = _details(line)
         table.add_row(
-            _time(line.get("@timestamp")),
-            str(line.get("service.node.name") or line.get("service.name") or ""),
-            Text(level, style=style),
-            str(line.get("event.action", "")),
-            str(line.get("task_id") or ""),
-            f"{message}  {details}" if details else message,
+            plain(_time(line.get("@timestamp"))),
+            plain(line.get("service.node.name") or line.get("service.name") or ""),
+            plain(level, style=style),
+            plain(line.get("event.action", "")),
+            plain(line.get("task_id") or ""),
+            plain(f"{message}  {details}" if details else message),
         )
     return table
 
@@ -114,15 +119,19 @@ def _attempt_row(attempt: Attempt) -> list[str]:
 def _task_block(out: Console, task: TaskSummary, correlation_id: str | None) -> None:
     error = " ".join(x for x in (task.error_type, task.error) if x)
     out.print(
-        f"\n[bold]task {task.task_id}[/bold]  {task.task_name or '?'}  queue={task.queue or '?'}"
-        f"  final status [bold]{task.final_status}[/bold]"
-        + (f"  {error}" if error else "")
-        + (f"  parent {task.parent_task_id}" if task.parent_task_id else "")
+        Text.assemble(
+            "\n",
+            plain(f"task {task.task_id}", style="bold"),
+            plain(f"  {task.task_name or '?'}  queue={task.queue or '?'}  final status "),
+            plain(task.final_status, style="bold"),
+            plain(f"  {error}" if error else ""),
+            plain(f"  parent {task.parent_task_id}" if task.parent_task_id else ""),
+        )
     )
     if task.published_by and task.published_by != correlation_id:
-        out.print(f"  published by request {task.published_by}")
+        out.print(plain(f"  published by request {task.published_by}"))
     if task.touched_by:
-        out.print(f"  also touched by: {', '.join(task.touched_by)}")
+        out.print(plain(f"  also touched by: {', '.join(task.touched_by)}"))
     out.print(
         f"  API -> broker publish {_ms(task.publish_ms)}   queue wait {_ms(task.queue_wait_ms)}"
         f"   execution {_ms(task.execution_ms)}   retries {task.retries}"
@@ -134,36 +143,39 @@ def _task_block(out: Console, task: TaskSummary, correlation_id: str | None) -> 
     table.add_column("outcome", no_wrap=True)
     table.add_column("error", overflow="fold")
     for attempt in task.attempts:
-        table.add_row(*_attempt_row(attempt))
+        table.add_row(*map(plain, _attempt_row(attempt)))
     out.print(table)
     for note in task.notes:
-        out.print(f"  note: {note}")
+        out.print(plain(f"  note: {note}"))
 
 
 def render_trace(trace: Trace) -> None:
     """``taskq trace`` output: timeline, requests, tasks, and a link to Kibana."""
     out = console()
-    out.print(lines_table(trace.lines, title=f"correlation id {trace.correlation_id or '?'}"))
+    title = plain(f"correlation id {trace.correlation_id or '?'}")
+    out.print(lines_table(trace.lines, title=title))
     if trace.replay_of:
-        out.print(f"\nreplay of {', '.join(trace.replay_of)} (same Idempotency-Key)")
+        out.print(plain(f"\nreplay of {', '.join(trace.replay_of)} (same Idempotency-Key)"))
     if trace.requests:
         table = Table(title="HTTP requests", show_edge=False, pad_edge=False)
         columns = ("request", "status", "did", "error", "nginx", "replica", "api")
         for name in (*columns, "nginx -> api", "end to end"):
             table.add_column(name, no_wrap=True)
         for request in trace.requests:
-            table.add_row(*_request_row(request))
+            table.add_row(*map(plain, _request_row(request)))
         out.print()
         out.print(table)
     for task in trace.tasks:
         _task_block(out, task, trace.correlation_id)
     statuses = ", ".join(f"{t.final_status}" for t in trace.tasks) or "no task"
     out.print(
-        f"\n{len(trace.lines)} line(s), {len(trace.requests)} request(s), "
-        f"{len(trace.tasks)} task(s): {statuses}"
+        plain(
+            f"\n{len(trace.lines)} line(s), {len(trace.requests)} request(s), "
+            f"{len(trace.tasks)} task(s): {statuses}"
+        )
     )
     if trace.kibana_url:
-        out.print(f"Kibana: {trace.kibana_url}")
+        out.print(plain(f"Kibana: {trace.kibana_url}"))
 
 
 def _p(p: Percentiles) -> list[str]:
@@ -177,16 +189,16 @@ def render_stats(report: StatsReport) -> None:
     until = report.until.isoformat(timespec="seconds") if report.until else "now"
     out.print(f"{report.lines:,} line(s) from {since} to {until}\n")
     status = ", ".join(f"{k} {v:,}" for k, v in report.tasks_by_status.items()) or "none"
-    out.print(f"tasks by final status: {status}")
+    out.print(plain(f"tasks by final status: {status}"))
     http = ", ".join(f"{k}: {v:,}" for k, v in report.http_status.items()) or "none"
-    out.print(f"HTTP status (nginx): {http}\n")
+    out.print(plain(f"HTTP status (nginx): {http}\n"))
     table = Table(title="by task name", show_edge=False, pad_edge=False)
     columns = ("task_name", "runs", "exec p50", "exec p95", "exec p99")
     for name in (*columns, "wait p50", "wait p95", "wait p99", "retries", "failed", "redeliv."):
         table.add_column(name, no_wrap=True, justify="left" if name == "task_name" else "right")
     for row in report.by_task_name:
         table.add_row(
-            row.task_name,
+            plain(row.task_name),
             f"{row.executions:,}",
             *_p(row.execution_ms),
             *_p(row.queue_wait_ms),
@@ -199,6 +211,6 @@ def render_stats(report: StatsReport) -> None:
     busiest.add_column("correlation_id", no_wrap=True)
     busiest.add_column("lines", justify="right")
     for correlation_id, count in report.busiest_correlation_ids:
-        busiest.add_row(correlation_id, f"{count:,}")
+        busiest.add_row(plain(correlation_id), f"{count:,}")
     out.print()
     out.print(busiest)

@@ -1,14 +1,21 @@
 """Validated inputs of every task type, shared by the API (422 before publishing) and the
 workers (a message that bypassed the API fails fast, without retries).
 
-Bounds keep one request from occupying a worker for minutes or exhausting memory.
+Bounds keep one request from occupying a worker for minutes or exhausting memory: field
+bounds, and the cost model of :mod:`taskq.tasks.cost` (``task_too_large``). Every float must be
+finite (``allow_inf_nan=False``): NaN, Infinity and overflowing literals such as ``1e999``, which
+the stdlib ``json.loads`` of FastAPI and kombu turns into ``nan``/``inf``, are refused with the
+field's name (type ``finite_number``) instead of being queued as ``null``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from taskq.tasks import cost
 
 Symbol = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,16}$")]
 Seed = Annotated[int | None, Field(default=None, ge=0, le=2**32 - 1)]
@@ -19,7 +26,7 @@ MAX_HISTORY = 10_000
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Position(_Input):
@@ -63,6 +70,35 @@ class VarInput(_Input):
     )
     seed: Seed = None
 
+    @field_validator("simulations")
+    @classmethod
+    def _draws_bounded(cls, simulations: int, info: ValidationInfo) -> int:
+        # Fields validate in order: portfolio_data and method are known here (if valid).
+        portfolio = info.data.get("portfolio_data")
+        if info.data.get("method") == "monte_carlo" and portfolio is not None:
+            positions = len(portfolio.positions)
+            cost.check(
+                "positions x simulations", positions * simulations, cost.MAX_MONTE_CARLO_DRAWS
+            )
+        return simulations
+
+    @field_validator("correlation")
+    @classmethod
+    def _correlation_is_psd(cls, correlation: float, info: ValidationInfo) -> float:
+        # One correlation for every pair: the matrix's eigenvalues are 1 - c and 1 + (n - 1) c,
+        # so it is positive semi-definite exactly when c >= -1 / (n - 1). Refused rather than
+        # projected: a clipped covariance gave a silent VaR of 0.
+        portfolio = info.data.get("portfolio_data")
+        n = len(portfolio.positions) if portfolio is not None else 1
+        if n > 1 and 1.0 + (n - 1) * correlation < 0.0:
+            raise PydanticCustomError(
+                "covariance_not_psd",
+                "correlation {correlation} with {n} positions gives a covariance that is not "
+                "positive semi-definite; the minimum is {minimum}",
+                {"correlation": correlation, "n": n, "minimum": -1.0 / (n - 1)},
+            )
+        return correlation
+
     @model_validator(mode="after")
     def _history_fits(self) -> VarInput:
         if self.method != "historical":
@@ -80,6 +116,7 @@ class VarInput(_Input):
         length = lengths.pop()
         if not 20 <= length <= MAX_HISTORY:
             raise ValueError(f"returns_history needs 20 to {MAX_HISTORY} observations")
+        cost.check("positions x observations", len(symbols) * length, cost.MAX_HISTORY_CELLS)
         return self
 
 
@@ -117,6 +154,7 @@ class OptimizationInput(_Input):
             for j in range(i):
                 if abs(self.covariance[i][j] - self.covariance[j][i]) > 1e-9:
                     raise ValueError("covariance must be symmetric")
+        cost.check("covariance cells", n * n, cost.MAX_COVARIANCE_CELLS)
         return self
 
 
@@ -139,6 +177,13 @@ class StressTestInput(_Input):
 
     portfolio_data: Portfolio
     scenarios: list[Scenario] | None = Field(default=None, min_length=1, max_length=50)
+
+    @model_validator(mode="after")
+    def _cells_bounded(self) -> StressTestInput:
+        scenarios = len(self.scenarios) if self.scenarios is not None else 3  # built-ins
+        cells = scenarios * len(self.portfolio_data.positions)
+        cost.check("scenarios x positions", cells, cost.MAX_STRESS_CELLS)
+        return self
 
 
 class FlakyDrillInput(_Input):

@@ -116,3 +116,14 @@ def test_the_generator_writes_the_template_that_setup_installs() -> None:
     assert elastic_template.TEMPLATE_PATH == REPO_ROOT / "elk" / "elasticsearch" / (
         "index-template.json"
     )
+
+
+def test_a_malformed_field_does_not_drop_the_line() -> None:
+    """``index.mapping.ignore_malformed`` (Elasticsearch docs, "ignore_malformed", section
+    "Index-level default"; the setting the built-in ``logs@settings`` component template
+    sets): a field of the wrong type is skipped and listed in ``_ignored``, the document is
+    indexed. Set here, or inherited by composing ``logs@settings``."""
+    template = json.loads(elastic_template.TEMPLATE_PATH.read_text(encoding="utf-8"))
+    settings = template["template"]["settings"]
+    composed = "logs@settings" in template.get("composed_of", [])
+    assert composed or settings.get("index.mapping.ignore_malformed") is True

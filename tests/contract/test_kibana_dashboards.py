@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from taskq.logs.schema import FIELDS_BY_NAME
+from taskq.logs.schema import FIELDS_BY_NAME, SHED_ERROR_CODES, TERMINAL_EVENTS
 from tests.contract.compose_model import REPO_ROOT
+from tests.kibana_panels import REJECTIONS_PANEL, regenerate_shed_panel, shed_panel_query
 
 DASHBOARDS_DIR = REPO_ROOT / "kibana-dashboards"
 NOT_AGGREGATABLE = frozenset({"text"})
@@ -141,3 +142,52 @@ def test_trace_explorer_shows_what_on_call_needs(objects: list[SavedObject]) -> 
 
 def test_kql_field_extraction() -> None:
     assert kql_fields('a.b:(x or y) and not c_d:1 or e:"f:g"') == {"a.b", "c_d", "e"}
+
+
+def test_rejection_panel_is_generated_from_the_shed_codes(objects: list[SavedObject]) -> None:
+    """The panel's KQL and series are what tests/kibana_panels.py generates from
+    ``SHED_ERROR_CODES``: a code added to the schema and not to the panel fails here."""
+    (panel,) = [o for o in objects if o["id"] == REJECTIONS_PANEL]
+    stored = {k: v for k, v in panel.items() if k != "_file"}
+    assert regenerate_shed_panel(stored) == stored, "regenerate with tests/kibana_panels.py"
+    assert _search_source(panel)["query"]["query"] == shed_panel_query()
+
+
+def test_every_answer_nginx_gives_itself_with_a_shed_status_is_a_shed_code() -> None:
+    """nginx's named locations answer with a code and a status; those with 413/429/503 are
+    in ``SHED_ERROR_CODES`` with that status (the API's codes are checked on real answers
+    by tests/integration/test_dashboard_semantics.py)."""
+    template = (REPO_ROOT / "nginx" / "nginx.conf.template").read_text(encoding="utf-8")
+    answers = re.findall(
+        r"set \$taskq_error_type (\w+);.*?return (\d{3}) '\{\"error\":\{\"code\":\"(\w+)\"",
+        template,
+        flags=re.S,
+    )
+    assert answers, "no named location found in nginx.conf.template"
+    for variable, status, code in answers:
+        assert variable == code, (variable, code)
+        if int(status) in {413, 429, 503}:
+            assert SHED_ERROR_CODES.get(code) == int(status), (code, status)
+
+
+#: Tasks one trace may fan out to (a 500-task batch), each to be shown as its own row.
+FAN_OUT = 500
+
+
+def test_final_status_panel_selects_every_terminal_event(objects: list[SavedObject]) -> None:
+    """'Tasks by final status' is generated from ``TERMINAL_EVENTS``: a task settled by a
+    duplicate, a revocation request or a rejection is counted like a success or failure."""
+    (panel,) = [o for o in objects if o["id"] == "taskq-tasks-final-status"]
+    expected = "event.action:(" + " or ".join(TERMINAL_EVENTS) + ")"
+    assert _search_source(panel)["query"]["query"] == expected
+
+
+def test_trace_table_has_a_row_for_each_task_of_a_large_fan_out(
+    objects: list[SavedObject],
+) -> None:
+    """A terms aggregation returns its ``size`` top buckets only (Elasticsearch docs,
+    "Terms aggregation", section "Size"), so the task_id rows must allow the fan-out."""
+    (panel,) = [o for o in objects if o["id"] == "taskq-trace-tasks"]
+    aggs = json.loads(panel["attributes"]["visState"])["aggs"]
+    (task_rows,) = [a for a in aggs if a["type"] == "terms" and a["params"]["field"] == "task_id"]
+    assert task_rows["params"]["size"] >= FAN_OUT

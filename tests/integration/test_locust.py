@@ -10,7 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from tests.integration.stack_client import Line, RunningStack
+from tests.integration.stack_client import Line, RunningStack, events_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCUST = Path(sys.executable).with_name("locust")
@@ -67,18 +67,26 @@ def test_locust_run_succeeds_and_its_ids_reach_the_workers(
     def ours(line: Line) -> bool:
         return str(line.get("correlation_id", "")).startswith(f"{prefix}-")
 
-    accepted = {
-        line["correlation_id"]
-        for line in stack.lines(ours)
-        if line["service.name"] == "nginx"
-        and line["http.request.method"] == "POST"
-        and line["http.response.status_code"] == 202
-    }
+    # Every submission Locust counted was a 202 (no failures). nginx writes a request's line
+    # after its answer: wait until it logged as many, so that none escapes the check below.
+    submitted = int(rows["/api/v1/tasks"]["Request Count"])
+    nginx_posts = stack.wait_for_lines(
+        lambda x: (
+            ours(x)
+            and x["service.name"] == "nginx"
+            and x["http.request.method"] == "POST"
+            and x["http.response.status_code"] == 202
+        ),
+        lambda found: len(found) >= submitted,
+    )
+    accepted = {line["correlation_id"] for line in nginx_posts}
     assert accepted, "nginx logged no accepted submission with Locust's ids"
 
     def all_reached_workers(found: list[Line]) -> bool:
+        # Every accepted id started, and a success line (checked last) is in: it is written
+        # after its task's status was stored.
         started = {x["correlation_id"] for x in found if x["event.action"] == "task.started"}
-        return accepted <= started
+        return accepted <= started and "task.succeeded" in events_of(found)
 
     worker_lines = stack.wait_for_lines(
         lambda x: ours(x) and x["service.name"] == "worker", all_reached_workers, timeout_s=20.0

@@ -58,7 +58,8 @@ def locust_ui(ui_stack: RunningStack, tmp_path: Path) -> Iterator[str]:
                 if httpx.get(url, timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)  # also after an answer that is not 200 yet: no busy loop
         else:
             pytest.fail((tmp_path / "locust.log").read_text()[-3000:])
         yield url

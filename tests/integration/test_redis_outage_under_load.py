@@ -21,6 +21,8 @@ from taskq.stack.control import status
 from tests.integration.conftest import stack_settings, start_stack, stop_stack
 from tests.integration.stack_client import RunningStack
 
+#: The documented guarantee (README, "Nothing accepted is lost"); runs measure about 0.1 s,
+#: the rest is slack for a loaded machine.
 READY_WITHIN_S = 3.0
 WORKERS = ("worker-general", "worker-high")
 
@@ -43,15 +45,17 @@ def test_redis_killed_and_paused_under_load(outage: RunningStack) -> None:
     flapping: list[list[int]] = []
     load.start()
     try:
+        # The fixed sleeps are the scenario's spacing (load running between faults), not
+        # waits for an outcome: nothing checked depends on what happens during them.
         for _ in range(2):
             time.sleep(3.0)
             inject.kill_redis(layout)
             back = inject.wait_redis_answers(layout, timeout_s=30)
             lags.append(wait_all_ready(urls, timeout_s=15) - back)
-            flapping += flaps(urls, seconds=2.0)
+            flapping += flaps(urls, seconds=2.0)  # a window of observation, not a wait
         time.sleep(2.0)
         inject.pause_redis(layout, 1500)
-        time.sleep(1.6)
+        inject.wait_redis_answers(layout, timeout_s=30)  # the pause is over
         wait_all_ready(urls, timeout_s=15)
         time.sleep(3.0)
     finally:
@@ -72,6 +76,9 @@ def test_redis_killed_and_paused_under_load(outage: RunningStack) -> None:
     # Clients saw 202 or a fast 503 broker_unavailable, nothing else.
     refused = [s for s in submissions if s.status != 202]
     assert {s.error_code for s in refused} <= {"broker_unavailable"}, verdict.rejected
+    # "Fast" by design: a refused connection fails at once, a paused Redis answers after the
+    # 1.5 s pause, every Redis call is bounded by its 2 s socket timeout; the hang this
+    # catches is nginx's 15 s proxy_read_timeout or the load's 10 s client timeout.
     assert all(s.elapsed_s < 5.0 for s in submissions), max(s.elapsed_s for s in submissions)
     assert refused, "no submission met the outage: the test proves nothing"
     assert verdict.lost == [], summary

@@ -67,7 +67,8 @@ def test_a_delivered_message_is_recorded_in_the_same_step(
     assert before == 1 and client.llen(queue.name) == 0
     record = json.loads(client.hget("unacked", tag))
     assert record == [json.loads(payload), queue.name, queue.name]
-    assert client.zscore("unacked_index", tag) == pytest.approx(time.time(), abs=2)
+    seconds, micros = client.time()  # scored by Redis's clock, not this process's
+    assert client.zscore("unacked_index", tag) == pytest.approx(seconds + micros / 1e6, abs=2)
     assert client.hget(delivery_keys.HOLDERS, tag) == b"holder-1"
     assert name.decode() == queue.name
     client.hdel("unacked", tag)
@@ -103,12 +104,34 @@ def test_consume_ack_and_priority_order(redis_port: int, client: Redis, queue: Q
     assert client.hlen("unacked") == 0
 
 
-def test_an_idle_consumer_is_woken_by_the_doorbell(redis_port: int, queue: Queue) -> None:
+def _blocked_in_blpop(client: Redis) -> bool:
+    return any(c.get("cmd") == "blpop" for c in client.client_list())
+
+
+def test_an_idle_consumer_is_woken_by_the_doorbell(
+    redis_port: int, client: Redis, queue: Queue
+) -> None:
+    # A long BLPOP timeout: only the doorbell can wake the consumer before it passes.
+    blpop_timeout_s = 20
     got: list[float] = []
+    with _connection(redis_port) as conn:
+        channel = conn.default_channel
+        channel.brpop_timeout = blpop_timeout_s  # kombu reads it per channel, not as an option
+        _consume_one_late(redis_port, client, conn, channel, queue, got, blpop_timeout_s)
+
+
+def _consume_one_late(
+    redis_port: int,
+    client: Redis,
+    conn: Connection,
+    channel: Any,
+    queue: Queue,
+    got: list[float],
+    blpop_timeout_s: float,
+) -> None:
     with (
-        _connection(redis_port) as conn,
         Consumer(
-            conn,
+            channel,
             [queue],
             callbacks=[lambda body, message: (got.append(time.monotonic()), message.ack())],
         ),
@@ -117,17 +140,18 @@ def test_an_idle_consumer_is_woken_by_the_doorbell(redis_port: int, queue: Queue
             conn.drain_events(timeout=0.3)  # nothing queued: the consumer now waits on the bell
         sent: list[float] = []
 
-        def publish_later() -> None:
-            time.sleep(0.3)
+        def publish_once_blocked() -> None:
+            deadline = time.monotonic() + 10
+            while not _blocked_in_blpop(client) and time.monotonic() < deadline:
+                time.sleep(0.02)
             sent.append(time.monotonic())
             _publish(redis_port, queue, [{"late": True}])
 
-        thread = threading.Thread(target=publish_later)
+        thread = threading.Thread(target=publish_once_blocked)
         thread.start()
-        conn.drain_events(timeout=5)
+        conn.drain_events(timeout=blpop_timeout_s + 5)
         thread.join()
-    # Well under the 1 s BLPOP timeout a plain publisher would cost.
-    assert got[0] - sent[0] < 0.5, got[0] - sent[0]
+    assert got[0] - sent[0] < blpop_timeout_s / 2, got[0] - sent[0]
 
 
 def test_restore_puts_a_held_message_back_and_rings(

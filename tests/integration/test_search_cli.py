@@ -53,13 +53,25 @@ def submit(
     return correlation_id, task_id
 
 
-def wait_for_success_lines(stack: RunningStack, correlation_id: str, started: int) -> None:
-    """Until nginx's line and ``started`` task.started lines and a task.succeeded are written."""
+def wait_for_success_lines(
+    stack: RunningStack, correlation_id: str, started: int, retries: int = 0
+) -> None:
+    """Until every line the traces are checked against is written: nginx's and the API's
+    request lines (both after the answer), ``started`` task.started lines, ``retries``
+    task.retry lines (each after its attempt queued the next one) and a task.succeeded
+    (after the stored status)."""
 
     def done(lines: list[Line]) -> bool:
         events = events_of(lines)
-        nginx = any(x["service.name"] == "nginx" for x in lines)
-        return nginx and events.count("task.started") >= started and "task.succeeded" in events
+        requests = {
+            x["service.name"] for x in lines if x["event.action"] == "http.request.completed"
+        }
+        return (
+            requests >= {"nginx", "api"}
+            and events.count("task.started") >= started
+            and events.count("task.retry") >= retries
+            and "task.succeeded" in events
+        )
 
     stack.wait_for_lines(lambda x: x.get("correlation_id") == correlation_id, done)
 
@@ -112,7 +124,7 @@ def test_trace_shows_every_hop_and_the_timings(stack: RunningStack) -> None:
 
 def test_retried_task_shows_each_attempt(stack: RunningStack) -> None:
     correlation_id, task_id = submit(stack, "drill_flaky", {"fail_times": 1}, "retry")
-    wait_for_success_lines(stack, correlation_id, started=2)
+    wait_for_success_lines(stack, correlation_id, started=2, retries=1)
 
     result = taskq(stack, "trace", correlation_id, "--json")
     assert result.returncode == 0, result.stderr

@@ -57,17 +57,34 @@ def _kill_pool_child(stack: RunningStack, cid: str) -> str:
     return task_id
 
 
+def _settled(trace: dict[str, Any], statuses: dict[str, str]) -> bool:
+    """Every line the pages are checked against is in: each task has the API's status and
+    each of its attempts an outcome (an attempt's retry or lost line can come after the
+    next attempt's lines), and the submission has nginx's and the API's request lines
+    (both written after the answer)."""
+    tasks = {t["task_id"]: t for t in trace["tasks"]}
+    for task_id, status in statuses.items():
+        task = tasks.get(task_id)
+        if task is None or task["final_status"] != status:
+            return False
+        if any(a["outcome"] is None for a in task["attempts"]):
+            return False
+    return any(
+        r["kind"] == "submit" and r["nginx_ms"] is not None and r["api_ms"] is not None
+        for r in trace["requests"]
+    )
+
+
 def _settled_trace(stack: RunningStack, cid: str, statuses: dict[str, str]) -> dict[str, Any]:
-    """The trace JSON once every task in it has the status the API gives (logs are
-    written asynchronously: bounded wait)."""
+    """The trace JSON once it is :func:`_settled` (logs are written asynchronously: bounded
+    wait)."""
     deadline = time.monotonic() + 30.0
     trace: dict[str, Any] = {}
     while time.monotonic() < deadline:
         answer = stack.http.get(f"/api/v1/traces/{cid}")
         if answer.status_code == 200:
             trace = answer.json()
-            got = {t["task_id"]: t["final_status"] for t in trace["tasks"]}
-            if all(got.get(k) == v for k, v in statuses.items()):
+            if _settled(trace, statuses):
                 return trace
         time.sleep(0.3)
     raise AssertionError(f"trace of {cid} never settled: {trace.get('tasks')}")

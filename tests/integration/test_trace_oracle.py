@@ -131,10 +131,18 @@ def _kill_pool_child_mid_task(stack: RunningStack) -> Submission:
 
 
 def _wait_terminal(stack: RunningStack, task_ids: list[str], timeout_s: float) -> dict[str, str]:
-    """The API's status of every task once all are terminal (bounded)."""
+    """The API's status of every task once all are terminal for good (bounded).
+
+    A terminal status alone does not say that the task's deliveries are over: a revoked
+    task's message still waits in its queue until a worker refuses it, and a copy of any
+    task may still be queued or held. So first no message of any task may be left in
+    Redis: then no delivery can start, every attempt's delivery counter and lines are
+    final (they are compared with the traces below); then the statuses are read.
+    """
+    deadline = time.monotonic() + timeout_s
+    stack.wait_until_released(task_ids, timeout_s=timeout_s)
     statuses: dict[str, str] = {}
     pending = list(task_ids)
-    deadline = time.monotonic() + timeout_s
     while pending and time.monotonic() < deadline:
         for task_id in list(pending):
             status = stack.http.get(f"/api/v1/tasks/{task_id}").json()["status"]
@@ -175,7 +183,8 @@ def _statuses_agree(
     monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, dict[str, Any]]:
     """Each submission's task from the CLI trace, once its status matches the API's (the
-    log lines follow the backend's write by milliseconds); bounded."""
+    log lines follow the backend's write by milliseconds) and its submission's nginx line
+    (written after the answer) is in; bounded."""
     tasks: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + 30.0
     pending = list(submissions)
@@ -187,13 +196,18 @@ def _statuses_agree(
             children_done = all(
                 found.get(c, {}).get("final_status") == "SUCCESS" for c in submission.children
             )
-            if task["final_status"] == api[submission.task_id] and children_done:
+            nginx_in = any(
+                r["kind"] == "submit" and r["nginx_ms"] is not None for r in trace["requests"]
+            )
+            if task["final_status"] == api[submission.task_id] and children_done and nginx_in:
                 tasks[submission.task_id] = {**task, "_trace": trace}
                 pending.remove(submission)
         if pending:
             time.sleep(0.5)
     mismatches = [(s.correlation_id, api[s.task_id]) for s in pending]
-    assert not mismatches, f"{len(mismatches)} trace(s) disagree with the API: {mismatches[:5]}"
+    assert not mismatches, (
+        f"{len(mismatches)} trace(s) disagree with the API or lack nginx's line: {mismatches[:5]}"
+    )
     return tasks
 
 
@@ -217,6 +231,9 @@ def test_trace_equals_the_api_and_the_executions(
         if submission.kind == "fanout":
             result = stack.http.get(f"/api/v1/tasks/{submission.task_id}").json()["result"]
             submission.children = list(result["children"])
+    # The children's delivery counters are compared with their traces too: final once none
+    # of their messages is left.
+    stack.wait_until_released([c for s in submissions for c in s.children])
     tasks = _statuses_agree(stack, submissions, api, monkeypatch)
 
     # Every status the API gave, the trace gave; the expected mix is really there.
@@ -306,7 +323,11 @@ def test_trace_by_task_opens_the_publishing_request(
             assert taskq_main(["trace", "--task", task_id, "--json"]) == 0
         trace = json.loads(out.getvalue())
         (task,) = trace["tasks"]
-        if {"replayer-1", "poller-1"} <= set(task["touched_by"]) or time.monotonic() > deadline:
+        # The poll's request line and the success line are written after what the client saw.
+        settled = task["final_status"] == "SUCCESS"
+        if settled and {"replayer-1", "poller-1"} <= set(task["touched_by"]):
+            break
+        if time.monotonic() > deadline:
             break
         time.sleep(0.3)
     assert trace["correlation_id"] == correlation_id

@@ -1,6 +1,8 @@
 """The numpy computations behind the risk tasks. Pure functions, no Celery.
 
-Deterministic when a seed is given: the same input and seed give the same output.
+Deterministic when a seed is given: the same input and seed give the same output. Monte Carlo
+VaR draws in chunks of at most :data:`~taskq.tasks.cost.MEMORY_BUDGET_BYTES`, so its working
+memory does not grow with ``simulations`` beyond the P&L vector (8 bytes a simulation).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from taskq.tasks import inputs
+from taskq.tasks import cost, inputs
+from worker.tasks.numeric import NumericError
 
 TRADING_DAYS = 252
 Array = npt.NDArray[np.float64]
@@ -81,8 +84,17 @@ def _simulated_pnl(params: inputs.VarInput, exposures: Array) -> Array:
         return np.asarray(returns @ exposures * np.sqrt(horizon), dtype=np.float64)
     rng = np.random.default_rng(params.seed)
     cov = _nearest_psd(_daily_covariance(params.portfolio_data, params.correlation) * horizon)
-    draws = rng.multivariate_normal(np.zeros(len(exposures)), cov, size=params.simulations)
-    return np.asarray(draws @ exposures, dtype=np.float64)
+    # draws = z @ factor.T with factor @ factor.T = cov, so each P&L is z @ (factor.T @ e):
+    # one factorisation, then standard normals in chunks that fit the memory budget.
+    values, vectors = np.linalg.eigh(cov)
+    loadings = (vectors * np.sqrt(np.clip(values, 0.0, None))).T @ exposures
+    n = len(exposures)
+    rows = max(1, cost.MEMORY_BUDGET_BYTES // (8 * n))
+    pnl = np.empty(params.simulations, dtype=np.float64)
+    for start in range(0, params.simulations, rows):
+        stop = min(start + rows, params.simulations)
+        pnl[start:stop] = rng.standard_normal((stop - start, n)) @ loadings
+    return pnl
 
 
 def price_european_option(params: inputs.OptionPricingInput) -> dict[str, Any]:
@@ -125,7 +137,12 @@ def black_scholes(params: inputs.OptionPricingInput) -> float:
 def optimize_portfolio(params: inputs.OptimizationInput) -> dict[str, Any]:
     """Long-only mean-variance weights by projected gradient ascent on the simplex."""
     mu = np.array(params.expected_returns, dtype=np.float64)
-    cov = _nearest_psd(np.array(params.covariance, dtype=np.float64))
+    given = np.array(params.covariance, dtype=np.float64)
+    cov = _nearest_psd(given)
+    # A covariance that is not PSD is projected (its negative eigenvalues clipped); the result
+    # says so. The tolerance ignores rounding in a matrix that is PSD on paper.
+    eigenvalues = np.linalg.eigvalsh(given)
+    projected = bool(eigenvalues.min() < -1e-10 * max(float(np.abs(eigenvalues).max()), 1e-300))
     gamma = params.risk_aversion
     n = len(mu)
     weights = np.full(n, 1.0 / n)
@@ -145,11 +162,15 @@ def optimize_portfolio(params: inputs.OptimizationInput) -> dict[str, Any]:
         "volatility": round(float(np.sqrt(max(variance, 0.0))), 8),
         "risk_aversion": gamma,
         "iterations": iteration,
+        "covariance_projected": projected,
     }
 
 
 def _project_to_simplex(v: Array) -> Array:
     """Euclidean projection onto {w >= 0, sum w = 1} (Duchi et al., 2008)."""
+    if not np.isfinite(v).all():
+        # Inputs near the float range (e.g. 1e308) overflow the gradient step.
+        raise NumericError("the optimisation overflowed: inputs too large for float64")
     u = np.sort(v)[::-1]
     cumulative = np.cumsum(u) - 1.0
     index = np.arange(1, len(v) + 1)

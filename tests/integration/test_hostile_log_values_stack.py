@@ -1,0 +1,64 @@
+"""Hostile values in real log lines (request paths through nginx to the API) are printed by
+``taskq trace`` as plain text: no crash, no markup, no raw terminal escape sequences."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from taskq.logs.schema import Event
+from tests.integration.stack_client import Line, RunningStack
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Percent-encoded request path -> the decoded path the API logs as ``url.path``.
+HOSTILE_PATHS = {
+    "/%5B%2F%5D": "/[/]",
+    "/%5Blink%3Dhttp%3A%2F%2Fx%5Dy%5B%2Flink%5D": "/[link=http://x]y[/link]",
+    "/%1B%5D8%3B%3Bhttp%3A%2F%2Fevil%07": "/\x1b]8;;http://evil\x07",
+    "/%1B%5B31m": "/\x1b[31m",
+}
+
+
+def _taskq(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "TASKQ_VAR_DIR": str(stack.layout.var_dir),
+        "TASKQ_LOG_DIR": str(stack.layout.log_dir),
+        "TASKQ_LOGSTORE_BACKEND": "duckdb",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "taskq.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_trace_prints_hostile_log_values_as_plain_text(stack: RunningStack) -> None:
+    marker = f"hostile-{uuid.uuid4().hex[:12]}"
+    for path in HOSTILE_PATHS:
+        stack.http.get(path, headers={"X-Request-ID": marker})
+
+    def api_line(line: Line) -> bool:
+        return (
+            line.get("event.action") == Event.HTTP_COMPLETED
+            and line.get("correlation_id") == marker
+            and line.get("service.name") == "api"
+        )
+
+    logged = stack.wait_for_lines(api_line, lambda found: len(found) == len(HOSTILE_PATHS))
+    assert {line.get("url.path") for line in logged} == set(HOSTILE_PATHS.values())
+
+    result = _taskq(stack, "trace", marker)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "url.path=/[/]" in result.stdout
+    assert "url.path=/[link=http://x]y[/link]" in result.stdout
+    assert "url.path=/\\x1b]8;;http://evil\\x07" in result.stdout
+    assert "url.path=/\\x1b[31m" in result.stdout

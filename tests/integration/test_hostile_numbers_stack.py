@@ -1,0 +1,94 @@
+"""Against the real stack: non-finite numbers and giant work are 422s before anything is
+queued (the API's line carries ``error.type``), and numbers that overflow in the worker end in
+a FAILURE typed ``NumericError``, never a SUCCESS with null numbers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from taskq.logs.schema import Event
+from tests.integration.stack_client import Line, RunningStack
+
+NAN_BODY = (
+    '{"task_type": "portfolio_optimization", "data": {"symbols": ["A", "B"], '
+    '"expected_returns": [NaN, 0.1], "covariance": [[0.1, 0], [0, 1e999]]}}'
+)
+
+
+def _api_line(stack: RunningStack, correlation_id: str) -> Line:
+    def is_it(line: Line) -> bool:
+        return (
+            line.get("event.action") == Event.HTTP_COMPLETED
+            and line.get("correlation_id") == correlation_id
+            and str(line.get("service.name", "")).startswith("api")
+        )
+
+    return stack.wait_for_lines(is_it, lambda found: len(found) == 1)[0]
+
+
+def test_non_finite_numbers_are_refused_naming_the_field(stack: RunningStack) -> None:
+    marker = f"nan-{uuid.uuid4().hex[:12]}"
+    answer = stack.http.post(
+        "/api/v1/tasks",
+        content=NAN_BODY,
+        headers={"Content-Type": "application/json", "X-Request-ID": marker},
+    )
+    assert answer.status_code == 422
+    error = answer.json()["error"]
+    assert error["code"] == "validation_error"
+    fields = {(d["field"], d["type"]) for d in error["details"]}
+    assert fields == {
+        ("data.expected_returns.0", "finite_number"),
+        ("data.covariance.1.1", "finite_number"),
+    }
+    assert _api_line(stack, marker)["error.type"] == "validation_error"
+
+
+def test_giant_monte_carlo_work_is_task_too_large(stack: RunningStack) -> None:
+    marker = f"big-{uuid.uuid4().hex[:12]}"
+    positions = [{"symbol": f"S{i}", "quantity": 1, "price": 1.0} for i in range(500)]
+    data = {"portfolio_data": {"positions": positions}, "method": "monte_carlo"}
+    answer = stack.submit(
+        "calculate_var", {**data, "simulations": 1_000_000}, headers={"X-Request-ID": marker}
+    )
+    assert answer.status_code == 422
+    assert answer.json()["error"]["code"] == "task_too_large"
+    assert "500000000" in answer.json()["error"]["message"]
+    assert _api_line(stack, marker)["error.type"] == "task_too_large"
+
+
+@pytest.mark.parametrize(
+    ("task_type", "data"),
+    [
+        (
+            "calculate_var",
+            {
+                "portfolio_data": {
+                    "positions": [{"symbol": s, "quantity": 1e9, "price": 1e7} for s in ("A", "B")]
+                },
+                "method": "historical",
+                "returns_history": {s: [1e300, -1e300] * 10 for s in ("A", "B")},
+            },
+        ),
+        (
+            "portfolio_optimization",
+            {
+                "symbols": ["A", "B"],
+                "expected_returns": [1e308, -1e308],
+                "covariance": [[1e308, 1e308], [1e308, 1e308]],
+            },
+        ),
+    ],
+)
+def test_overflow_in_the_worker_is_a_typed_failure(
+    stack: RunningStack, task_type: str, data: dict[str, Any]
+) -> None:
+    answer = stack.submit(task_type, data)
+    assert answer.status_code == 202, answer.text
+    status = stack.wait_for_task(answer.json()["task_id"])
+    assert status["status"] == "FAILURE"
+    assert status["error"]["type"] == "NumericError"
+    assert status["result"] is None

@@ -1,0 +1,107 @@
+"""Verdicts of the witnessed drills: the witness and a fault that caught nothing fail them;
+a kill drill's report stays as it was."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from taskq.drills.report import markdown, summary_rows, verdict_reasons
+
+SPREAD = {"count": 0, "p50": None, "p95": None, "p99": None}
+
+
+def fault(running: int | None) -> dict[str, Any]:
+    return {
+        "kind": "restart",
+        "target": "worker-high",
+        "offset_s": 9.5,
+        "detail": "SIGTERM",
+        "interrupted_tasks": 0,
+        "recovery_s": {"redelivered_start": None, "readyz_200": 2.0},
+        "running_tasks": running,
+        "running_long_tasks": running,
+    }
+
+
+def report(**executions: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "drill": "deploy",
+        "verdict": "PASSED",
+        "command": "taskq drill deploy",
+        "accepted": 10,
+        "terminal": {"SUCCESS": 10},
+        "lost": 0,
+        "duplicate_executions": 0,
+        "trace_completeness": 1.0,
+        "faults": [fault(2), fault(None)],
+        "redeliveries": 0,
+        "latency_ms": {
+            "submission": {p: SPREAD for p in ("before", "during", "after")},
+            "task_end_to_end": {p: SPREAD for p in ("before", "during", "after")},
+        },
+        "client_errors": {"by_status": {}},
+        "locust": {"cpu_percent_mean": 1.0, "cpu_percent_max": 2.0},
+        "plots": [],
+        "id_prefix": "deploy-abc",
+        "examples": {"redelivered": []},
+        "executions": {
+            "source": "execution witness",
+            "accepted_tasks": 10,
+            "witnessed_tasks": 10,
+            "runs": 10,
+            "never_ran": 0,
+            "never_ran_task_ids": [],
+            "ran_more_than_once": 0,
+            "duplicate_task_ids": [],
+            "overlapping": 0,
+            "overlap_task_ids": [],
+            "long_tasks": {"accepted": 3, "ran_once": 3},
+        },
+    }
+    data["executions"].update(executions)
+    return data
+
+
+def test_a_clean_witnessed_run_passes() -> None:
+    assert verdict_reasons(report()) == []
+
+
+@pytest.mark.parametrize(
+    ("figure", "reason"),
+    [
+        ("never_ran", "1 accepted task(s) never ran (witness)"),
+        ("ran_more_than_once", "1 task(s) ran more than once (witness)"),
+        ("overlapping", "1 task(s) ran twice at the same time (witness)"),
+    ],
+)
+def test_the_witness_fails_a_drill(figure: str, reason: str) -> None:
+    assert verdict_reasons(report(**{figure: 1})) == [reason]
+
+
+def test_a_fault_that_hit_nothing_fails_the_drill() -> None:
+    data = report()
+    data["faults"] = [fault(0), fault(None)]
+    assert verdict_reasons(data) == ["the fault hit nothing: no fault caught a running task"]
+    data["faults"] = []
+    assert verdict_reasons(data) == ["the fault hit nothing: no fault caught a running task"]
+
+
+def test_a_kill_drill_report_is_judged_as_before() -> None:
+    data = report()
+    del data["executions"]
+    data["faults"] = [fault(None)]
+    assert verdict_reasons(data) == []
+    assert "Executions" not in markdown({**data, "reasons": []})
+    assert not any(k.startswith("witness") for k, _ in summary_rows(data))
+
+
+def test_report_md_shows_the_executions_and_what_each_fault_caught() -> None:
+    data = report(ran_more_than_once=1, duplicate_task_ids=["t-1"])
+    text = markdown({**data, "reasons": verdict_reasons(data)})
+    assert "## Executions (execution witness)" in text
+    assert "| ran more than once (duplicates) | 1 |" in text
+    assert "duplicate_task_ids: `t-1`" in text
+    assert "running tasks caught |" in text.splitlines()[text.splitlines().index("## Faults") + 2]
+    assert dict(summary_rows(data))["running tasks caught per fault"] == "2, -"
