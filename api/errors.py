@@ -81,6 +81,19 @@ def broker_unavailable(task_id: str | None = None) -> ApiError:
     )
 
 
+def memory_full(task_id: str | None = None) -> ApiError:
+    """The 503 of a submission Redis refused at ``maxmemory`` (unrun); nothing was accepted.
+    The breaker sheds before this point (api/breaker.py); this covers the moments between
+    two of its readings."""
+    return ApiError(
+        503,
+        "broker_memory_full",
+        "Redis is near its memory limit; nothing was accepted. Retry later.",
+        {"task_id": task_id} if task_id is not None else None,
+        headers={"Retry-After": BROKER_RETRY_AFTER_S},
+    )
+
+
 def outcome_unknown(task_id: str) -> ApiError:
     """The 503 of a submission sent to Redis whose outcome could not be learnt in time."""
     return ApiError(

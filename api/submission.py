@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 
 import anyio.to_thread
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import OutOfMemoryError
 
 from api import idempotency
 from api.breaker import Verdict, saturated_error
@@ -36,6 +37,7 @@ from api.errors import (
     OUTCOME_UNKNOWN,
     ApiError,
     broker_unavailable,
+    memory_full,
     outcome_unknown,
 )
 from api.schemas import TaskAccepted, TaskCreate
@@ -187,6 +189,9 @@ async def _run(
         return await script(keys, args)
     except OutcomeUnknown:
         return await _settled(script, task_id, keyed, resources.settings.result_expires_s, started)
+    except OutOfMemoryError:
+        # SUBMIT is a declared writing script: Redis at maxmemory refuses it unrun.
+        raise memory_full(task_id) from None
     except BROKER_ERRORS:
         raise broker_unavailable(task_id) from None  # not sent, or refused unrun: known
 

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 
 from taskq.broker.delivery.guard import Begun, ExecutionGuard
 from taskq.logs.schema import Event
@@ -59,10 +59,18 @@ def run_guarded(
     ``started_meta`` gives the STARTED state to store and its expiry."""
     meta, expires_s = started_meta()
     begun = guard.begin(task_id, retries, tag, meta, expires_s)
-    if begun.verdict != "revoked":  # a revoked task never starts, not even on paper
+    if begun.verdict not in ("revoked", "fenced"):  # they never start, not even on paper
         on_start(begun.deliveries)
     if begun.verdict == "busy":
         begun = guard.wait_turn(task_id, retries, tag, begun.deliveries)
+    if begun.verdict == "fenced":
+        logger.error(
+            "delivery refused: this worker's lease expired",
+            extra={"event.action": Event.TASK_FENCED, "task_id": task_id},
+        )
+        # Back to its queue (or already there: the sweep gave it back); this worker, presumed
+        # dead, must not run it beside the copy that runs elsewhere.
+        raise Reject("this worker's lease expired", requeue=True)
     if begun.verdict == "revoked":
         logger.warning(
             "revoked task not run",

@@ -58,7 +58,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from taskq.broker.delivery import keys as delivery_keys
 from taskq.broker.delivery import lease
@@ -113,13 +113,15 @@ KOMBU_PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 #: KEYS: the priority lists in consume order, then ``unacked``, ``unacked_index`` and the
-#: holders hash. ARGV: the consumer's holder id ('' records no holder).
+#: holders hash. ARGV: the consumer's holder id ('' records no holder) and its lease key.
 #: Returns ``{list, payload, delivery_tag}`` or nil. A payload without a delivery tag (never
 #: written by kombu) is returned unrecorded and kombu's own ``append`` records it.
 #: The ``#!lua`` line declares a writing script: a Redis at ``maxmemory`` refuses it before it
 #: runs. Without it Redis would run the RPOP and refuse only the HSET: a lost message.
 POP_AND_HOLD = """#!lua
 local n = #KEYS - 3
+-- A consumer whose own lease expired is presumed dead: it takes no new work.
+if ARGV[1] ~= '' and redis.call('EXISTS', ARGV[2]) == 0 then return false end
 for i = 1, n do
   local item = redis.call('RPOP', KEYS[i])
   if item then
@@ -295,6 +297,7 @@ class QoS(kombu_redis.QoS):
                 timing.gap_ms,
                 timing.grace_ms,
                 int(self.visibility_timeout * 1000),
+                lease.current_holder(),
             )
         if moved == 1:
             logger.info(
@@ -369,7 +372,8 @@ class Channel(kombu_redis.Channel):
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
         script = ["EVAL", POP_AND_HOLD, len(keys) + 3, *keys]
         script += [self.unacked_key, self.unacked_index_key, delivery_keys.HOLDERS]
-        script += [lease.current_holder()]
+        holder = lease.current_holder()
+        script += [holder, delivery_keys.lease_key(holder) if holder else ""]
         connection = self.client.connection
         self._in_poll = connection
         self._brpop_sent_at = time.monotonic()  # type: ignore[assignment]
@@ -394,9 +398,7 @@ class Channel(kombu_redis.Channel):
             except self.connection_errors:
                 connection.disconnect()
                 raise
-            except ResponseError as exc:
-                if not str(exc).startswith("OOM"):
-                    raise
+            except OutOfMemoryError:
                 # Redis at maxmemory refuses the pop whole (nothing was taken): take no new
                 # work for now; the next poll waits on the doorbell or brpop_timeout first.
                 self._taskq_idle = True

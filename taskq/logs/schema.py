@@ -122,6 +122,8 @@ class Event(StrEnum):
     #: Redis did not take the end of a failed attempt's run lease: a redelivered copy waits
     #: until this worker's lease ends.
     RUN_LEASE_NOT_RELEASED = "task.run_lease_not_released"
+    #: A worker whose own broker lease expired refused to start a delivery (requeued).
+    TASK_FENCED = "task.fenced"
     #: A copy of an attempt waits for the copy that a live holder is running.
     TASK_WAITING = "task.waiting"
     #: A held (delivered, unacknowledged) message went back to its queue.

@@ -24,7 +24,7 @@ import pytest
 from kombu import Connection, Exchange, Producer, Queue
 from redis import Redis
 
-from taskq.broker.delivery import keys, scripts
+from taskq.broker.delivery import keys, lease, scripts
 from taskq.broker.delivery.lease import DEFAULT_TIMING
 from taskq.broker.redis_transport import POP_AND_HOLD
 
@@ -74,7 +74,9 @@ def end_grace(client: Redis) -> None:
 
 
 def hold(redis_port: int, client: Redis, queue: Queue, holder: str) -> tuple[str, dict[str, Any]]:
-    """Publish one task message and pop it as ``holder``: (delivery tag, payload)."""
+    """Publish one task message and pop it as ``holder`` (alive at that moment: a consumer
+    whose lease expired pops nothing): (delivery tag, payload)."""
+    renew(client, holder)
     task_id = str(uuid.uuid4())
     with _connection(redis_port) as conn:
         Producer(conn.channel()).publish(
@@ -85,7 +87,7 @@ def hold(redis_port: int, client: Redis, queue: Queue, holder: str) -> tuple[str
             headers={"id": task_id, "retries": 0, "task": "t"},
         )
     pop = [queue.name, "unacked", "unacked_index", keys.HOLDERS]
-    _, payload, tag = client.eval(POP_AND_HOLD, len(pop), *pop, holder)
+    _, payload, tag = client.eval(POP_AND_HOLD, len(pop), *pop, holder, keys.lease_key(holder))
     return tag.decode(), json.loads(payload)
 
 
@@ -102,10 +104,11 @@ def begin(client: Redis, task_id: str, holder: str, tag: str) -> str:
     started = json.dumps({"status": "STARTED", "result": {}, "retries": 0})
     verdict, _, _ = client.eval(
         scripts.BEGIN,
-        3,
+        4,
         meta_key(task_id),
         keys.deliveries_key(task_id, 0),
         keys.run_key(task_id, 0),
+        keys.revoked_key(task_id),
         holder,
         tag,
         60,
@@ -131,6 +134,7 @@ def test_a_dead_holders_message_goes_back_once(
     redis_port: int, client: Redis, queue: Queue
 ) -> None:
     tag, _ = hold(redis_port, client, queue, "dead")
+    client.delete(keys.lease_key("dead"))  # its worker died
     end_grace(client)
     sweep(redis_port)
     sweep(redis_port)  # a second sweeper finds nothing left to move
@@ -142,6 +146,7 @@ def test_after_a_stall_nobody_is_presumed_dead_for_a_grace(
     redis_port: int, client: Redis, queue: Queue
 ) -> None:
     tag, _ = hold(redis_port, client, queue, "silent")
+    client.delete(keys.lease_key("silent"))  # expired while Redis was away
     # The last renewal anyone made is older than the stall gap: Redis was away.
     seconds, _ = client.time()
     client.hset(keys.CLOCK, mapping={"last": (int(seconds) - 60) * 1000, "grace_until": 0})
@@ -158,6 +163,7 @@ def test_a_restore_that_lost_a_race_changes_nothing(
     redis_port: int, client: Redis, queue: Queue
 ) -> None:
     tag, _ = hold(redis_port, client, queue, "dead")
+    client.delete(keys.lease_key("dead"))
     end_grace(client)
     with _connection(redis_port) as conn:
         qos = conn.default_channel.qos
@@ -166,14 +172,38 @@ def test_a_restore_that_lost_a_race_changes_nothing(
         # by a live worker; a late restorer decided from the old record.
         renew(client, "alive")
         pop = [queue.name, "unacked", "unacked_index", keys.HOLDERS]
-        client.eval(POP_AND_HOLD, len(pop), *pop, "alive")
+        client.eval(POP_AND_HOLD, len(pop), *pop, "alive", keys.lease_key("alive"))
         qos.restore_by_tag(tag, mode="sweep")
     assert client.llen(queue.name) == 0 and client.hget(keys.HOLDERS, tag) == b"alive"
 
 
-def test_return_keeps_a_started_delivery_and_reject_gives_it_back(
+def test_a_holder_whose_lease_expired_takes_and_starts_nothing(
     redis_port: int, client: Redis, queue: Queue
 ) -> None:
+    tag, payload = hold(redis_port, client, queue, "stalled")
+    client.delete(keys.lease_key("stalled"))  # its renewals stopped; it still runs
+    assert begin(client, payload["headers"]["id"], "stalled", tag) == "fenced"
+    hold_keys = [queue.name, "unacked", "unacked_index", keys.HOLDERS]
+    with _connection(redis_port) as conn:
+        Producer(conn.channel()).publish({"n": 2}, exchange=queue.exchange, routing_key=queue.name)
+    args = ("stalled", keys.lease_key("stalled"))
+    assert client.eval(POP_AND_HOLD, len(hold_keys), *hold_keys, *args) is None
+    assert client.llen(queue.name) == 1
+
+
+def test_a_late_ack_leaves_the_new_holders_record(
+    redis_port: int, client: Redis, queue: Queue
+) -> None:
+    tag, _ = hold(redis_port, client, queue, "old")
+    client.hset(keys.HOLDERS, tag, "new")  # redelivered under the same tag to another worker
+    client.eval(scripts.ACK, 3, "unacked", "unacked_index", keys.HOLDERS, tag, "old")
+    assert client.hexists("unacked", tag) and client.hget(keys.HOLDERS, tag) == b"new"
+
+
+def test_return_keeps_a_started_delivery_and_reject_gives_it_back(
+    redis_port: int, client: Redis, queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lease, "_holder", "alive")  # this process acts as the holder
     renew(client, "alive")
     tag, payload = hold(redis_port, client, queue, "alive")
     task_id = payload["headers"]["id"]
@@ -189,7 +219,8 @@ def test_return_keeps_a_started_delivery_and_reject_gives_it_back(
 def test_a_copy_waits_while_a_live_holder_runs_the_attempt(
     redis_port: int, client: Redis, queue: Queue
 ) -> None:
-    renew(client, "first")
+    for holder in ("first", "second", "third"):
+        renew(client, holder)
     task_id = str(uuid.uuid4())
     assert begin(client, task_id, "first", "tag-1") == "run"
     assert begin(client, task_id, "second", "tag-2") == "busy"

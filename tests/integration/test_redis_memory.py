@@ -79,7 +79,7 @@ def test_memory_pressure_sheds_then_recovers(memory_stack: RunningStack) -> None
         submissions = load.stop()
     accepted = [s.task_id for s in submissions if s.status == 202 and s.task_id]
     codes = {s.error_code for s in submissions if s.status != 202}
-    assert codes <= {"broker_memory_full", "broker_unavailable"}, codes  # no 500
+    assert codes <= {"broker_memory_full"}, codes  # no 500, no other refusal
     statuses = api_statuses(stack.layout.base_url, accepted, timeout_s=90)
     assert set(statuses.values()) == {"SUCCESS"}, {
         k: v for k, v in statuses.items() if v != "SUCCESS"

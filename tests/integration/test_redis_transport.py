@@ -63,7 +63,10 @@ def test_a_delivered_message_is_recorded_in_the_same_step(
     keys = _pop_keys(queue)
     # The script alone (what a consumer killed right after it would leave behind).
     before = client.llen(queue.name)
-    name, payload, tag = client.eval(POP_AND_HOLD, len(keys), *keys, "holder-1")
+    client.set(delivery_keys.lease_key("holder-1"), 1, px=60_000)  # a live consumer
+    name, payload, tag = client.eval(
+        POP_AND_HOLD, len(keys), *keys, "holder-1", delivery_keys.lease_key("holder-1")
+    )
     assert before == 1 and client.llen(queue.name) == 0
     record = json.loads(client.hget("unacked", tag))
     assert record == [json.loads(payload), queue.name, queue.name]
@@ -162,7 +165,10 @@ def test_restore_puts_a_held_message_back_and_rings(
     keys = _pop_keys(queue)
     # Held by a holder with no lease (its worker died): the sweep of any consumer gives it
     # back, once the broker's clock record shows renewals are going on.
-    _, _, tag = client.eval(POP_AND_HOLD, len(keys), *keys, "dead-holder")
+    dead = delivery_keys.lease_key("dead-holder")
+    client.set(dead, 1, px=60_000)
+    _, _, tag = client.eval(POP_AND_HOLD, len(keys), *keys, "dead-holder", dead)
+    client.delete(dead)  # its worker died
     client.hset(delivery_keys.CLOCK, mapping={"last": _redis_ms(client), "grace_until": 0})
     with _connection(redis_port) as conn:
         channel = conn.default_channel
@@ -197,7 +203,7 @@ def test_a_full_redis_refuses_the_pop_whole(redis_port: int, client: Redis, queu
     client.config_set("maxmemory", "1")
     try:
         with pytest.raises(ResponseError, match="maxmemory"):
-            client.eval(POP_AND_HOLD, len(keys), *keys, "holder-1")
+            client.eval(POP_AND_HOLD, len(keys), *keys, "", "")
     finally:
         client.config_set("maxmemory", "0")
     assert client.llen(queue.name) == 1

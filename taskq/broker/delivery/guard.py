@@ -29,7 +29,7 @@ from taskq.logs.schema import Event
 
 logger = logging.getLogger("taskq.broker.guard")
 
-Verdict = Literal["run", "done", "busy", "revoked"]
+Verdict = Literal["run", "done", "busy", "revoked", "fenced"]
 
 #: The request field (set by the worker's request class) naming the message's delivery tag.
 REQUEST_TAG_FIELD = "x_delivery_tag"
@@ -106,7 +106,7 @@ class ExecutionGuard:
         succeeded, result = decode_completion(raw)
         if name == "done" and succeeded:
             return Begun("done", result, int(deliveries))
-        verdict_of: dict[str, Verdict] = {"busy": "busy", "revoked": "revoked"}
+        verdict_of: dict[str, Verdict] = {"busy": "busy", "revoked": "revoked", "fenced": "fenced"}
         return Begun(verdict_of.get(name, "run"), None, int(deliveries))
 
     def wait_turn(self, task_id: str, retries: int, tag: str, deliveries: int) -> Begun:

@@ -93,8 +93,11 @@ def deferred_count() -> int:
 
 
 def ack(client: Redis, tag: str, unacked_key: str, index_key: str) -> None:
-    """Acknowledge ``tag``: its record and holder entry go, in one step."""
-    _script(client, scripts.ACK)(keys=[unacked_key, index_key, keys.HOLDERS], args=[tag])
+    """Acknowledge ``tag``: its record and holder entry go, in one step (unless another
+    holder holds the tag now)."""
+    _script(client, scripts.ACK)(
+        keys=[unacked_key, index_key, keys.HOLDERS], args=[tag, current_holder()]
+    )
 
 
 def _script(client: Redis, text: str) -> Any:

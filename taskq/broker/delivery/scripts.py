@@ -54,8 +54,12 @@ return now
 #: KEYS: lease. ARGV: none. A holder that stops cleanly gives its lease up.
 RELEASE = "#!lua flags=allow-oom\nreturn redis.call('DEL', KEYS[1])\n"
 
-#: KEYS: unacked, unacked_index, holders. ARGV: delivery tag. The acknowledgement.
+#: KEYS: unacked, unacked_index, holders. ARGV: delivery tag, holder. The acknowledgement;
+#: it changes nothing when another holder holds the tag now (kombu reuses a message's tag
+#: when it is delivered again: a late ack must not remove the new holder's record).
 ACK = """#!lua flags=allow-oom
+local holder = redis.call('HGET', KEYS[3], ARGV[1])
+if holder and holder ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
@@ -99,7 +103,8 @@ return found
 #: Compare-and-move of one held message back to its queue.
 #: KEYS: unacked, unacked_index, holders, clock, run lease, then ``ndest`` queue lists, then
 #: doorbells. ARGV: tag, mode, expected record, payload to push, leftmost (1/0), ndest, gap
-#: ms, grace ms, visibility ms. Modes: ``sweep`` (the holder's lease expired, no grace),
+#: ms, grace ms, visibility ms, the caller's holder id (``return`` and ``reject`` act only
+#: on what the caller itself holds). Modes: ``sweep`` (the holder's lease expired, no grace),
 #: ``return`` (the live holder returns a delivery it never started), ``reject`` (the
 #: holder says the execution ended). Returns 1 moved, 0 the record is gone or changed,
 #: -1 kept (the reason does not hold).
@@ -121,9 +126,10 @@ if mode == 'sweep' then
     local score = tonumber(redis.call('ZSCORE', KEYS[2], tag) or '0')
     if score * 1000 >= now - tonumber(ARGV[9]) then return -1 end
   end
-elseif mode == 'return' then
-  if ours then return -1 end
-elseif mode ~= 'reject' then
+elseif mode == 'return' or mode == 'reject' then
+  if holder ~= '' and holder ~= ARGV[10] then return 0 end
+  if mode == 'return' and ours then return -1 end
+else
   return redis.error_reply('unknown restore mode ' .. mode)
 end
 if ours then redis.call('DEL', KEYS[5]) end
@@ -150,7 +156,9 @@ return 1
 #: ``celery-task-meta-<id>``: a SUCCESS there is the completion record), delivery counter,
 #: run lease, revocation. ARGV: holder, tag, ttl s, count (1: count this delivery), the
 #: STARTED meta to write ('' for none), its expiry s. Returns ``[verdict, stored meta or
-#: '', deliveries]`` with verdict ``done`` (the task already succeeded), ``revoked``
+#: '', deliveries]`` with verdict ``fenced`` (the caller's own lease expired: it is presumed
+#: dead and what it holds may run elsewhere, so it starts nothing), ``done`` (the task
+#: already succeeded), ``revoked``
 #: (revoked before it started: it never runs), ``busy`` (a live holder's other delivery
 #: runs it) or ``run`` (the run lease is ours; STARTED is written by the result backend's
 #: rule: never over a final state or a later attempt).
@@ -165,6 +173,7 @@ if ARGV[4] == '1' then
   deliveries = redis.call('INCR', KEYS[2])
   redis.call('EXPIRE', KEYS[2], ttl)
 end
+if ARGV[1] ~= '' and not lease_alive(ARGV[1]) then return {'fenced', '', deliveries} end
 local stored = redis.call('GET', KEYS[1])
 if stored then
   local ok, meta = pcall(cjson.decode, stored)
