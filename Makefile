@@ -59,14 +59,16 @@ system-deps:
 # Only the tests need these, so `make up` does not install them:
 # - docker-compose: validates docker-compose.yml offline (no engine) in the contract tests;
 # - prometheus: its promtool checks and unit-tests monitoring/prometheus/alert-rules.yml;
-# - chromium: the browser test of /docs and /redoc (driven by Playwright, never downloaded).
-TEST_APT_PACKAGES := docker-compose prometheus chromium
+# - chromium: the browser test of /docs and /redoc (driven by Playwright, never downloaded);
+# - faketime: a sweeper with a skewed clock (tests/integration/test_delivery_contract.py).
+TEST_APT_PACKAGES := docker-compose prometheus chromium faketime
 
 test-deps:
 	@missing=""; \
 	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v faketime >/dev/null 2>&1 || missing="$$missing faketime"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "installing$$missing with apt-get"; \
