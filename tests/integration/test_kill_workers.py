@@ -3,12 +3,12 @@
 Submissions run for over 30 s while seeded random moments kill a whole worker (main process
 and pool, by process group). Afterwards every accepted task must be terminal according to
 the API (the independent truth), none may have run twice with effect, every trace must be
-complete, and each task a killed worker held must have been delivered again as the design
-says: once the victim's lease expired and one sweep has passed, or, for a queue the victim
-alone consumes, once its restarted process is ready (measured from its worker.ready line),
-plus scheduling slack. The recovery time goal (5 s) is measured by
-benchmarks/bench_kill_storm.py, not here: on a loaded 2-core machine a wall-clock bound that
-tight fails on scheduling, not on design.
+complete, and each task a killed worker held must have been delivered again (liveness), and
+never before the victim's lease could have expired: its last renewal was at most one
+renewal interval before the kill, so a copy that started sooner than ``lease_ttl_s -
+lease_renew_s`` after it was handed out while its holder might still live (safety). How fast
+recovery is (the 5 s goal) is measured by benchmarks/bench_kill_storm.py, not here: on a
+loaded 2-core machine a wall-clock upper bound fails on scheduling, not on design.
 """
 
 from __future__ import annotations
@@ -16,23 +16,18 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from taskq.faults import inject
 from taskq.faults.load import SteadyLoad
 from taskq.faults.reconcile import api_statuses, read_log_lines, reconcile
-from taskq.search.trace.model import parse_time
 from tests.integration.conftest import stack_settings, start_stack, stop_stack
 from tests.integration.stack_client import RunningStack
 
 SEED = 20261126
 LOAD_SECONDS = 32.0
 KILLS = 6
-#: Beyond what the design bounds: the sweeping worker getting the CPU, the redelivered task
-#: starting.
-SCHEDULING_SLACK_S = 3.0
 #: The same worker is not killed again sooner than this.
 SAME_VICTIM_GAP_S = 6.0
 
@@ -54,20 +49,6 @@ def kill_schedule(seed: int, kills: int, seconds: float) -> list[tuple[float, st
     moments = [2.0 + i * slot + rng.uniform(0, slot - 3.0) for i in range(kills)]
     victims = rng.choices(["worker-general", "worker-high"], weights=[2, 1], k=kills)
     return list(zip(moments, victims, strict=True))
-
-
-def _ready_again_s(lines: list[dict[str, Any]], kill: inject.Kill) -> float:
-    """Seconds from ``kill`` until the victim's next process logged ``worker.ready``."""
-    readies = [
-        at.timestamp() - kill.at
-        for x in lines
-        if x.get("service.node.name") == kill.program
-        and x.get("event.action") == "worker.ready"
-        and (at := parse_time(x.get("@timestamp"))) is not None
-        and at.timestamp() > kill.at
-    ]
-    assert readies, f"{kill.program} never became ready after its kill"
-    return min(readies)
 
 
 def test_whole_worker_kills_lose_nothing(killable: RunningStack) -> None:
@@ -115,11 +96,9 @@ def test_whole_worker_kills_lose_nothing(killable: RunningStack) -> None:
     assert verdict.recoveries, "no kill caught a task in flight: the test proves nothing"
     assert all(r.seconds is not None for r in verdict.recoveries), summary
     settings = killable.settings
-    swept = settings.lease_ttl_s + settings.unacked_restore_interval_s
-    lines = list(read_log_lines(layout.log_dir))
+    earliest = settings.lease_ttl_s - settings.lease_renew_s
     for recovery in verdict.recoveries:
-        bound = max(swept, _ready_again_s(lines, recovery.kill)) + SCHEDULING_SLACK_S
-        assert recovery.seconds is not None and recovery.seconds <= bound, (recovery, summary)
+        assert recovery.seconds is not None and recovery.seconds >= earliest, (recovery, summary)
     for program in ("worker-general", "worker-high"):
         exits = inject.program_exits(layout, program)
         assert len(exits) == sum(k.program == program for k in kills), exits

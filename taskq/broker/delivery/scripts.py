@@ -168,12 +168,14 @@ BEGIN = (
     + WRITE_META_LUA
     + """
 local ttl = tonumber(ARGV[3])
+-- Refused deliveries come first: they run nothing, so they count as no delivery.
+if ARGV[1] ~= '' and not lease_alive(ARGV[1]) then return {'fenced', '', 0} end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'revoked', '', 0} end
 local deliveries = 0
 if ARGV[4] == '1' then
   deliveries = redis.call('INCR', KEYS[2])
   redis.call('EXPIRE', KEYS[2], ttl)
 end
-if ARGV[1] ~= '' and not lease_alive(ARGV[1]) then return {'fenced', '', deliveries} end
 local stored = redis.call('GET', KEYS[1])
 if stored then
   local ok, meta = pcall(cjson.decode, stored)
@@ -181,7 +183,6 @@ if stored then
     return {'done', stored, deliveries}
   end
 end
-if redis.call('EXISTS', KEYS[4]) == 1 then return {'revoked', '', deliveries} end
 local owner, run_tag = run_owner(redis.call('GET', KEYS[3]))
 if owner and run_tag ~= ARGV[2] and lease_alive(owner) then
   return {'busy', '', deliveries}
