@@ -95,3 +95,6 @@ bench: system-deps venv  ## benchmarks (minutes; not in CI): ratios measured wit
 	$(BIN)/python benchmarks/bench_search.py --lines 1000000 --ids 50000
 	$(BIN)/python benchmarks/bench_kill_storm.py --worker-kills 30 --redis-kills 3 --seconds 120 --rounds 2
 	$(BIN)/python benchmarks/bench_delivery_drills.py --restarts 20 --rounds 2
+	$(BIN)/python benchmarks/bench_stall_resume.py --seconds 5 10 30 --mode stop
+	$(BIN)/python benchmarks/bench_stall_resume.py --seconds 5 30 --mode pause
+	$(BIN)/python benchmarks/bench_stall_resume.py --seconds 1 --mode kill
