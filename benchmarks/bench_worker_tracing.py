@@ -25,6 +25,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import psutil
 from redis import Redis
 
 from taskq.stack.scratch_redis import scratch_redis
@@ -59,6 +60,24 @@ def fill(port: int, tasks: int, bare: bool) -> None:
             app.send_task(
                 "taskq.drills.echo", kwargs={"payload": ""}, queue="medium", producer=producer
             )
+
+
+#: Worker CPU (main process and pool, user + system) per task, per variant and round: unlike
+#: throughput it hardly moves when other work shares the machine.
+CPU_MS_PER_TASK: dict[str, list[float]] = {name: [] for name in VARIANTS}
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its children."""
+    process = psutil.Process(pid)
+    total = 0.0
+    for proc in [process, *process.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def drain(port: int, tasks: int, level: str, workdir: Path, concurrency: int) -> float:
@@ -99,14 +118,22 @@ def drain(port: int, tasks: int, level: str, workdir: Path, concurrency: int) ->
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    started_cpu: tuple[float, int] | None = None
     try:
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while time.monotonic() < deadline:
-            if client.llen("medium") == 0 and client.hlen("unacked") == 0:
+            waiting = client.llen("medium")
+            if started_cpu is None and waiting < tasks:
+                started_cpu = (tree_cpu_s(worker.pid), waiting)  # start-up is not counted
+            if waiting == 0 and client.hlen("unacked") == 0:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         else:
             raise SystemExit(f"queue not drained within {DRAIN_TIMEOUT_S:.0f}s")
+        if started_cpu is not None and started_cpu[1] > 0:
+            CPU_MS_PER_TASK[level].append(
+                1000 * (tree_cpu_s(worker.pid) - started_cpu[0]) / started_cpu[1]
+            )
     finally:
         worker.terminate()
         worker.wait(timeout=60)
@@ -167,6 +194,19 @@ def main() -> None:
         f"{'INFO / bare Celery':44}{min(vs_bare):8.2f}{statistics.median(vs_bare):8.2f}"
         f"{max(vs_bare):8.2f}   goal >= 0.9"
     )
+    cpu = CPU_MS_PER_TASK
+    if all(cpu[name] for name in VARIANTS):
+        for name in VARIANTS:
+            values = cpu[name]
+            print(
+                f"{'worker CPU per task, ' + name:44}{min(values):8.2f}"
+                f"{statistics.median(values):8.2f}{max(values):8.2f}  ms"
+            )
+        by_cpu = [b / i for i, b in zip(cpu["INFO"], cpu["bare"], strict=True)]
+        print(
+            f"{'bare CPU / taskq CPU per task (INFO)':44}{min(by_cpu):8.2f}"
+            f"{statistics.median(by_cpu):8.2f}{max(by_cpu):8.2f}   goal >= 0.8"
+        )
     summary = {name: [round(x, 1) for x in rates[name]] for name in VARIANTS}
     print("BENCH_SUMMARY " + json.dumps(summary))
 
