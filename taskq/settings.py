@@ -194,7 +194,10 @@ class Settings(BaseSettings):
         description="nginx client_max_body_size: larger bodies get a JSON 413.",
     )
     worker_dedup_ttl_s: int = Field(
-        default=86_400, gt=0, description="Completion records that suppress duplicate runs."
+        default=86_400,
+        gt=0,
+        description="Run leases and delivery counters (the poison cap) of an attempt live "
+        "this long.",
     )
     max_redeliveries: int = Field(
         default=3,
