@@ -39,28 +39,11 @@ def priority_lists(queue: str) -> list[str]:
     return [queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}" for step in PRIORITY_STEPS]
 
 
-def read_step_depths(client: Redis, queues: Iterable[str]) -> tuple[dict[str, dict[int, int]], int]:
-    """Waiting messages per queue and priority step, and the unacked count: one pipelined
-    round trip."""
-    names = list(queues)
-    pipe = client.pipeline(transaction=False)
-    for queue in names:
-        for key in priority_lists(queue):
-            pipe.llen(key)
-    pipe.hlen(UNACKED_KEY)
-    counts = [int(c) for c in pipe.execute()]
-    steps = len(PRIORITY_STEPS)
-    by_step = {
-        q: dict(zip(PRIORITY_STEPS, counts[i * steps : (i + 1) * steps], strict=True))
-        for i, q in enumerate(names)
-    }
-    return by_step, counts[-1]
-
-
-def read_depths(client: Redis, queues: Iterable[str], memory: bool = False) -> QueueDepths:
-    """All depths in one pipelined round trip, each queue's priority lists summed; with
-    ``memory``, Redis's memory use and limit in the same round trip."""
-    names = list(queues)
+def _read(
+    client: Redis, names: list[str], memory: bool
+) -> tuple[dict[str, dict[int, int]], int, dict[str, object]]:
+    """Per queue and priority step, the unacked count and (with ``memory``) ``INFO memory``:
+    one pipelined round trip."""
     pipe = client.pipeline(transaction=False)
     for queue in names:
         for key in priority_lists(queue):
@@ -69,13 +52,30 @@ def read_depths(client: Redis, queues: Iterable[str], memory: bool = False) -> Q
     if memory:
         pipe.info("memory")
     replies = pipe.execute()
-    info = replies.pop() if memory else {}
+    info: dict[str, object] = replies.pop() if memory else {}
     counts = [int(c) for c in replies]
     steps = len(PRIORITY_STEPS)
-    waiting = {q: sum(counts[i * steps : (i + 1) * steps]) for i, q in enumerate(names)}
+    by_step = {
+        q: dict(zip(PRIORITY_STEPS, counts[i * steps : (i + 1) * steps], strict=True))
+        for i, q in enumerate(names)
+    }
+    return by_step, counts[-1], info
+
+
+def read_step_depths(client: Redis, queues: Iterable[str]) -> tuple[dict[str, dict[int, int]], int]:
+    """Waiting messages per queue and priority step, and the unacked count: one pipelined
+    round trip."""
+    by_step, unacked, _ = _read(client, list(queues), memory=False)
+    return by_step, unacked
+
+
+def read_depths(client: Redis, queues: Iterable[str], memory: bool = False) -> QueueDepths:
+    """All depths in one pipelined round trip, each queue's priority lists summed; with
+    ``memory``, Redis's memory use and limit in the same round trip."""
+    by_step, unacked, info = _read(client, list(queues), memory)
     return QueueDepths(
-        waiting=waiting,
-        unacked=counts[-1],
-        memory_used=int(info.get("used_memory", 0)),
-        memory_max=int(info.get("maxmemory", 0)),
+        waiting={q: sum(d.values()) for q, d in by_step.items()},
+        unacked=unacked,
+        memory_used=int(str(info.get("used_memory", 0))),
+        memory_max=int(str(info.get("maxmemory", 0))),
     )

@@ -172,3 +172,28 @@ def _newest_first(paths: list[Path]) -> Iterator[Path]:
 def events_of(lines: list[Line]) -> list[str]:
     """The event names of ``lines``, in order."""
     return [str(line.get("event.action")) for line in lines]
+
+
+def nginx_accepted(log_dir: Path, id_prefix: str | None = None) -> int:
+    """POST /api/v1/tasks answered 202, counted in nginx's access log (rotated files too);
+    with ``id_prefix``, only requests whose correlation id starts with ``<id_prefix>-``."""
+    count = 0
+    for path in log_files(log_dir):
+        if not path.name.startswith("nginx-access.jsonl"):
+            continue
+        for raw in path.read_text(errors="replace").splitlines():
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if (
+                line.get("http.request.method") == "POST"
+                and line.get("url.path") == "/api/v1/tasks"
+                and line.get("http.response.status_code") == 202
+                and (
+                    id_prefix is None
+                    or str(line.get("correlation_id", "")).startswith(f"{id_prefix}-")
+                )
+            ):
+                count += 1
+    return count

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from taskq.faults.reconcile import log_files
 from taskq.stack import control
 from tests.integration.conftest import stack_settings, start_stack, stop_stack
-from tests.integration.stack_client import RunningStack
+from tests.integration.stack_client import RunningStack, nginx_accepted
 
 TASKQ = Path(sys.executable).with_name("taskq")
 
@@ -27,26 +26,6 @@ def drill_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSta
         yield running
     finally:
         stop_stack(running)
-
-
-def nginx_accepted(log_dir: Path) -> int:
-    """POST /api/v1/tasks answered 202, counted in nginx's access log (rotated files too)."""
-    count = 0
-    for path in log_files(log_dir):
-        if not path.name.startswith("nginx-access.jsonl"):
-            continue
-        for raw in path.read_text(errors="replace").splitlines():
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                continue
-            if (
-                line.get("http.request.method") == "POST"
-                and line.get("url.path") == "/api/v1/tasks"
-                and line.get("http.response.status_code") == 202
-            ):
-                count += 1
-    return count
 
 
 def test_worker_kill_drill_loses_nothing(drill_stack: RunningStack, tmp_path: Path) -> None:

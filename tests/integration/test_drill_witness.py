@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from taskq.faults.reconcile import log_files
 from taskq.stack import control
 from tests.integration.conftest import stack_settings, start_stack, stop_stack
-from tests.integration.stack_client import RunningStack
+from tests.integration.stack_client import RunningStack, nginx_accepted
 
 TASKQ = Path(sys.executable).with_name("taskq")
 
@@ -30,28 +29,6 @@ def witness_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
         yield running
     finally:
         stop_stack(running)
-
-
-def nginx_accepted(log_dir: Path, id_prefix: str) -> int:
-    """POST /api/v1/tasks answered 202 for the drill's correlation ids, counted in nginx's
-    access log (rotated files too)."""
-    count = 0
-    for path in log_files(log_dir):
-        if not path.name.startswith("nginx-access.jsonl"):
-            continue
-        for raw in path.read_text(errors="replace").splitlines():
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                continue
-            if (
-                line.get("http.request.method") == "POST"
-                and line.get("url.path") == "/api/v1/tasks"
-                and line.get("http.response.status_code") == 202
-                and str(line.get("correlation_id", "")).startswith(f"{id_prefix}-")
-            ):
-                count += 1
-    return count
 
 
 def run_drill(stack: RunningStack, out: Path, *argv: str) -> dict[str, Any]:
