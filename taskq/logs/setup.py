@@ -133,6 +133,7 @@ def configure_logging(
     exactly one writer and no plain-text line beside the JSON ones.
     """
     handler = build_handler(service, node, log_file, extra_filters)
+    _skip_unwritten_record_attributes()
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -147,3 +148,14 @@ def configure_logging(
     logging.getLogger("uvicorn.access").disabled = True
     logging.captureWarnings(True)
     return handler
+
+
+def _skip_unwritten_record_attributes() -> None:
+    """Stop computing record attributes no line writes (the formatter keeps the message,
+    level, logger and pid): the caller's frame, the thread and the multiprocessing process
+    name cost a fifth of each record's time on a worker that writes three lines per task.
+    These are the switches the logging HOWTO's "Optimization" section names.
+    """
+    logging._srcfile = None  # documented: findCaller is skipped
+    logging.logThreads = False
+    logging.logMultiprocessing = False
