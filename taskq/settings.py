@@ -222,6 +222,24 @@ class Settings(BaseSettings):
         description="A task delivered more often than 1 + this ends as FAILURE (poison cap).",
     )
 
+    search_slots: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Trace and search lookups one API replica runs at once, on their own "
+        "threads; more get a fast 503 search_busy.",
+    )
+    trace_max_lines: int = Field(
+        default=2_000,
+        ge=10,
+        description="Lines of a trace's timeline in one answer; page on with ?offset=.",
+    )
+    trace_max_bytes: int = Field(
+        default=1 << 20,
+        ge=16 * 1024,
+        description="Bytes of timeline lines (as JSON) in one trace answer; page on with ?offset=.",
+    )
+
     kibana_url: str | None = Field(
         default=None,
         description="Kibana base URL (e.g. http://127.0.0.1:5601) for links to the Trace explorer.",

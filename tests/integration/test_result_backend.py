@@ -15,7 +15,9 @@ from taskq.settings import Settings
 
 
 def _backend(port: int) -> TaskqRedisBackend:
-    backend = create_celery_app(Settings(redis_url=f"redis://127.0.0.1:{port}/0", result_expires_s=600)).backend
+    backend = create_celery_app(
+        Settings(redis_url=f"redis://127.0.0.1:{port}/0", result_expires_s=600)
+    ).backend
     assert isinstance(backend, TaskqRedisBackend)
     return backend
 
