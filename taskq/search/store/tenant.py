@@ -9,7 +9,8 @@ Invariant: a line is visible to a key id when it is attributed to that key id:
   the API writes, at submission.
 
 Anything else (a request without a key, a child task published inside a worker) belongs to
-nobody and is visible to admins only. So a tenant that reuses another tenant's correlation
+nobody and is visible to admins only. A lookup by task id finds the caller's own tasks only
+(its poll of another's task id shows under its correlation id, never as that task). So a tenant that reuses another tenant's correlation
 id sees its own lines under it, never the other's, and a search lists only correlation ids
 and tasks that have a line of its own. Wrap a store per request (it memoises task lines).
 """
@@ -99,7 +100,11 @@ class TenantStore:
         return self._visible(self._store.lines_for_correlation(correlation_id))
 
     def lines_for_tasks(self, task_ids: set[str]) -> list[LogLine]:
-        return self._visible(self._lines_of_tasks(task_ids))
+        # Only the caller's tasks: its poll of another's task id finds nothing by that id.
+        lines = self._lines_of_tasks(task_ids)
+        owners = task_owners(lines)
+        own = [x for x in lines if owners.get(str(x.get("task_id"))) == self._key_id]
+        return visible_lines(own, self._key_id, owners)
 
     def correlation_ids(self, prefix: str, limit: int = MAX_MATCHES) -> list[CorrelationMatch]:
         found = self._store.correlation_ids(prefix, limit * SCAN_FACTOR)
