@@ -10,7 +10,8 @@ Invariant: a line is visible to a key id when it is attributed to that key id:
 
 Anything else (a request without a key, a child task published inside a worker) belongs to
 nobody and is visible to admins only. A lookup by task id finds the caller's own tasks only
-(its poll of another's task id shows under its correlation id, never as that task). So a tenant that reuses another tenant's correlation
+(its poll of another's task id shows under its correlation id, never as that task).
+So a tenant that reuses another tenant's correlation
 id sees its own lines under it, never the other's, and a search lists only correlation ids
 and tasks that have a line of its own. Wrap a store per request (it memoises task lines).
 """
