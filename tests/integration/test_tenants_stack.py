@@ -8,15 +8,11 @@ never the code under test's bookkeeping.
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,9 +21,8 @@ import pytest
 from taskq.logs.schema import Event
 from taskq.search.store.config import INDEX_FILE_NAME
 from tests.integration.conftest import stack_settings, start_stack, stop_stack
-from tests.integration.stack_client import Line, RunningStack
+from tests.integration.stack_client import Line, RunningStack, run_taskq
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {"alice": f"sa-{uuid.uuid4().hex}", "bob": f"sb-{uuid.uuid4().hex}"}
 ADMIN_SECRET = f"so-{uuid.uuid4().hex}"
 MAX_LINES = 40
@@ -177,24 +172,6 @@ def test_traces_and_searches_show_the_callers_own_only(tenants: RunningStack) ->
             assert fragment(alice, f"/tasks/{task_id}").status_code == 200
 
 
-def _taskq(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "TASKQ_VAR_DIR": str(stack.layout.var_dir),
-        "TASKQ_LOG_DIR": str(stack.layout.log_dir),
-        "TASKQ_LOGSTORE_BACKEND": "duckdb",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "taskq.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO_ROOT,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_an_inflated_trace_is_answered_in_pages(tenants: RunningStack) -> None:
     cid = f"inflated-{uuid.uuid4().hex[:8]}"
     with client(tenants, SECRETS["alice"]) as alice:
@@ -230,7 +207,7 @@ def test_an_inflated_trace_is_answered_in_pages(tenants: RunningStack) -> None:
         ]
         html = alice.get(f"/ui/fragments/traces/{cid}").text
         assert 'id="lines-truncated"' in html and f'href="?offset={MAX_LINES}"' in html
-    printed = _taskq(tenants, "trace", cid, "--max-lines", "10")
+    printed = run_taskq(tenants, "trace", cid, "--max-lines", "10")
     assert printed.returncode == 0, printed.stderr
     assert re.search(rf"TRUNCATED: lines 1-10 of {total}\b.*--offset 10", printed.stdout)
 
