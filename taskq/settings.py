@@ -6,7 +6,7 @@ the stack launcher can set the environment first.
 
 from __future__ import annotations
 
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
@@ -279,12 +279,12 @@ class Settings(BaseSettings):
             )
         return self
 
-    @cached_property
+    @property
     def api_key_entries(self) -> tuple[ApiKey, ...]:
         """The accepted API keys (empty: authentication is off)."""
         return parse_api_keys(self.api_keys)
 
-    @cached_property
+    @property
     def api_admin_key_ids(self) -> frozenset[str]:
         """Key ids that see every tenant."""
         return parse_key_ids(self.api_admin_keys)
