@@ -1,17 +1,19 @@
 """Optional API keys: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 
-Contract: with ``TASKQ_API_KEYS`` empty (the local default) every request passes. Otherwise
-a request without a key gets 401 (``unauthorized``, with ``WWW-Authenticate``), one with a
-key that is not configured gets 403 (``forbidden``); both JSON error bodies. Keys are
-compared in constant time and never logged (the rejection line names no key, and
-:mod:`taskq.logs.redaction` scrubs any that slip into a record).
+Contract: with ``TASKQ_API_KEYS`` empty (the local default) every request passes and sees
+everything (the caller is ``None``). Otherwise a request without a key gets 401
+(``unauthorized``, with ``WWW-Authenticate``), one with a key that is not configured gets 403
+(``forbidden``); both JSON error bodies. An accepted key makes the request's
+:class:`~taskq.tenants.Caller`: its key id is bound to the request's context, so every API
+line written meanwhile carries it as ``user.id`` (:mod:`taskq.tenants` says what a caller
+sees). Keys are compared in constant time and never logged (the rejection line names no
+key, and :mod:`taskq.logs.redaction` scrubs any that slip into a record).
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends
@@ -20,6 +22,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from api.deps import ResourcesDep
 from api.errors import ApiError
 from taskq.logs.schema import Event
+from taskq.settings import Settings
+from taskq.tenants import Caller, key_id_var, matching_key
 
 logger = logging.getLogger("taskq.api.auth")
 
@@ -43,23 +47,27 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return key or None
 
 
-def is_accepted(presented: str, accepted: Iterable[str]) -> bool:
-    """True when ``presented`` is one of ``accepted`` (constant time per comparison)."""
-    candidate = presented.encode("utf-8")
-    # Compare against every key, no early exit: timing says nothing about which matched.
-    matches = [hmac.compare_digest(candidate, key.encode("utf-8")) for key in accepted]
-    return any(matches)
+def caller_of(settings: Settings, presented: str | None) -> Caller | None:
+    """The caller a presented key makes, bound to the context (``user.id`` of its lines);
+    None when the key is missing or not accepted."""
+    if presented is None:
+        return None
+    key = matching_key(presented, settings.api_key_entries)
+    if key is None:
+        return None
+    key_id_var.set(key.key_id)
+    return Caller(key.key_id, key.key_id in settings.api_admin_key_ids)
 
 
 async def require_api_key(
     resources: ResourcesDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header_key: Annotated[str | None, Depends(_api_key_header)],
-) -> None:
-    """FastAPI dependency enforcing the contract in the module docstring."""
-    accepted = resources.settings.api_key_list
-    if not accepted:
-        return
+) -> Caller | None:
+    """FastAPI dependency enforcing the contract in the module docstring: the caller, or
+    None when API keys are off."""
+    if not resources.settings.api_key_entries:
+        return None
     presented = bearer.credentials.strip() if bearer is not None else None
     presented = presented or (header_key.strip() if header_key else None)
     if not presented:
@@ -70,9 +78,11 @@ async def require_api_key(
             "An API key is required (Authorization: Bearer <key> or X-API-Key).",
             headers={"WWW-Authenticate": 'Bearer realm="taskq"'},
         )
-    if not is_accepted(presented, accepted):
+    caller = caller_of(resources.settings, presented)
+    if caller is None:
         _log_rejection(403, "forbidden")
         raise ApiError(403, "forbidden", "The API key is not accepted.")
+    return caller
 
 
 def _log_rejection(status: int, code: str) -> None:
@@ -87,3 +97,5 @@ def _log_rejection(status: int, code: str) -> None:
 
 
 ApiKeyDep = Depends(require_api_key)
+CallerDep = Annotated[Caller | None, Depends(require_api_key)]
+"""The request's caller (None: API keys are off, everything is visible)."""

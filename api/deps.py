@@ -13,6 +13,7 @@ from redis.asyncio import Redis as AsyncRedis
 from api.breaker import QueueBreaker
 from api.idempotency import IdempotencyStore
 from api.script_batch import ScriptBatcher
+from api.search_gate import SearchGate
 from api.task_records import TaskRecords
 from taskq.broker.fast_publish import MessageTemplate
 from taskq.settings import Settings
@@ -37,6 +38,8 @@ class ApiResources:
     submit_script: ScriptBatcher | None = None
     #: Celery message templates by Celery task name.
     templates: dict[str, MessageTemplate] = field(default_factory=dict)
+    #: Bounded capacity of trace and search lookups (built in the event loop).
+    search_gate: SearchGate | None = None
 
 
 async def get_resources(request: Request) -> ApiResources:

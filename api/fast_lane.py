@@ -35,12 +35,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import idempotency
-from api.auth import is_accepted, presented_key
+from api.auth import caller_of, presented_key
 from api.deps import ApiResources
 from api.errors import ApiError, error_response, refined
 from api.metrics import ApiMetrics
 from api.schemas import TaskCreate
 from api.submission import submit
+from taskq.tenants import Caller
 
 PATH = "/api/v1/tasks"
 
@@ -71,15 +72,16 @@ class SubmissionFastLane:
         resources: ApiResources | None = getattr(self.fastapi.state, "resources", None)
         body, complete = await _read_body(receive)
         task = _parse(headers, body) if complete and resources is not None else None
-        if task is None or resources is None or not _authorized(resources, headers):
+        authorized, caller = _authorized(resources, headers) if resources else (False, None)
+        if task is None or resources is None or not authorized:
             await self.app(scope, _replaying(body, complete, receive), send)
             return
         scope["route"] = _ROUTE
-        response = await self._submit(task, resources, headers)
+        response = await self._submit(task, resources, headers, caller)
         await response(scope, receive, send)
 
     async def _submit(
-        self, task: TaskCreate, resources: ApiResources, headers: Headers
+        self, task: TaskCreate, resources: ApiResources, headers: Headers, caller: Caller | None
     ) -> Response:
         metrics: ApiMetrics | None = getattr(self.fastapi.state, "metrics", None)
         counted = Response()  # carries Idempotent-Replayed to the submission counter
@@ -91,7 +93,11 @@ class SubmissionFastLane:
         try:
             with counting:
                 submitted = await submit(
-                    task, resources, presented_key(headers), headers.get(idempotency.HEADER)
+                    task,
+                    resources,
+                    presented_key(headers),
+                    headers.get(idempotency.HEADER),
+                    caller,
                 )
                 for name, value in submitted.headers.items():
                     counted.headers[name] = value
@@ -122,12 +128,12 @@ def _parse(headers: Headers, body: bytes) -> TaskCreate | None:
         return None
 
 
-def _authorized(resources: ApiResources, headers: Headers) -> bool:
-    accepted = resources.settings.api_key_list
-    if not accepted:
-        return True
-    presented = presented_key(headers)
-    return presented is not None and is_accepted(presented, accepted)
+def _authorized(resources: ApiResources, headers: Headers) -> tuple[bool, Caller | None]:
+    """Whether this layer may serve the request, and its caller (None: keys are off)."""
+    if not resources.settings.api_key_entries:
+        return True, None
+    caller = caller_of(resources.settings, presented_key(headers))
+    return caller is not None, caller
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:

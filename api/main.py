@@ -27,6 +27,7 @@ from api.openapi_headers import install_openapi_headers
 from api.routes import health, tasks, traces
 from api.routes.ui import install_ui
 from api.script_batch import ScriptBatcher
+from api.search_gate import SearchGate
 from api.task_records import TaskRecords
 from taskq import __version__
 from taskq.broker import propagation
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resources = build_resources(settings)
+        resources.search_gate = SearchGate(settings.search_slots, retry_after_s=1)
         app.state.resources = resources
         try:
             yield

@@ -33,6 +33,7 @@ from taskq.correlation import (
     resolve_id,
 )
 from taskq.logs.schema import Event
+from taskq.tenants import key_id_var
 
 logger = logging.getLogger("taskq.api.http")
 
@@ -56,6 +57,8 @@ class CorrelationMiddleware:
         correlation_id, source = resolve_id(_header_value(scope, _HEADER_KEY))
         exchange = _header_value(scope, _EXCHANGE_KEY)
         token = correlation_id_var.set(correlation_id)
+        # Set by the API-key check once the key is known; none before (or without keys).
+        key_token = key_id_var.set(None)
         exchange_token = exchange_id_var.set(
             exchange if exchange is not None and is_valid_id(exchange) else new_id()
         )
@@ -95,6 +98,7 @@ class CorrelationMiddleware:
                 await _send_internal_error(send_with_id)
         finally:
             _log_request(scope, state, started, source)
+            key_id_var.reset(key_token)
             exchange_id_var.reset(exchange_token)
             correlation_id_var.reset(token)
 

@@ -49,6 +49,7 @@ from taskq.broker.propagation import log_published
 from taskq.correlation import correlation_id_var
 from taskq.logs.schema import Event
 from taskq.tasks.types import TaskType
+from taskq.tenants import Caller
 
 logger = logging.getLogger("taskq.api.tasks")
 
@@ -76,6 +77,7 @@ async def submit(
     resources: ApiResources,
     client_api_key: str | None,
     idempotency_key: str | None,
+    caller: Caller | None = None,
 ) -> Submitted:
     """Run the workflow for one POST; raises :class:`ApiError` for every refusal.
 
@@ -103,7 +105,8 @@ async def submit(
     headers, message = resources.templates[task_type.celery_name].build(
         task_id, params.model_dump(mode="json"), queue, correlation_id
     )
-    record = TaskRecord(task_id, task_type.name, queue, correlation_id, time.time())
+    owner = caller.key_id if caller is not None else None
+    record = TaskRecord(task_id, task_type.name, queue, correlation_id, time.time(), owner)
     admitted = verdict is None or verdict.allowed
     keys = [
         records_key(task_id),

@@ -1,7 +1,10 @@
 """Records of the task ids this API issued, kept in Redis for ``result_expires``.
 
 Celery cannot tell an unknown id from a queued one (both read as PENDING); the record can,
-and it remembers the task type, queue and correlation id for the status endpoint.
+and it remembers the task type, queue and correlation id for the status endpoint, and the
+key id of the API key that submitted the task (its owner; None with API keys off): the
+record is written by the submission script with the task, so a task never exists without
+its owner.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ class TaskRecord:
     queue: str
     correlation_id: str
     submitted_at: float
+    #: Key id of the submitting API key (None: submitted with API keys off).
+    owner: str | None = None
 
 
 def records_key(task_id: str) -> str:

@@ -308,7 +308,7 @@ def main() -> None:
             script = Path(tmp) / "tally.lua"
             script.write_text(WRK_SCRIPT)
             summary = run(args, layout, script)
-            redis = Redis.from_url(f"redis://127.0.0.1:{layout.redis_port}/0")
+            redis = Redis.from_url(layout.redis_url())
             queued = sum(int(redis.llen(name)) for name in redis.scan_iter("high*"))
             counted = int(str(summary["accepted_counted"]))
             lost = max(0, counted - queued)

@@ -177,7 +177,7 @@ async def _run(args: argparse.Namespace, on: StackLayout, off: StackLayout) -> N
                 other[status] = other.get(status, 0) + count
         print(f"{name:<28}{rate:>16.0f}{rate / base:>8.2f}{p50:>9.1f}{p99:>9.1f}  {other or ''}")
         summary[name] = {"rate": round(rate, 1), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2)}
-    costs = _breaker_costs(f"redis://127.0.0.1:{on.redis_port}/0")
+    costs = _breaker_costs(on.redis_url())
     print(
         f"breaker check: cached {costs['breaker_cached_us']:.2f} us, "
         f"uncached {costs['breaker_uncached_us']:.1f} us "

@@ -42,6 +42,7 @@ def _up(_: argparse.Namespace) -> int:
     print(f"  OpenAPI docs     {layout.base_url}/docs")
     print(f"  readiness        {layout.base_url}/readyz")
     print(f"  Redis            redis://{layout.bind_host}:{layout.redis_port}/0")
+    print(f"  Redis password   {layout.redis_password_file} (generated at the first start)")
     print(f"  JSON logs        {layout.log_dir}/*.jsonl")
     print("  stop with        make down")
     return 0

@@ -9,9 +9,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from taskq.tenants import ApiKey, parse_api_keys, parse_key_ids
 
 QueueName = Literal["high", "medium", "low"]
 QUEUES: tuple[QueueName, ...] = ("high", "medium", "low")
@@ -61,6 +64,12 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         description="Broker and result backend; default redis://bind_host:redis_port/0.",
+    )
+    redis_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the local stack's Redis; default the one generated at its "
+        "first start (var_dir/secrets/redis-password). Ignored when redis_url is set (the "
+        "password is then part of it).",
     )
     redis_socket_timeout_s: float = Field(
         default=2.0,
@@ -116,7 +125,9 @@ class Settings(BaseSettings):
 
     # --- features ----------------------------------------------------------------------
     enable_drill_tasks: bool = Field(
-        default=True, description="Expose drill_* task types (flaky, fan-out, sleep) for drills."
+        default=False,
+        description="Expose drill_* task types (flaky, fan-out, sleep, echo) for drills; the "
+        "local stack (`make up`) turns them on, production refuses them.",
     )
     drill_witness: bool = Field(
         default=True,
@@ -177,7 +188,13 @@ class Settings(BaseSettings):
     api_keys: str = Field(
         default="",
         repr=False,
-        description="Comma-separated accepted API keys; empty turns authentication off.",
+        description="Comma-separated accepted API keys, each `name:secret` (the name is the "
+        "key id, logged as user.id and owning the key's tasks) or a bare secret (key id "
+        "derived from it); empty turns authentication off.",
+    )
+    api_admin_keys: str = Field(
+        default="",
+        description="Comma-separated key ids (names) that see every tenant's tasks and traces.",
     )
     rate_limit_rps: int = Field(
         default=3_000, gt=0, description="nginx limit_req: sustained requests/s per address."
@@ -205,6 +222,24 @@ class Settings(BaseSettings):
         description="A task delivered more often than 1 + this ends as FAILURE (poison cap).",
     )
 
+    search_slots: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Trace and search lookups one API replica runs at once, on their own "
+        "threads; more get a fast 503 search_busy.",
+    )
+    trace_max_lines: int = Field(
+        default=2_000,
+        ge=10,
+        description="Lines of a trace's timeline in one answer; page on with ?offset=.",
+    )
+    trace_max_bytes: int = Field(
+        default=1 << 20,
+        ge=16 * 1024,
+        description="Bytes of timeline lines (as JSON) in one trace answer; page on with ?offset=.",
+    )
+
     kibana_url: str | None = Field(
         default=None,
         description="Kibana base URL (e.g. http://127.0.0.1:5601) for links to the Trace explorer.",
@@ -222,18 +257,37 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _refuse_placeholder_keys(self) -> Settings:
+    def _check_api_keys(self) -> Settings:
+        keys = parse_api_keys(self.api_keys)
         # The shipped .env holds placeholders: fine on a laptop, never in production.
         if self.environment == "production" and any(
-            key.lower().startswith("changeme") for key in self.api_key_list
+            key.secret.lower().startswith("changeme") for key in keys
         ):
             raise ValueError("placeholder API keys (changeme...) are refused in production")
+        unknown = self.api_admin_key_ids - {key.key_id for key in keys}
+        if unknown:
+            raise ValueError(f"admin key ids name no API key: {', '.join(sorted(unknown))}")
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_drill_tasks_in_production(self) -> Settings:
+        # Drill tasks hold worker slots and publish past the door: never in production.
+        if self.environment == "production" and self.enable_drill_tasks:
+            raise ValueError(
+                "TASKQ_ENABLE_DRILL_TASKS=true is refused in production: drill tasks hold "
+                "worker slots and publish children past admission and the breaker"
+            )
         return self
 
     @property
-    def api_key_list(self) -> tuple[str, ...]:
+    def api_key_entries(self) -> tuple[ApiKey, ...]:
         """The accepted API keys (empty: authentication is off)."""
-        return tuple(k.strip() for k in self.api_keys.split(",") if k.strip())
+        return parse_api_keys(self.api_keys)
+
+    @property
+    def api_admin_key_ids(self) -> frozenset[str]:
+        """Key ids that see every tenant."""
+        return parse_key_ids(self.api_admin_keys)
 
     @property
     def breaker_thresholds(self) -> dict[str, int]:
@@ -262,9 +316,23 @@ class Settings(BaseSettings):
         return self.lease_renew_s
 
     @property
+    def redis_password_file(self) -> Path:
+        """Where the local stack keeps the Redis password it generated at its first start."""
+        return self.var_dir / "secrets" / "redis-password"
+
+    @property
+    def local_redis_password(self) -> str | None:
+        """The local stack's Redis password: the explicit one, else the generated file's."""
+        if self.redis_password is not None:
+            return self.redis_password.get_secret_value()
+        return read_password_file(self.redis_password_file)
+
+    @property
     def broker_url(self) -> str:
-        """The Redis URL for broker and results."""
-        return self.redis_url or f"redis://{self.bind_host}:{self.redis_port}/0"
+        """The Redis URL for broker and results (with the local stack's password)."""
+        if self.redis_url:
+            return self.redis_url
+        return local_redis_url(self.bind_host, self.redis_port, self.local_redis_password)
 
     @property
     def resolved_log_dir(self) -> Path:
@@ -274,6 +342,20 @@ class Settings(BaseSettings):
     def api_ports(self) -> list[int]:
         """Ports of the API replicas, in replica order."""
         return [self.api_base_port + i for i in range(self.api_replicas)]
+
+
+def read_password_file(path: Path) -> str | None:
+    """The password stored in ``path``, or None when there is none (yet)."""
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def local_redis_url(host: str, port: int, password: str | None, db: int = 0) -> str:
+    """The URL of a loopback Redis, authenticated when it has a password."""
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{port}/{db}"
 
 
 @lru_cache(maxsize=1)

@@ -16,7 +16,7 @@ from celery.exceptions import TaskRevokedError
 from fastapi import APIRouter, Header, Path, Request, Response
 
 from api import idempotency, submission
-from api.auth import ApiKeyDep, presented_key
+from api.auth import ApiKeyDep, CallerDep, presented_key
 from api.deps import ResourcesDep
 from api.errors import BROKER_ERRORS, ApiError, broker_unavailable
 from api.metrics import metrics_of
@@ -64,6 +64,7 @@ _SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
 async def create_task(
     body: TaskCreate,
     resources: ResourcesDep,
+    caller: CallerDep,
     request: Request,
     response: Response,
     idempotency_key: Annotated[
@@ -90,7 +91,7 @@ async def create_task(
     )
     with counting:  # it reads the headers set here: Idempotent-Replayed
         submitted = await submission.submit(
-            body, resources, presented_key(request.headers), idempotency_key
+            body, resources, presented_key(request.headers), idempotency_key, caller
         )
         response.status_code = submitted.status_code
         for name, value in submitted.headers.items():
@@ -99,11 +100,13 @@ async def create_task(
 
 
 @router.get("/{task_id}", response_model=TaskStatus, responses=_ERRORS)
-def get_task(resources: ResourcesDep, task_id: str = TaskIdPath) -> TaskStatus:
-    """Status, and the result or error once the task finished."""
+def get_task(resources: ResourcesDep, caller: CallerDep, task_id: str = TaskIdPath) -> TaskStatus:
+    """Status, and the result or error once the task finished. With API keys on, only the
+    key that submitted the task (or an admin key) sees it: any other gets the 404 of an
+    unknown id."""
     try:
         record = resources.records.get(task_id)
-        if record is None:
+        if record is None or (caller is not None and not caller.owns(record.owner)):
             raise ApiError(404, "task_not_found", "No task with this id was issued here.")
         meta = resources.celery.backend.get_task_meta(task_id)
     except BROKER_ERRORS:
@@ -129,12 +132,15 @@ def get_task(resources: ResourcesDep, task_id: str = TaskIdPath) -> TaskStatus:
 
 
 @router.delete("/{task_id}", response_model=TaskStatus, responses=_ERRORS)
-def revoke_task(resources: ResourcesDep, task_id: str = TaskIdPath) -> TaskStatus:
+def revoke_task(
+    resources: ResourcesDep, caller: CallerDep, task_id: str = TaskIdPath
+) -> TaskStatus:
     """Revoke a task that has not started: 200 REVOKED means it will never run (the
     revocation is stored in Redis, checked atomically when a worker starts the task, and
     never overwritten), also when asked again. A task that started first answers 409
-    ``task_running``, one that ended 409 ``task_already_finished``, each with its state."""
-    current = get_task(resources, task_id)
+    ``task_running``, one that ended 409 ``task_already_finished``, each with its state.
+    Another tenant's task is answered 404 and left alone."""
+    current = get_task(resources, caller, task_id)
     backend = resources.celery.backend
     revoked_meta = backend.encoded_meta(
         task_id,

@@ -9,6 +9,11 @@ Two kinds of route:
   (``X-API-Key``), so keys are guarded exactly like ``/api/v1/traces`` and never appear in
   a URL. Without keys configured it all works without asking.
 
+The fragments run on the search gate (:mod:`api.search_gate`: bounded, 503 when full),
+read the logs as the caller may see them (:func:`api.routes.traces.open_for`: with API keys
+on, only its own lines, searches and tasks) and show one page of a trace's timeline
+(:mod:`taskq.search.trace.page`), with a marker and a link to the next page.
+
 Everything from the logs reaches the HTML through Jinja2's autoescaping, and the pages'
 Content-Security-Policy allows only this origin's own script and styles, so a hostile
 ``X-Request-ID`` or error message is text, never markup. Handlers are plain ``def``: the
@@ -29,9 +34,10 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from api.auth import API_KEY_HEADER, ApiKeyDep
+from api.auth import API_KEY_HEADER, ApiKeyDep, CallerDep
 from api.deps import ApiResources, ResourcesDep
-from api.routes.traces import store_config
+from api.errors import ApiError
+from api.routes.traces import open_for, require_gate
 from taskq.correlation import ID_PATTERN
 from taskq.search.explorer.lookup import QueryError, parse_query, run_query
 from taskq.search.explorer.refs import REF_PATTERN, find_line, line_ref
@@ -44,10 +50,11 @@ from taskq.search.store.base import (
     LogStoreError,
     UnsupportedQueryError,
 )
-from taskq.search.store.factory import open_store
 from taskq.search.trace.build import find_trace, find_trace_by_task
 from taskq.search.trace.model import Trace
+from taskq.search.trace.page import page_of
 from taskq.settings import Settings
+from taskq.tenants import Caller
 
 UI_DIR = FsPath(__file__).resolve().parent.parent / "ui"
 CONTENT_SECURITY_POLICY = (
@@ -136,14 +143,15 @@ def shell() -> HTMLResponse:
 
 
 class _Store:
-    """The log store of one request, closed afterwards; errors as HTML answers."""
+    """The log store of one request as its caller may see it, closed afterwards."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, caller: Caller | None) -> None:
         self.settings = settings
+        self.caller = caller
         self.store: LogStore | None = None
 
     def __enter__(self) -> LogStore:
-        self.store = open_store(store_config(self.settings))
+        self.store = open_for(self.settings, self.caller)
         return self.store
 
     def __exit__(self, *exc: object) -> None:
@@ -163,14 +171,35 @@ def _failure(exc: LogStoreError, settings: Settings, kql: str | None = None) -> 
     )
 
 
+Offset = Annotated[int, Query(ge=0)]
+
+
+async def _gated(resources: ApiResources, view: Callable[[], HTMLResponse]) -> HTMLResponse:
+    """``view()`` on the search gate; a full gate is the error page with its 503."""
+    try:
+        return await require_gate(resources).run(view)
+    except ApiError as exc:
+        if exc.status_code != 503:
+            raise
+        response = render("error.html", 503, title="Busy", message=exc.message)
+        response.headers.update(exc.headers or {})
+        return response
+
+
 @fragments.get("/")
-def search_fragment(
+async def search_fragment(
     resources: ResourcesDep,
+    caller: CallerDep,
     q: Annotated[str | None, Query(max_length=200)] = None,
     status: Annotated[str | None, Query(max_length=40)] = None,
 ) -> HTMLResponse:
-    """The search form and, for a query, its results (newest first)."""
-    settings = resources.settings
+    """The search form and, for a query, its results (newest first; the caller's own)."""
+    return await _gated(resources, lambda: _search(resources.settings, caller, q, status))
+
+
+def _search(
+    settings: Settings, caller: Caller | None, q: str | None, status: str | None
+) -> HTMLResponse:
     try:
         query = parse_query(q, status)
     except QueryError as exc:
@@ -179,66 +208,100 @@ def search_fragment(
         return render("search.html", q=q, status_=status)
     kibana = query_url(settings.kibana_url, query.kql) if settings.kibana_url else None
     try:
-        with _Store(settings) as store:
+        with _Store(settings, caller) as store:
             results = run_query(store, query)
     except LogStoreError as exc:
         return _failure(exc, settings, query.kql)
     return render("search.html", q=q, status_=status, results=results, kibana=kibana)
 
 
-def _trace_view(trace: Trace, settings: Settings) -> HTMLResponse:
+def _trace_view(trace: Trace, settings: Settings, offset: int) -> HTMLResponse:
     kibana = (
         trace_url(settings.kibana_url, trace.correlation_id)
         if (settings.kibana_url and trace.correlation_id)
         else None
     )
-    return render("trace.html", trace=trace, waterfall=build_waterfall(trace), kibana=kibana)
+    page, info = page_of(trace, offset, settings.trace_max_lines, settings.trace_max_bytes)
+    return render(
+        "trace.html",
+        trace=page,
+        page=info,
+        waterfall=build_waterfall(page),
+        kibana=kibana,
+    )
 
 
 @fragments.get("/traces/{correlation_id}")
-def trace_fragment(resources: ResourcesDep, correlation_id: CorrelationId) -> HTMLResponse:
-    """Verdict, waterfall, exchanges, tasks and the timeline of one correlation id."""
-    return _trace_page(
+async def trace_fragment(
+    resources: ResourcesDep, caller: CallerDep, correlation_id: CorrelationId, offset: Offset = 0
+) -> HTMLResponse:
+    """Verdict, waterfall, exchanges, tasks and one page of the timeline of one
+    correlation id."""
+    return await _gated(
         resources,
-        lambda store: find_trace(store, correlation_id),
-        f"No log line carries the correlation id {correlation_id}.",
+        lambda: _trace_page(
+            resources.settings,
+            caller,
+            lambda store: find_trace(store, correlation_id),
+            f"No log line carries the correlation id {correlation_id}.",
+            offset,
+        ),
     )
 
 
 @fragments.get("/tasks/{task_id}")
-def task_fragment(resources: ResourcesDep, task_id: TaskId) -> HTMLResponse:
+async def task_fragment(
+    resources: ResourcesDep, caller: CallerDep, task_id: TaskId, offset: Offset = 0
+) -> HTMLResponse:
     """The trace of the request that published ``task_id``."""
-    return _trace_page(
+    return await _gated(
         resources,
-        lambda store: find_trace_by_task(store, task_id.lower()),
-        f"No log line carries the task id {task_id}.",
+        lambda: _trace_page(
+            resources.settings,
+            caller,
+            lambda store: find_trace_by_task(store, task_id.lower()),
+            f"No log line carries the task id {task_id}.",
+            offset,
+        ),
     )
 
 
 def _trace_page(
-    resources: ApiResources, lookup: Callable[[LogStore], Trace | None], missing: str
+    settings: Settings,
+    caller: Caller | None,
+    lookup: Callable[[LogStore], Trace | None],
+    missing: str,
+    offset: int,
 ) -> HTMLResponse:
     try:
-        with _Store(resources.settings) as store:
+        with _Store(settings, caller) as store:
             trace = lookup(store)
     except LogStoreError as exc:
-        return _failure(exc, resources.settings)
+        return _failure(exc, settings)
     if trace is None:
         return render("error.html", 404, title="Not found", message=missing)
-    return _trace_view(trace, resources.settings)
+    return _trace_view(trace, settings, offset)
 
 
 @fragments.get("/traces/{correlation_id}/lines/{ref}")
-def line_fragment(
+async def line_fragment(
     resources: ResourcesDep,
+    caller: CallerDep,
     correlation_id: CorrelationId,
     ref: LineRef,
     n: Annotated[int, Query(ge=1, le=50)] = SURROUNDING,
 ) -> HTMLResponse:
     """One line of a trace in full, and the lines its process wrote around it."""
-    settings = resources.settings
+    return await _gated(
+        resources, lambda: _line(resources.settings, caller, correlation_id, ref, n)
+    )
+
+
+def _line(
+    settings: Settings, caller: Caller | None, correlation_id: str, ref: str, n: int
+) -> HTMLResponse:
     try:
-        with _Store(settings) as store:
+        with _Store(settings, caller) as store:
             trace = find_trace(store, correlation_id)
             line = find_line(trace.lines, ref) if trace is not None else None
             if line is None:

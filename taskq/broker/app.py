@@ -67,6 +67,12 @@ def create_celery_app(
         result_backend=backend_url(settings.broker_url),
         broker_transport_options=options,
         result_backend_transport_options=options,
+        # The result backend takes its socket timeouts from these two settings, not from
+        # the transport options (Celery docs, "redis_socket_timeout": default 120 s;
+        # "redis_socket_connect_timeout": default None): the API's status reads and the
+        # workers' result writes fail as fast as every other Redis call.
+        redis_socket_timeout=settings.redis_socket_timeout_s,
+        redis_socket_connect_timeout=settings.redis_socket_timeout_s,
         broker_connection_retry_on_startup=True,
         # Publishing from the API must fail fast when Redis is away, not retry for seconds.
         task_publish_retry_policy={

@@ -89,7 +89,7 @@ class LiveFigures:
                 ("task end-to-end p95 ms", percentile(e2e, 95)),
                 ("redeliveries", self.redeliveries),
             ]
-        client = Redis(host=self.layout.bind_host, port=self.layout.redis_port, socket_timeout=0.5)
+        client = Redis.from_url(self.layout.redis_url(), socket_timeout=0.5)
         try:
             read = read_priority_depths(client)
             for queue, steps in read["depth"].items():

@@ -72,7 +72,7 @@ class Monitor:
             return None
 
     def _run(self) -> None:
-        client = Redis(host=self.layout.bind_host, port=self.layout.redis_port, socket_timeout=0.5)
+        client = Redis.from_url(self.layout.redis_url(), socket_timeout=0.5)
         process: psutil.Process | None = None
         deadline = time.monotonic() + self.max_s
         try:

@@ -58,7 +58,7 @@ def command_line(options: DrillOptions) -> str:
 
 def wait_drained(layout: StackLayout, timeout_s: float) -> float | None:
     """Wait until no message waits or is unacknowledged; ``time.time()`` then, or None."""
-    client = Redis(host=layout.bind_host, port=layout.redis_port, socket_timeout=1)
+    client = Redis.from_url(layout.redis_url(), socket_timeout=1)
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:

@@ -71,7 +71,7 @@ def kill_pid(pid: int, program: str = "pool-child") -> Kill:
 def pause_redis(layout: StackLayout, milliseconds: int) -> None:
     """Hang every Redis client for ``milliseconds`` (``CLIENT PAUSE ms ALL``): the server
     stays up but answers nobody, as a stalled or partitioned Redis would."""
-    client = Redis(host=layout.bind_host, port=layout.redis_port, socket_timeout=2)
+    client = Redis.from_url(layout.redis_url(), socket_timeout=2)
     try:
         client.client_pause(int(milliseconds), all=True)
     finally:
@@ -188,7 +188,7 @@ def sigstop_redis(layout: StackLayout, milliseconds: int) -> tuple[int, float]:
 def wait_redis_answers(layout: StackLayout, timeout_s: float = 30.0) -> float:
     """Wait until Redis answers PING (after loading its AOF); return ``time.time()`` then."""
     deadline = time.monotonic() + timeout_s
-    client = Redis(host=layout.bind_host, port=layout.redis_port, socket_timeout=0.5)
+    client = Redis.from_url(layout.redis_url(), socket_timeout=0.5)
     try:
         while time.monotonic() < deadline:
             try:

@@ -59,6 +59,7 @@ FIELDS: tuple[LogField, ...] = (
     LogField("http.response.status_code", "long", "HTTP status code."),
     LogField("http.response.body.bytes", "long", "Bytes of response body sent."),
     LogField("client.address", "keyword", "Peer address."),
+    LogField("user.id", "keyword", "Key id (name) of the API key of the request; never the key."),
     LogField("user_agent.original", "keyword", "User-Agent header."),
     LogField("error.type", "keyword", "Exception class or error code."),
     LogField("error.message", "text", "What went wrong."),

@@ -25,6 +25,7 @@ from taskq.correlation import (
 )
 from taskq.logs.redaction import RedactionFilter
 from taskq.logs.schema import FIELDS_BY_NAME, Event
+from taskq.tenants import key_id_var
 
 _STANDARD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
@@ -53,6 +54,7 @@ class ContextFilter(logging.Filter):
             ("task_id", task_id_var),
             ("task_name", task_name_var),
             ("http.request.id", exchange_id_var),
+            ("user.id", key_id_var),
         ):
             if attrs.get(key) is None:
                 value = var.get()

@@ -15,8 +15,14 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from taskq.settings import Settings
+
 if TYPE_CHECKING:
     from taskq.search.store.base import LogStore
+
+#: The API's page bounds (TASKQ_TRACE_MAX_LINES / _BYTES defaults): one answer, one size.
+TRACE_MAX_LINES: int = Settings.model_fields["trace_max_lines"].default
+TRACE_MAX_BYTES: int = Settings.model_fields["trace_max_bytes"].default
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -58,6 +64,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     trace = sub.add_parser("trace", help=text, description=text)
     trace.add_argument("correlation_id", nargs="?", help="the request's X-Request-ID")
     trace.add_argument("--task", dest="task_id", help="start from a task id instead")
+    trace.add_argument(
+        "--offset", type=int, default=0, help="first timeline line shown (paging; default 0)"
+    )
+    trace.add_argument(
+        "--max-lines",
+        type=int,
+        default=TRACE_MAX_LINES,
+        help=f"timeline lines shown at most (default {TRACE_MAX_LINES})",
+    )
     _backend_options(trace)
     trace.set_defaults(handler=_run, action="trace")
 
@@ -129,7 +144,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _trace(store: LogStore, args: argparse.Namespace) -> int:
     from taskq.search.trace import build as tracing
+    from taskq.search.trace.page import page_of
 
+    if args.offset < 0 or args.max_lines < 1:
+        raise UsageError("--offset must be at least 0 and --max-lines at least 1")
     if args.task_id:
         found = tracing.find_trace_by_task(store, args.task_id)
         what = f"task {args.task_id}"
@@ -144,12 +162,13 @@ def _trace(store: LogStore, args: argparse.Namespace) -> int:
         from taskq.search.kibana import trace_url
 
         found.kibana_url = trace_url(kibana, found.correlation_id)
+    page, info = page_of(found, args.offset, args.max_lines, TRACE_MAX_BYTES)
     if args.json:
-        _print_json(found.to_json())
+        _print_json({**page.to_json(), "page": info.to_json()})
     else:
         from taskq.search.render import render_trace
 
-        render_trace(found)
+        render_trace(page, info)
     return 0
 
 

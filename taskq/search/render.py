@@ -17,6 +17,7 @@ from rich.text import Text
 from taskq.search.plain import plain
 from taskq.search.store.base import LogLine, Percentiles, StatsReport
 from taskq.search.trace.build import Attempt, Request, TaskSummary, Trace, parse_time
+from taskq.search.trace.page import PageInfo
 
 #: Fields worth showing beside the message in a timeline row.
 _DETAILS = (
@@ -149,11 +150,19 @@ def _task_block(out: Console, task: TaskSummary, correlation_id: str | None) -> 
         out.print(plain(f"  note: {note}"))
 
 
-def render_trace(trace: Trace) -> None:
-    """``taskq trace`` output: timeline, requests, tasks, and a link to Kibana."""
+def render_trace(trace: Trace, page: PageInfo | None = None) -> None:
+    """``taskq trace`` output: timeline (one page of it), requests, tasks, a Kibana link."""
     out = console()
     title = plain(f"correlation id {trace.correlation_id or '?'}")
     out.print(lines_table(trace.lines, title=title))
+    if page is not None and page.truncated:
+        more = f"; next: --offset {page.next_offset}" if page.next_offset is not None else ""
+        out.print(
+            plain(
+                f"TRUNCATED: lines {page.offset + 1}-{page.offset + page.lines} of "
+                f"{page.lines_total}, requests {page.requests} of {page.requests_total}{more}"
+            )
+        )
     if trace.replay_of:
         out.print(plain(f"\nreplay of {', '.join(trace.replay_of)} (same Idempotency-Key)"))
     if trace.requests:

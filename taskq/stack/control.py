@@ -20,6 +20,7 @@ from supervisor.xmlrpc import SupervisorTransport
 from taskq.settings import Settings
 from taskq.stack import render
 from taskq.stack.layout import REPO_ROOT, StackLayout
+from taskq.stack.secrets import ensure_redis_password
 
 REQUIRED_BINARIES = ("redis-server", "nginx")
 
@@ -57,10 +58,14 @@ def running_pid(layout: StackLayout) -> int | None:
 
 
 def write_configs(layout: StackLayout, settings: Settings) -> None:
-    """Render every config file into the run directory."""
+    """Render every config file into the run directory (the Redis password generated on
+    the first start; redis.conf, which holds it, readable by its owner only)."""
     layout.ensure_dirs()
     layout.nginx_conf.write_text(render.nginx_conf(layout, settings))
-    layout.redis_conf.write_text(render.redis_conf(layout))
+    password = layout.password or ensure_redis_password(settings.redis_password_file.resolve())
+    layout.redis_conf.touch(mode=0o600)
+    layout.redis_conf.chmod(0o600)
+    layout.redis_conf.write_text(render.redis_conf(layout, password))
     layout.supervisor_conf.write_text(render.supervisord_conf(layout, settings))
 
 
@@ -70,14 +75,26 @@ def _port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def local_stack_settings(settings: Settings) -> Settings:
+    """The local stack exists for drills: drill tasks are on unless the environment says
+    otherwise (``TASKQ_ENABLE_DRILL_TASKS``) or it is production (which refuses them)."""
+    if "enable_drill_tasks" in settings.model_fields_set or settings.environment == "production":
+        return settings
+    return settings.model_copy(update={"enable_drill_tasks": True})
+
+
 def stack_environment(layout: StackLayout, settings: Settings) -> dict[str, str]:
     """Environment of supervisord, inherited by every program: every setting, explicitly,
-    so each process sees exactly the configuration the stack was started with."""
+    so each process sees exactly the configuration the stack was started with. The Redis
+    password is not among them: each process reads it from the stack's secrets file
+    (:attr:`~taskq.settings.Settings.redis_password_file`), unless one was given."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
         key = f"TASKQ_{name.upper()}"
         if value is None:
             env.pop(key, None)
+        elif name == "redis_password":
+            env[key] = value.get_secret_value()
         else:
             env[key] = str(value)
     env.update(
@@ -99,6 +116,7 @@ def start(settings: Settings, timeout_s: float = 90.0) -> subprocess.Popen[bytes
     Returns the supervisord process handle, or None when this stack was already running.
     Raises :class:`StackError` with the reason (and a log tail) when it does not come up.
     """
+    settings = local_stack_settings(settings)
     layout = StackLayout.from_settings(settings)
     if running_pid(layout) is not None:
         wait_ready(layout, timeout_s)

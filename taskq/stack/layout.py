@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from taskq.settings import Settings
+from taskq.settings import Settings, local_redis_url, read_password_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NGINX_TEMPLATE = REPO_ROOT / "nginx" / "nginx.conf.template"
@@ -24,6 +24,10 @@ class StackLayout:
     #: Worker i (1-based, in :data:`taskq.stack.render.WORKERS` order) serves /metrics on
     #: this + i - 1.
     worker_metrics_base_port: int = 8121
+    #: The stack's generated Redis password (see :mod:`taskq.stack.secrets`).
+    redis_password_file: Path | None = None
+    #: An explicit password (``TASKQ_REDIS_PASSWORD``) wins over the file.
+    redis_password: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StackLayout:
@@ -36,6 +40,10 @@ class StackLayout:
             api_ports=tuple(settings.api_ports()),
             bind_host=settings.bind_host,
             worker_metrics_base_port=settings.worker_metrics_base_port,
+            redis_password_file=settings.redis_password_file.resolve(),
+            redis_password=(
+                settings.redis_password.get_secret_value() if settings.redis_password else None
+            ),
         )
 
     @property
@@ -67,6 +75,17 @@ class StackLayout:
     @property
     def redis_conf(self) -> Path:
         return self.run_dir / "redis.conf"
+
+    @property
+    def password(self) -> str | None:
+        """The stack's Redis password (None before its first start)."""
+        if self.redis_password is not None:
+            return self.redis_password
+        return read_password_file(self.redis_password_file) if self.redis_password_file else None
+
+    def redis_url(self, db: int = 0) -> str:
+        """URL of the stack's Redis, with its password: what every client of it uses."""
+        return local_redis_url(self.bind_host, self.redis_port, self.password, db)
 
     @property
     def base_url(self) -> str:

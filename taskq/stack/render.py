@@ -86,13 +86,15 @@ def nginx_conf(layout: StackLayout, settings: Settings | None = None) -> str:
     return render_template(NGINX_TEMPLATE.read_text(), nginx_values(layout, settings))
 
 
-def redis_conf(layout: StackLayout) -> str:
-    """redis.conf: loopback only, AOF on so accepted tasks survive a restart."""
+def redis_conf(layout: StackLayout, password: str) -> str:
+    """redis.conf: loopback only, a password, AOF on so accepted tasks survive a restart."""
     return "\n".join(
         [
             f"bind {layout.bind_host}",
             f"port {layout.redis_port}",
             "protected-mode yes",
+            # Loopback is shared by every local user: the password keeps them out.
+            f"requirepass {password}",
             "daemonize no",
             f"dir {layout.data_dir}",
             f"logfile {layout.log_dir / 'redis-server.log'}",

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -197,3 +199,22 @@ def nginx_accepted(log_dir: Path, id_prefix: str | None = None) -> int:
             ):
                 count += 1
     return count
+
+
+def run_taskq(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``taskq`` CLI over ``stack``'s logs (embedded backend), in a fresh process."""
+    env = {
+        **os.environ,
+        "TASKQ_VAR_DIR": str(stack.layout.var_dir),
+        "TASKQ_LOG_DIR": str(stack.layout.log_dir),
+        "TASKQ_LOGSTORE_BACKEND": "duckdb",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "taskq.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+        check=False,
+    )

@@ -3,16 +3,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 from taskq.logs.schema import Event
-from tests.integration.stack_client import Line, RunningStack
+from tests.integration.stack_client import Line, RunningStack, run_taskq
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Percent-encoded request path -> the decoded path the API logs as ``url.path``.
 HOSTILE_PATHS = {
     "/%5B%2F%5D": "/[/]",
@@ -20,24 +15,6 @@ HOSTILE_PATHS = {
     "/%1B%5D8%3B%3Bhttp%3A%2F%2Fevil%07": "/\x1b]8;;http://evil\x07",
     "/%1B%5B31m": "/\x1b[31m",
 }
-
-
-def _taskq(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "TASKQ_VAR_DIR": str(stack.layout.var_dir),
-        "TASKQ_LOG_DIR": str(stack.layout.log_dir),
-        "TASKQ_LOGSTORE_BACKEND": "duckdb",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "taskq.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO_ROOT,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_trace_prints_hostile_log_values_as_plain_text(stack: RunningStack) -> None:
@@ -55,7 +32,7 @@ def test_trace_prints_hostile_log_values_as_plain_text(stack: RunningStack) -> N
     logged = stack.wait_for_lines(api_line, lambda found: len(found) == len(HOSTILE_PATHS))
     assert {line.get("url.path") for line in logged} == set(HOSTILE_PATHS.values())
 
-    result = _taskq(stack, "trace", marker)
+    result = run_taskq(stack, "trace", marker)
     assert result.returncode == 0, result.stderr
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout
     assert "url.path=/[/]" in result.stdout

@@ -71,7 +71,7 @@ def _value(
 
 
 def test_each_queue_is_bound_to_its_own_exchange_in_redis(stack: RunningStack) -> None:
-    client = Redis(host=stack.layout.bind_host, port=stack.layout.redis_port)
+    client = Redis.from_url(stack.layout.redis_url())
     try:
         separator = b"\x06\x16"
         for queue in QUEUES:

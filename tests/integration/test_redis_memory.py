@@ -74,7 +74,7 @@ def test_memory_pressure_sheds_then_recovers(memory_stack: RunningStack) -> None
     stack = memory_stack
     for program in WORKERS:
         inject.wait_worker_ready(stack.layout, program, timeout_s=60)
-    client = Redis(host=stack.settings.bind_host, port=stack.settings.redis_port)
+    client = Redis.from_url(stack.settings.broker_url)
     refused_before = _oom_refusals(client)
     load = SteadyLoad(stack.layout.base_url, rate_per_s=40, threads=4, max_seconds=60, seed=7)
     load.start()

@@ -15,7 +15,9 @@ from taskq.settings import Settings
 
 
 def _backend(port: int) -> TaskqRedisBackend:
-    backend = create_celery_app(Settings(redis_port=port, result_expires_s=600)).backend
+    backend = create_celery_app(
+        Settings(redis_url=f"redis://127.0.0.1:{port}/0", result_expires_s=600)
+    ).backend
     assert isinstance(backend, TaskqRedisBackend)
     return backend
 
@@ -52,7 +54,7 @@ def test_states_before_success_are_written_and_expire(redis_port: int) -> None:
 
 
 def test_publishing_subscribes_to_no_result_channel(redis_port: int) -> None:
-    app = create_celery_app(Settings(redis_port=redis_port))
+    app = create_celery_app(Settings(redis_url=f"redis://127.0.0.1:{redis_port}/0"))
     result = app.send_task("taskq.drills.echo", kwargs={"payload": "x"}, queue="low")
     channel = app.backend.get_key_for_task(result.id)
     assert Redis(port=redis_port).pubsub_numsub(channel) == [(channel, 0)]

@@ -7,39 +7,17 @@ with TASKQ_VAR_DIR/TASKQ_LOG_DIR pointing at the stack, as an on-call engineer r
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from typing import Any
 
 from taskq.search.trace.build import parse_time
-from taskq.stack.layout import REPO_ROOT
-from tests.integration.stack_client import Line, RunningStack, events_of
+from tests.integration.stack_client import Line, RunningStack, events_of, run_taskq
 
 VAR_DATA = {
     "portfolio_data": {"positions": [{"symbol": "AAPL", "quantity": 100, "price": 150.0}]},
     "confidence_level": 0.95,
     "time_horizon": 10,
 }
-
-
-def taskq(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "TASKQ_VAR_DIR": str(stack.layout.var_dir),
-        "TASKQ_LOG_DIR": str(stack.layout.log_dir),
-        "TASKQ_LOGSTORE_BACKEND": "duckdb",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "taskq.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO_ROOT,
-        timeout=60,
-        check=False,
-    )
 
 
 def submit(
@@ -80,7 +58,7 @@ def test_trace_shows_every_hop_and_the_timings(stack: RunningStack) -> None:
     correlation_id, task_id = submit(stack, "calculate_var", VAR_DATA, "trace")
     wait_for_success_lines(stack, correlation_id, started=1)
 
-    result = taskq(stack, "trace", correlation_id, "--json")
+    result = run_taskq(stack, "trace", correlation_id, "--json")
     assert result.returncode == 0, result.stderr
     trace = json.loads(result.stdout)
     lines = trace["lines"]
@@ -112,7 +90,7 @@ def test_trace_shows_every_hop_and_the_timings(stack: RunningStack) -> None:
     )
     assert nginx_line["http.request.id"] == api_line["http.request.id"] == request["exchange_id"]
 
-    table = taskq(stack, "trace", "--task", task_id)
+    table = run_taskq(stack, "trace", "--task", task_id)
     assert table.returncode == 0, table.stderr
     assert correlation_id in table.stdout and "SUCCESS" in table.stdout
     assert "task.received" in table.stdout and "nginx" in table.stdout
@@ -126,7 +104,7 @@ def test_retried_task_shows_each_attempt(stack: RunningStack) -> None:
     correlation_id, task_id = submit(stack, "drill_flaky", {"fail_times": 1}, "retry")
     wait_for_success_lines(stack, correlation_id, started=2, retries=1)
 
-    result = taskq(stack, "trace", correlation_id, "--json")
+    result = run_taskq(stack, "trace", correlation_id, "--json")
     assert result.returncode == 0, result.stderr
     (task,) = json.loads(result.stdout)["tasks"]
     assert task["task_id"] == task_id and task["retries"] == 1
@@ -139,7 +117,7 @@ def test_retried_task_shows_each_attempt(stack: RunningStack) -> None:
 
 def test_unknown_id_exits_1_and_api_answers_404(stack: RunningStack) -> None:
     unknown = f"never-{uuid.uuid4().hex}"
-    result = taskq(stack, "trace", unknown)
+    result = run_taskq(stack, "trace", unknown)
     assert result.returncode == 1
     assert unknown in result.stderr
     answer = stack.http.get(f"/api/v1/traces/{unknown}")
@@ -150,13 +128,13 @@ def test_unknown_id_exits_1_and_api_answers_404(stack: RunningStack) -> None:
 def test_logs_and_stats_commands(stack: RunningStack) -> None:
     correlation_id, _ = submit(stack, "calculate_var", VAR_DATA, "logs")
     wait_for_success_lines(stack, correlation_id, started=1)
-    result = taskq(
+    result = run_taskq(
         stack, "logs", "--correlation-id", correlation_id, "--service", "worker", "--json"
     )
     assert result.returncode == 0, result.stderr
     events = [json.loads(x)["event.action"] for x in result.stdout.splitlines()]
     assert {"task.received", "task.started", "task.succeeded"} <= set(events)
-    stats = taskq(stack, "stats", "--since", "1h", "--json")
+    stats = run_taskq(stack, "stats", "--since", "1h", "--json")
     assert stats.returncode == 0, stats.stderr
     report = json.loads(stats.stdout)
     assert report["tasks_by_status"].get("SUCCESS", 0) >= 1

@@ -268,7 +268,8 @@ def guarded_replica(stack: RunningStack) -> Iterator[tuple[str, str]]:
     """One more API process with API keys on, over the same Redis and logs (in a thread)."""
     key = f"k-{uuid.uuid4().hex}"
     port = free_port_block(1)
-    settings = stack.settings.model_copy(update={"api_keys": key})
+    # An admin key: the stack's lines were written without keys, so they are no tenant's.
+    settings = stack.settings.model_copy(update={"api_keys": f"ops:{key}", "api_admin_keys": "ops"})
     config = uvicorn.Config(
         create_app(settings), host=stack.layout.bind_host, port=port, log_config=None
     )

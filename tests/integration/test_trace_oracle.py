@@ -243,7 +243,7 @@ def test_trace_equals_the_api_and_the_executions(
     assert by_kind[("fanout", "SUCCESS")] == 30 and by_kind[("killed", "SUCCESS")] == 1
     assert by_kind[("revoke", "REVOKED")] + by_kind[("revoke", "SUCCESS")] == 40
 
-    redis = Redis(host=stack.layout.bind_host, port=stack.layout.redis_port)
+    redis = Redis.from_url(stack.layout.redis_url())
     for submission in submissions:
         task = tasks[submission.task_id]
         started = [a for a in task["attempts"] if a["started_at"] is not None]

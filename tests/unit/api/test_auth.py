@@ -8,9 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.datastructures import Headers
 
-from api.auth import is_accepted, presented_key
+from api.auth import presented_key
 from api.main import create_app
 from taskq.settings import Settings
+from taskq.tenants import derived_key_id, matching_key, parse_api_keys
 from tests.unit.log_capture import CapturedLogs
 
 KEY = "k-0123456789abcdef"
@@ -20,7 +21,10 @@ VALID_BODY = {"task_type": "drill_echo", "data": {"payload": "x"}}
 def _client(api_keys: str) -> TestClient:
     # Port 1: nothing listens, so a request that passes auth fails fast with 503.
     settings = Settings(
-        redis_url="redis://127.0.0.1:1/0", redis_socket_timeout_s=0.2, api_keys=api_keys
+        redis_url="redis://127.0.0.1:1/0",
+        redis_socket_timeout_s=0.2,
+        api_keys=api_keys,
+        enable_drill_tasks=True,
     )
     return TestClient(create_app(settings))
 
@@ -46,10 +50,22 @@ def test_presented_key(headers: dict[str, str], key: str | None) -> None:
     assert presented_key(Headers(headers)) == key
 
 
-def test_is_accepted() -> None:
-    assert is_accepted(KEY, ["a", KEY])
-    assert not is_accepted(KEY + "x", ["a", KEY])
-    assert not is_accepted(KEY, [])
+def test_matching_key_names_the_key() -> None:
+    keys = parse_api_keys(f"a:other,b:{KEY}")
+    assert matching_key(KEY, keys) == keys[1]
+    assert matching_key(KEY + "x", keys) is None
+    assert matching_key(KEY, ()) is None
+
+
+def test_key_entries_are_named_or_derived() -> None:
+    named, bare = parse_api_keys(f"alice:{KEY}, {KEY}x")
+    assert (named.key_id, named.secret) == ("alice", KEY)
+    assert bare.key_id == derived_key_id(KEY + "x") and bare.key_id.startswith("key-")
+    assert KEY not in repr(named)
+    with pytest.raises(ValueError, match="same name"):
+        parse_api_keys("a:1,a:2")
+    with pytest.raises(ValueError, match="admin key ids"):
+        Settings(api_keys="a:1", api_admin_keys="b")
 
 
 def test_auth_is_off_by_default() -> None:

@@ -150,12 +150,15 @@ def test_api_keys_guard_the_fragments_not_the_shell(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("TASKQ_LOGSTORE_BACKEND", raising=False)
-    for client in client_for(tmp_path, api_keys="k-1"):
+    for client in client_for(tmp_path, api_keys="ops:k-1,tenant:k-2", api_admin_keys="ops"):
         assert client.get("/ui/traces/req-1").status_code == 200
         assert client.get("/ui/fragments/traces/req-1").status_code == 401
         assert client.get("/ui/fragments/", headers={"X-API-Key": "no"}).status_code == 403
         ok = client.get("/ui/fragments/traces/req-1", headers={"X-API-Key": "k-1"})
         assert ok.status_code == 200 and "SUCCESS" in ok.text
+        # These lines carry no user.id: no tenant's, so only the admin key sees them.
+        hidden = client.get("/ui/fragments/traces/req-1", headers={"X-API-Key": "k-2"})
+        assert hidden.status_code == 404
 
 
 def test_elasticsearch_backend_answers_501_for_what_it_lacks(

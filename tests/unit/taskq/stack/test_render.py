@@ -49,8 +49,9 @@ def test_supervisor_runs_every_process_with_its_own_json_log(tmp_path: Path) -> 
 
 
 def test_redis_keeps_accepted_tasks_through_restarts(tmp_path: Path) -> None:
-    conf = render.redis_conf(_layout(tmp_path))
+    conf = render.redis_conf(_layout(tmp_path), "s3cret")
     assert "appendonly yes" in conf and "maxmemory-policy noeviction" in conf
+    assert "requirepass s3cret" in conf.splitlines()
 
 
 def test_inconsistent_reliability_settings_are_refused() -> None:
