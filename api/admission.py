@@ -71,41 +71,32 @@ class AdmissionMiddleware:
         self.max_inflight = max_inflight
         self.max_followup_inflight = max_followup_inflight
         self.queue_budget_s = queue_budget_ms / 1000.0
-        self.inflight = 0
-        self.followup_inflight = 0
+        #: Requests being served, per class: new work and follow-ups.
+        self.inflight = {False: 0, True: 0}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") in _NEVER_SHED:
             await self.app(scope, receive, send)
             return
-        if is_followup(scope):
-            await self._followup(scope, receive, send)
-            return
-        if self.inflight >= self.max_inflight:
+        followup = is_followup(scope)
+        taken = self.inflight[followup]
+        bound = self.max_followup_inflight if followup else self.max_inflight
+        if taken >= bound:
             await _overloaded(send, "in_flight")
             return
         if (
-            self.queue_budget_s > 0
-            and self.inflight * 2 >= self.max_inflight
+            not followup
+            and self.queue_budget_s > 0
+            and taken * 2 >= bound
             and _waited_s(scope) > self.queue_budget_s
         ):
             await _overloaded(send, "queue_time")
             return
-        self.inflight += 1
+        self.inflight[followup] += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.inflight -= 1
-
-    async def _followup(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.followup_inflight >= self.max_followup_inflight:
-            await _overloaded(send, "in_flight")
-            return
-        self.followup_inflight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.followup_inflight -= 1
+            self.inflight[followup] -= 1
 
 
 def _waited_s(scope: Scope) -> float:
