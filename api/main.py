@@ -138,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         AdmissionMiddleware,
         max_inflight=settings.api_max_inflight,
         queue_budget_ms=settings.api_queue_budget_ms,
+        max_followup_inflight=settings.api_max_followup_inflight,
     )
     install_metrics(app, ApiMetrics(), collector)
     # Added last, so it wraps every other middleware: even a 500 carries X-Request-ID.

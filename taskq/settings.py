@@ -180,6 +180,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Requests one API replica serves at once; more get a fast 503 overloaded.",
     )
+    api_max_followup_inflight: int = Field(
+        default=32,
+        ge=1,
+        description="Reads and revokes of accepted tasks one API replica serves at once, "
+        "beside (never instead of) api_max_inflight; more get a fast 503 overloaded.",
+    )
     api_queue_budget_ms: int = Field(
         default=200,
         ge=0,

@@ -60,6 +60,9 @@ def nginx_values(layout: StackLayout, settings: Settings | None = None) -> dict[
         "NGINX_RATE_LIMIT_RPS": str(settings.rate_limit_rps),
         "NGINX_RATE_LIMIT_BURST": str(settings.rate_limit_burst),
         "NGINX_MAX_INFLIGHT": str(settings.api_max_inflight * settings.api_replicas),
+        "NGINX_MAX_FOLLOWUP_INFLIGHT": str(
+            settings.api_max_followup_inflight * settings.api_replicas
+        ),
         "NGINX_RATE_LIMIT_EXEMPT": rate_limit_exempt_lines(settings.rate_limit_exempt),
     }
 

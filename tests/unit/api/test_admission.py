@@ -14,8 +14,12 @@ from api import admission
 from api.admission import AdmissionMiddleware
 
 
-def _scope(path: str = "/api/v1/tasks", headers: list[tuple[bytes, bytes]] | None = None) -> Scope:
-    return {"type": "http", "method": "POST", "path": path, "headers": headers or []}
+def _scope(
+    path: str = "/api/v1/tasks",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    method: str = "POST",
+) -> Scope:
+    return {"type": "http", "method": method, "path": path, "headers": headers or []}
 
 
 async def _call(mw: AdmissionMiddleware, scope: Scope) -> list[Message]:
@@ -114,3 +118,50 @@ def test_queue_budget_sheds_a_request_that_waited_too_long(
     assert _status(late) == 503
     assert json.loads(late[1]["body"])["error"]["details"] == {"reason": "queue_time"}
     assert _status(prompt) == 202 and _status(direct) == 202
+
+
+def test_follow_ups_have_their_own_class_ahead_of_submissions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With every submission place taken, reads and revokes of a task are still served,
+    also after a long queue time; they are shed only at their own bound."""
+    now = 1_800_000_000.0
+    monkeypatch.setattr(admission, "time", SimpleNamespace(time=lambda: now))
+    stale = [(b"x-queue-start", str(now - 5.0).encode())]
+
+    async def run() -> tuple[list[Message], list[list[Message]], list[Message]]:
+        app = _Slow()
+        mw = AdmissionMiddleware(app, max_inflight=2, queue_budget_ms=100, max_followup_inflight=2)
+        submissions = [asyncio.create_task(_call(mw, _scope())) for _ in range(2)]
+        follow_ups = [
+            asyncio.create_task(_call(mw, _scope("/api/v1/tasks/abc", stale, method)))
+            for method in ("GET", "DELETE")
+        ]
+        await asyncio.sleep(0)
+        extra_submission = await _call(mw, _scope())
+        extra_follow_up = await _call(mw, _scope("/api/v1/tasks/abc", method="GET"))
+        app.release.set()
+        await asyncio.gather(*submissions)
+        return extra_submission, list(await asyncio.gather(*follow_ups)), extra_follow_up
+
+    extra_submission, follow_ups, extra_follow_up = asyncio.run(run())
+    assert _status(extra_submission) == 503
+    assert [_status(f) for f in follow_ups] == [202, 202]
+    assert _status(extra_follow_up) == 503
+    assert _headers(extra_follow_up)[b"retry-after"] == b"1"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("GET", "/api/v1/tasks/abc-123", True),
+        ("HEAD", "/api/v1/tasks/abc-123", True),
+        ("DELETE", "/api/v1/tasks/abc-123", True),
+        ("POST", "/api/v1/tasks", False),
+        ("GET", "/api/v1/tasks/", False),
+        ("GET", "/api/v1/tasks/abc/trace", False),
+        ("POST", "/api/v1/tasks/abc", False),
+    ],
+)
+def test_follow_up_class(method: str, path: str, expected: bool) -> None:
+    assert admission.is_followup(_scope(path, method=method)) is expected
