@@ -18,7 +18,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 def add_standard_collectors(registry: CollectorRegistry) -> CollectorRegistry:

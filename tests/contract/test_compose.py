@@ -280,7 +280,12 @@ def test_dockerfile_runs_as_non_root_and_installs_the_repo() -> None:
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert ignored[ignored.index("*") :][:1] == ["*"], ".dockerignore starts from nothing"
     for needed in (
-        "!pyproject.toml", "!README.md", "!constraints.txt", "!taskq/", "!api/", "!worker/"
+        "!pyproject.toml",
+        "!README.md",
+        "!constraints.txt",
+        "!taskq/",
+        "!api/",
+        "!worker/",
     ):
         assert needed in ignored
 

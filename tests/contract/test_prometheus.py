@@ -3,6 +3,7 @@ unit tests pass, and every taskq metric a rule uses is one the code exports."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -103,7 +104,7 @@ def github_anchors(markdown: str) -> set[str]:
     tokens = MarkdownIt("commonmark").parse(markdown)
     anchors: set[str] = set()
     seen: dict[str, int] = {}
-    for heading, inline in zip(tokens, tokens[1:], strict=False):
+    for heading, inline in itertools.pairwise(tokens):
         if heading.type != "heading_open":
             continue
         text = "".join(
