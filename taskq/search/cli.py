@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from taskq.search.store.base import LogStore
+    from taskq.search.store.base import LogFilter, LogStore
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d|w)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -159,23 +159,32 @@ def _trace(store: LogStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _logs(store: LogStore, args: argparse.Namespace) -> int:
+def _log_filter(args: argparse.Namespace) -> LogFilter:
+    """The field filters of ``taskq logs`` (no time window, default limit)."""
     from taskq.search.store.base import LogFilter
 
-    if args.follow:
-        return _follow(args)
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    log_filter = LogFilter(
+    return LogFilter(
         service=args.service,
         level=args.level,
         event=args.event,
         task_name=args.task_name,
         correlation_id=args.correlation_id,
         task_id=args.task_id,
+        grep=args.grep,
+    )
+
+
+def _logs(store: LogStore, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    if args.follow:
+        return _follow(args)
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    log_filter = replace(
+        _log_filter(args),
         since=parse_when(args.since),
         until=parse_when(args.until),
-        grep=args.grep,
         limit=args.limit,
     )
     lines = store.search(log_filter)
@@ -195,21 +204,12 @@ def _follow(args: argparse.Namespace) -> int:
 
     from taskq.search.follow import follow
     from taskq.search.render import console, lines_table
-    from taskq.search.store.base import LogFilter
     from taskq.search.store.config import StoreConfig
 
     if args.backend == "elasticsearch" or args.until:
         raise UsageError("--follow reads the local log files: no --backend elasticsearch, --until")
     log_dir = Path(args.log_dir) if args.log_dir else StoreConfig.from_env().log_dir
-    log_filter = LogFilter(
-        service=args.service,
-        level=args.level,
-        event=args.event,
-        task_name=args.task_name,
-        correlation_id=args.correlation_id,
-        task_id=args.task_id,
-        grep=args.grep,
-    )
+    log_filter = _log_filter(args)
     out = console()
     try:
         for batch in follow(log_dir, log_filter):
