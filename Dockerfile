@@ -8,12 +8,14 @@ ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY taskq ./taskq
 COPY api ./api
 COPY worker ./worker
 COPY loadtest ./loadtest
-RUN pip wheel --wheel-dir /wheels .
+# Core dependencies only (no extras: no Locust, matplotlib or supervisor in the image), at
+# the versions tested (constraints.txt).
+RUN pip wheel --constraint constraints.txt --wheel-dir /wheels .
 
 # --- run ------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

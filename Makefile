@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # docker-compose (Debian, 1.29): validates docker-compose.yml offline in the contract tests.
 APT_PACKAGES := redis-server nginx
 
-.PHONY: up down status test lint unit integration contract system-deps test-deps venv clean bench smoke
+.PHONY: up down status test lint unit integration contract system-deps test-deps venv constraints clean bench smoke
 
 up: system-deps venv  ## start the local stack in the background; returns when it is ready
 	$(BIN)/taskq up
@@ -39,11 +39,16 @@ integration: system-deps venv
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# .[dev] chains every extra (stack, load, drills) and the test tools; constraints.txt pins
+# each distribution to the version tested (the Dockerfile installs with it too).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
+
+constraints: venv  ## pin constraints.txt to the versions in the (tested) venv
+	$(BIN)/python scripts/constraints.py
 
 system-deps:
 	@missing=""; for b in redis-server nginx; do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \

@@ -12,7 +12,9 @@ scrapes every replica directly; nginx does not expose ``/metrics`` on the public
 * read from Redis at scrape time, by :class:`BrokerCollector`: ``taskq_queue_depth`` for
   every queue and kombu priority list (``name``, ``name\\x06\\x16N``), ``taskq_queue_unacked``,
   ``taskq_broker_up``, and from the breaker ``taskq_breaker_open``, its backlog and the
-  level at which an open breaker closes.
+  level at which an open breaker closes;
+* prometheus_client's own ``process_*``, ``python_info`` and ``python_gc_*`` series
+  (:mod:`taskq.process_metrics`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.breaker import QueueBreaker, backlog_ahead
 from api.errors import ApiError
 from taskq.broker.queue_depth import PRIORITY_STEPS, UNACKED_KEY, QueueDepths, priority_lists
+from taskq.process_metrics import add_standard_collectors
 from taskq.settings import QUEUES
 
 METRICS_PATH = "/metrics"
@@ -45,7 +48,9 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 class ApiMetrics:
     """One replica's registry and the metrics recorded during requests."""
 
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    registry: CollectorRegistry = field(
+        default_factory=lambda: add_standard_collectors(CollectorRegistry())
+    )
 
     def __post_init__(self) -> None:
         self.requests = Counter(

@@ -21,10 +21,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from taskq.logs.schema import Event
+from taskq.process_metrics import add_standard_collectors
 
 logger = logging.getLogger("taskq.worker.metrics")
 
-REGISTRY = CollectorRegistry(auto_describe=True)
+#: This worker's series and the standard process, platform and GC ones.
+REGISTRY = add_standard_collectors(CollectorRegistry(auto_describe=True))
 #: Task states counted, by the event that reports them.
 EVENT_STATES = {
     "task-started": "STARTED",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from taskq.settings import Settings
 
 if TYPE_CHECKING:
-    from taskq.search.store.base import LogStore
+    from taskq.search.store.base import LogFilter, LogStore
 
 #: The API's page bounds (TASKQ_TRACE_MAX_LINES / _BYTES defaults): one answer, one size.
 TRACE_MAX_LINES: int = Settings.model_fields["trace_max_lines"].default
@@ -88,6 +88,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     logs.add_argument("--until", help="15m, 2h, 1d or ISO 8601")
     logs.add_argument("--grep", help="case-insensitive text in message, error, ids, path")
     logs.add_argument("--limit", type=int, default=100)
+    logs.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="print matching lines as they are written, across rotation, until Ctrl-C",
+    )
     _backend_options(logs)
     logs.set_defaults(handler=_run, action="logs")
 
@@ -172,21 +178,32 @@ def _trace(store: LogStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _logs(store: LogStore, args: argparse.Namespace) -> int:
+def _log_filter(args: argparse.Namespace) -> LogFilter:
+    """The field filters of ``taskq logs`` (no time window, default limit)."""
     from taskq.search.store.base import LogFilter
 
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    log_filter = LogFilter(
+    return LogFilter(
         service=args.service,
         level=args.level,
         event=args.event,
         task_name=args.task_name,
         correlation_id=args.correlation_id,
         task_id=args.task_id,
+        grep=args.grep,
+    )
+
+
+def _logs(store: LogStore, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    if args.follow:
+        return _follow(args)
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    log_filter = replace(
+        _log_filter(args),
         since=parse_when(args.since),
         until=parse_when(args.until),
-        grep=args.grep,
         limit=args.limit,
     )
     lines = store.search(log_filter)
@@ -198,6 +215,32 @@ def _logs(store: LogStore, args: argparse.Namespace) -> int:
 
         render_lines(lines)
     return 0 if lines else 1
+
+
+def _follow(args: argparse.Namespace) -> int:
+    """``taskq logs --follow``: the log directory's new lines, filtered, until Ctrl-C."""
+    from pathlib import Path
+
+    from taskq.search.follow import follow
+    from taskq.search.render import console, lines_table
+    from taskq.search.store.config import StoreConfig
+
+    if args.backend == "elasticsearch" or args.until:
+        raise UsageError("--follow reads the local log files: no --backend elasticsearch, --until")
+    log_dir = Path(args.log_dir) if args.log_dir else StoreConfig.from_env().log_dir
+    log_filter = _log_filter(args)
+    out = console()
+    try:
+        for batch in follow(log_dir, log_filter):
+            if args.json:
+                for line in batch:
+                    sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+            else:
+                out.print(lines_table(batch))
+    except KeyboardInterrupt:
+        return 0
+    return 0
 
 
 def _stats(store: LogStore, args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@ unit tests pass, and every taskq metric a rule uses is one the code exports."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -92,3 +93,49 @@ def test_the_required_alerts_exist() -> None:
         "TaskqNoWorkerUp",
         "TaskqRedeliveriesSpiking",
     } <= alerts
+
+
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of ``markdown`` (github-slugger's rules: the
+    rendered text lower-cased, characters other than letters, digits, ``_``, ``-`` and
+    spaces dropped, spaces turned to ``-``, a repeated slug suffixed ``-1``, ``-2`` ...)."""
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").parse(markdown)
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    for heading, inline in itertools.pairwise(tokens):
+        if heading.type != "heading_open":
+            continue
+        text = "".join(
+            child.content
+            for child in inline.children or []
+            if child.type in ("text", "code_inline")
+        )
+        slug = re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        anchors.add(slug if count == 0 else f"{slug}-{count}")
+    return anchors
+
+
+def test_the_readme_anchors_follow_githubs_rules() -> None:
+    """The slugger agrees with the README's own table of contents (written for GitHub)."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    toc = re.findall(r"^- \[.*\]\(#([^)]+)\)$", readme, re.M)
+    assert len(toc) > 10
+    assert set(toc) <= github_anchors(readme)
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    rules = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            url = rule["annotations"].get("runbook_url", "")
+            document, _, anchor = url.partition("#")
+            assert document and anchor, f"{rule['alert']}: runbook_url {url!r}"
+            path = REPO_ROOT / document
+            assert path.is_file(), f"{rule['alert']}: no file {document}"
+            anchors = github_anchors(path.read_text(encoding="utf-8"))
+            assert anchor in anchors, f"{rule['alert']}: no heading with anchor #{anchor}"
+            assert anchor == rule["alert"].lower(), "each alert has its own section"
