@@ -68,7 +68,9 @@ def build_resources(settings: Settings) -> ApiResources:
             client, settings.idempotency_ttl_s, settings.idempotency_lock_s
         ),
         aredis=aredis,
-        submit_script=ScriptBatcher(aredis, SUBMIT),
+        submit_script=ScriptBatcher(
+            aredis, SUBMIT, settings.redis_wait_replicas, settings.redis_wait_timeout_ms
+        ),
         templates={t.celery_name: MessageTemplate(celery, t.celery_name) for t in types.values()},
     )
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from kombu import Connection
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
+from api.script_batch import NotReplicated, ScriptBatcher
 from taskq.hosts.redis_group import Node, RedisGroup, redis_group
 from taskq.redis_clients import async_client, sync_client
 from taskq.stack.ports import free_port_block
@@ -136,3 +137,33 @@ def test_taskq_sentinel_transport_publishes_and_consumes_across_a_failover(
     truth = Redis(promoted.host, promoted.redis_port)
     assert truth.llen("failover-q") == 0
     truth.close()
+
+
+def test_a_batch_is_answered_only_once_a_replica_has_it(group: RedisGroup) -> None:
+    script = "redis.call('INCR', KEYS[1]); return redis.call('GET', KEYS[1])"
+
+    async def run_batch() -> list[object]:
+        aclient = async_client(group.url, master=MASTER, max_connections=2, timeout=1.0)
+        batcher = ScriptBatcher(aclient, script, wait_replicas=1, wait_timeout_ms=200)
+        try:
+            calls = [batcher(["counter"], []) for _ in range(5)]
+            return list(await asyncio.gather(*calls, return_exceptions=True))
+        finally:
+            await aclient.aclose()
+
+    replicated = asyncio.run(run_batch())
+    assert sorted(int(r) for r in replicated) == [1, 2, 3, 4, 5]  # type: ignore[call-overload]
+
+    # Replicas frozen: the master cannot get a WAIT acknowledgement (or, once their lag is
+    # over min-replicas-max-lag, refuses the write with NOREPLICAS). Neither is an answer.
+    for process in group.redis[1:]:
+        process.send_signal(signal.SIGSTOP)
+    try:
+        frozen = asyncio.run(run_batch())
+    finally:
+        for process in group.redis[1:]:
+            process.send_signal(signal.SIGCONT)
+    for outcome in frozen:
+        assert isinstance(outcome, NotReplicated) or (
+            isinstance(outcome, ResponseError) and str(outcome).startswith("NOREPLICAS")
+        ), outcome
