@@ -48,18 +48,30 @@ class RedisGroup:
     master_name: str
     nodes: list[Node]
     workdir: Path
+    password: str = ""
     redis: list[subprocess.Popen[bytes]] = field(default_factory=list)
     sentinels: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         """The ``sentinel://`` broker URL of the group."""
-        return sentinel_url([(n.host, n.sentinel_port) for n in self.nodes], 0)
+        return sentinel_url([(n.host, n.sentinel_port) for n in self.nodes], 0, self.password)
 
     @property
     def sentinel_list(self) -> str:
         """The value of ``TASKQ_REDIS_SENTINELS``."""
         return ",".join(f"{n.host}:{n.sentinel_port}" for n in self.nodes)
+
+    def node_client(self, index: int, timeout_s: float = 0.5) -> Redis:
+        """A plain client of node ``index``'s Redis (no Sentinel: what that node says)."""
+        node = self.nodes[index]
+        return Redis(
+            node.host,
+            node.redis_port,
+            password=self.password or None,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+        )
 
     def master(self, timeout_s: float = 2.0) -> tuple[str, int] | None:
         """The master address the sentinels that answer agree on (None: none yet)."""
@@ -79,8 +91,7 @@ class RedisGroup:
     def wait_replicated(self, index: int, replicas: int = 1, timeout_s: float = 30.0) -> None:
         """Until node ``index`` has ``replicas`` online replicas: only then does a master
         take writes (min-replicas-to-write)."""
-        node = self.nodes[index]
-        client = Redis(node.host, node.redis_port, socket_timeout=0.5)
+        client = self.node_client(index)
         deadline = time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline:
@@ -107,8 +118,9 @@ class RedisGroup:
         return next(i for i, n in enumerate(self.nodes) if (n.host, n.redis_port) == address)
 
 
-def _redis_conf(node: Node, master: Node | None, data: Path) -> str:
+def _redis_conf(node: Node, master: Node | None, data: Path, password: str) -> str:
     lines = [
+        *([f"requirepass {password}", f"masterauth {password}"] if password else []),
         f"bind {node.host}",
         f"port {node.redis_port}",
         f"dir {data}",
@@ -125,10 +137,13 @@ def _redis_conf(node: Node, master: Node | None, data: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _sentinel_conf(node: Node, master: Node, name: str, data: Path) -> str:
+def _sentinel_conf(node: Node, master: Node, name: str, data: Path, password: str) -> str:
     return (
         "\n".join(
             [
+                # Sentinels listen on the group's own addresses only.
+                "protected-mode no",
+                *([f"sentinel auth-pass {name} {password}"] if password else []),
                 f"bind {node.host}",
                 f"port {node.sentinel_port}",
                 f"dir {data}",
@@ -143,9 +158,13 @@ def _sentinel_conf(node: Node, master: Node, name: str, data: Path) -> str:
     )
 
 
-def _wait_ping(host: str, port: int, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+def _wait_ping(
+    host: str, port: int, process: subprocess.Popen[bytes], timeout_s: float, password: str = ""
+) -> None:
     deadline = time.monotonic() + timeout_s
-    client = Redis(host, port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    client = Redis(
+        host, port, password=password or None, socket_timeout=0.5, socket_connect_timeout=0.5
+    )
     try:
         while True:
             try:
@@ -172,27 +191,28 @@ def redis_group(
     nodes: Sequence[Node],
     workdir: Path,
     master_name: str = "taskq",
+    password: str = "",
     wrap: Callable[[int], list[str]] = lambda index: [],
     ready_timeout_s: float = 20.0,
 ) -> Iterator[RedisGroup]:
     """Start the group (node 0 master), yield it once every sentinel knows every replica."""
-    group = RedisGroup(master_name, list(nodes), workdir)
+    group = RedisGroup(master_name, list(nodes), workdir, password)
     with ExitStack() as stack:
         for index, node in enumerate(group.nodes):
             data = workdir / f"node{index}"
             data.mkdir(parents=True, exist_ok=True)
             conf = data / "redis.conf"
-            conf.write_text(_redis_conf(node, group.nodes[0] if index else None, data))
+            conf.write_text(_redis_conf(node, group.nodes[0] if index else None, data, password))
             log = stack.enter_context((data / "redis.log").open("ab"))
             process = subprocess.Popen([*wrap(index), "redis-server", str(conf)], stdout=log)
             stack.callback(_stop, process)
             group.redis.append(process)
         for node, process in zip(group.nodes, group.redis, strict=True):
-            _wait_ping(node.host, node.redis_port, process, ready_timeout_s)
+            _wait_ping(node.host, node.redis_port, process, ready_timeout_s, password)
         for index, node in enumerate(group.nodes):
             data = workdir / f"node{index}"
             conf = data / "sentinel.conf"
-            conf.write_text(_sentinel_conf(node, group.nodes[0], master_name, data))
+            conf.write_text(_sentinel_conf(node, group.nodes[0], master_name, data, password))
             log = stack.enter_context((data / "sentinel.log").open("ab"))
             process = subprocess.Popen([*wrap(index), "redis-sentinel", str(conf)], stdout=log)
             stack.callback(_stop, process)

@@ -47,8 +47,8 @@ def group(tmp_path: Path) -> Iterator[RedisGroup]:
         yield running
 
 
-def _role(node: Node) -> str | None:
-    client = Redis(node.host, node.redis_port, socket_timeout=0.5)
+def _role(group: RedisGroup, index: int) -> str | None:
+    client = group.node_client(index)
     try:
         return str(client.info("replication")["role"])
     except (RedisError, OSError):
@@ -64,9 +64,9 @@ def _kill_master_and_wait_promotion(group: RedisGroup, timeout_s: float = 30.0) 
     group.redis[0].wait(timeout=10)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for node in group.nodes[1:]:
-            if _role(node) == "master":
-                group.wait_replicated(group.nodes.index(node))
+        for index, node in enumerate(group.nodes):
+            if index and _role(group, index) == "master":
+                group.wait_replicated(index)
                 return node
         time.sleep(0.05)
     raise TimeoutError("no replica was promoted")
