@@ -20,8 +20,11 @@ from urllib.parse import unquote, urlsplit
 from redis import Redis
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from taskq.redis_urls import SENTINEL_PORT, is_sentinel
@@ -48,11 +51,14 @@ def _master_name(master: str | None) -> str:
     return get_settings().redis_master
 
 
-def _sentinel_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    # The sentinels are asked with the same bounds as the data connections.
-    return {
+def _sentinel_kwargs(kwargs: dict[str, Any], retry: Retry | AsyncRetry) -> dict[str, Any]:
+    # The sentinels are asked with the same bounds as the data connections, and a sentinel
+    # that does not answer is not retried: the next one is asked at once (a partitioned
+    # sentinel would otherwise cost its retries' backoff on every reconnect).
+    bounds: dict[str, Any] = {
         key: kwargs[key] for key in ("socket_timeout", "socket_connect_timeout") if key in kwargs
     }
+    return {**bounds, "retry": retry}
 
 
 def sync_client(
@@ -65,7 +71,7 @@ def sync_client(
     target = _SentinelTarget(url)
     # redis-py leaves Sentinel unannotated.
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        target.addresses, sentinel_kwargs=_sentinel_kwargs(kwargs), **kwargs
+        target.addresses, sentinel_kwargs=_sentinel_kwargs(kwargs, Retry(NoBackoff(), 0)), **kwargs
     )
     client: Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
         _master_name(master),
@@ -93,7 +99,9 @@ def async_client(
         )
     target = _SentinelTarget(url)
     sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
-        target.addresses, sentinel_kwargs=_sentinel_kwargs(kwargs), **kwargs
+        target.addresses,
+        sentinel_kwargs=_sentinel_kwargs(kwargs, AsyncRetry(NoBackoff(), 0)),
+        **kwargs,
     )
     client: AsyncRedis = sentinel.master_for(
         _master_name(master),

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -73,21 +74,6 @@ class RedisGroup:
             socket_connect_timeout=timeout_s,
         )
 
-    def master(self, timeout_s: float = 2.0) -> tuple[str, int] | None:
-        """The master address the sentinels that answer agree on (None: none yet)."""
-        seen: set[tuple[str, int]] = set()
-        for node in self.nodes:
-            try:
-                client = Redis(node.host, node.sentinel_port, socket_timeout=timeout_s)
-                try:
-                    host, port = client.sentinel_get_master_addr_by_name(self.master_name)
-                finally:
-                    client.close()
-                seen.add((str(host), int(port)))
-            except (RedisError, OSError, TypeError):
-                continue
-        return seen.pop() if len(seen) == 1 else None
-
     def wait_replicated(self, index: int, replicas: int = 1, timeout_s: float = 30.0) -> None:
         """Until node ``index`` has ``replicas`` online replicas: only then does a master
         take writes (min-replicas-to-write)."""
@@ -112,10 +98,6 @@ class RedisGroup:
         finally:
             client.close()
         raise TimeoutError("the master has too few online replicas")
-
-    def index_of(self, address: tuple[str, int]) -> int:
-        """The node whose Redis listens on ``address``."""
-        return next(i for i, n in enumerate(self.nodes) if (n.host, n.redis_port) == address)
 
 
 def _redis_conf(node: Node, master: Node | None, data: Path, password: str) -> str:
@@ -234,7 +216,9 @@ def _wait_known(group: RedisGroup, timeout_s: float) -> None:
             client = Redis(node.host, node.sentinel_port, socket_timeout=0.5)
             try:
                 master = client.sentinel_master(group.master_name)
-                replicas = client.sentinel_slaves(group.master_name)
+                if not isinstance(master, dict):  # redis-py types it dict | bool
+                    continue
+                replicas: list[dict[str, Any]] = client.sentinel_slaves(group.master_name)
                 online = [r for r in replicas if not r.get("is_odown") and not r.get("is_sdown")]
                 if len(online) >= want and int(master.get("num-other-sentinels", 0)) >= want:
                     ready += 1
