@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # docker-compose (Debian, 1.29): validates docker-compose.yml offline in the contract tests.
-APT_PACKAGES := redis-server nginx
+APT_PACKAGES := redis-server redis-sentinel nginx
 
 .PHONY: up down status test lint unit integration contract system-deps test-deps venv constraints clean bench smoke
 
@@ -51,7 +51,7 @@ constraints: venv  ## pin constraints.txt to the versions in the (tested) venv
 	$(BIN)/python scripts/constraints.py
 
 system-deps:
-	@missing=""; for b in redis-server nginx; do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	@missing=""; for b in redis-server redis-sentinel nginx; do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "installing$$missing with apt-get"; \

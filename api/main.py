@@ -11,8 +11,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from redis import Redis
-from redis.asyncio import BlockingConnectionPool
-from redis.asyncio import Redis as AsyncRedis
 
 from api.admission import AdmissionMiddleware
 from api.breaker import QueueBreaker
@@ -35,6 +33,7 @@ from taskq.broker.app import create_celery_app
 from taskq.broker.fast_publish import SUBMIT, MessageTemplate
 from taskq.broker.queue_depth import read_depths
 from taskq.logs.setup import configure_logging
+from taskq.redis_clients import async_client, sync_client
 from taskq.settings import QUEUES, Settings, get_settings
 from taskq.tasks.types import task_types
 
@@ -43,7 +42,7 @@ def build_resources(settings: Settings) -> ApiResources:
     """Connections and catalogues for one API process."""
     # Every publish carries the correlation id in its headers and writes task.published.
     propagation.connect_publisher()
-    client = Redis.from_url(
+    client = sync_client(
         settings.broker_url,
         socket_timeout=settings.redis_socket_timeout_s,
         socket_connect_timeout=settings.redis_socket_timeout_s,
@@ -52,14 +51,12 @@ def build_resources(settings: Settings) -> ApiResources:
     celery = create_celery_app(settings)
     types = task_types(settings.enable_drill_tasks)
     # The submission path: one bounded pool, so a herd cannot open a connection per request.
-    aredis = AsyncRedis(
-        connection_pool=BlockingConnectionPool.from_url(
-            settings.broker_url,
-            max_connections=settings.api_max_inflight,
-            timeout=settings.redis_socket_timeout_s,
-            socket_timeout=settings.redis_socket_timeout_s,
-            socket_connect_timeout=settings.redis_socket_timeout_s,
-        )
+    aredis = async_client(
+        settings.broker_url,
+        max_connections=settings.api_max_inflight,
+        timeout=settings.redis_socket_timeout_s,
+        socket_timeout=settings.redis_socket_timeout_s,
+        socket_connect_timeout=settings.redis_socket_timeout_s,
     )
     return ApiResources(
         settings=settings,
@@ -72,7 +69,9 @@ def build_resources(settings: Settings) -> ApiResources:
             client, settings.idempotency_ttl_s, settings.idempotency_lock_s
         ),
         aredis=aredis,
-        submit_script=ScriptBatcher(aredis, SUBMIT),
+        submit_script=ScriptBatcher(
+            aredis, SUBMIT, settings.redis_wait_replicas, settings.redis_wait_timeout_ms
+        ),
         templates={t.celery_name: MessageTemplate(celery, t.celery_name) for t in types.values()},
     )
 

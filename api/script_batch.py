@@ -23,6 +23,12 @@ Each call's outcome is told exactly, because the caller's answer depends on it:
   may still run (it can sit in a kernel buffer of a stopped Redis), or never run; only the
   caller can settle that (:mod:`api.submission` does, with
   :data:`~taskq.broker.fast_publish.RESOLVE`).
+
+With ``wait_replicas`` set (a replicated Redis), the pipeline ends with ``WAIT replicas
+timeout``: one WAIT serves the whole batch, and a reply counts only once that many replicas
+have every write before it. Short of that, each script that did run is
+:class:`NotReplicated`: its write is on the master alone and a failover may drop it, so the
+caller must not answer that it is accepted.
 """
 
 from __future__ import annotations
@@ -49,12 +55,20 @@ class OutcomeUnknown(Exception):
     is the timeout or connection error)."""
 
 
+class NotReplicated(Exception):
+    """The script ran on the master but too few replicas confirmed it within the WAIT
+    timeout: a failover now may lose its write."""
+
+
 class ScriptBatcher:
     """``await batcher(keys, args)`` runs the script; see the module docstring."""
 
-    def __init__(self, client: Redis, script: str) -> None:
+    def __init__(
+        self, client: Redis, script: str, wait_replicas: int = 0, wait_timeout_ms: int = 1_000
+    ) -> None:
         self._client = client
         self._script = script
+        self._wait = (wait_replicas, wait_timeout_ms)
         self._sha = hashlib.sha1(script.encode("utf-8")).hexdigest()
         self._pending: list[Call] = []
         self._scheduled = False
@@ -74,7 +88,7 @@ class ScriptBatcher:
         """A batcher of ``script`` on the same client (made on first use, then reused)."""
         batcher = self._companions.get(script)
         if batcher is None:
-            batcher = self._companions[script] = ScriptBatcher(self._client, script)
+            batcher = self._companions[script] = ScriptBatcher(self._client, script, *self._wait)
         return batcher
 
     def _flush(self) -> None:
@@ -132,7 +146,12 @@ class ScriptBatcher:
             await pool.release(connection)  # after an error redis-py has disconnected it
 
     async def _exchange(self, connection: AbstractConnection, batch: list[Call]) -> list[Any]:
-        commands = [("EVALSHA", self._sha, len(keys), *keys, *args) for keys, args, _ in batch]
+        commands: list[tuple[Any, ...]] = [
+            ("EVALSHA", self._sha, len(keys), *keys, *args) for keys, args, _ in batch
+        ]
+        replicas, wait_ms = self._wait
+        if replicas:
+            commands.append(("WAIT", replicas, wait_ms))
         try:
             packed = connection.pack_commands(commands)
         except Exception as exc:  # bad arguments: nothing was written
@@ -142,14 +161,16 @@ class ScriptBatcher:
         except Exception as exc:  # part of it may have reached Redis
             return [_unknown(exc)] * len(batch)
         replies: list[Any] = []
-        while len(replies) < len(batch):
+        while len(replies) < len(commands):
             try:
                 replies.append(await connection.read_response())
             except ResponseError as exc:
                 replies.append(exc)
             except Exception as exc:  # the rest were sent and never answered
-                replies += [_unknown(exc)] * (len(batch) - len(replies))
-        return replies
+                replies += [_unknown(exc)] * (len(commands) - len(replies))
+        if not replicas:
+            return replies
+        return _confirmed(replies[:-1], replies[-1], replicas)
 
 
 async def _fit_connection(pool: ConnectionPool) -> AbstractConnection:
@@ -169,6 +190,17 @@ async def _fit_connection(pool: ConnectionPool) -> AbstractConnection:
         await pool.release(connection)
         raise
     return connection
+
+
+def _confirmed(replies: list[Any], acknowledged: Any, replicas: int) -> list[Any]:
+    """``replies`` if WAIT saw ``replicas`` replicas take them, else each script that ran
+    (a reply, not an error) becomes :class:`NotReplicated`."""
+    if isinstance(acknowledged, int) and acknowledged >= replicas:
+        return replies
+    if isinstance(acknowledged, OutcomeUnknown):  # the scripts' fate is unknown as well
+        return [r if isinstance(r, BaseException) else acknowledged for r in replies]
+    short = NotReplicated(f"{acknowledged!r} of {replicas} replicas confirmed the batch")
+    return [r if isinstance(r, BaseException) else short for r in replies]
 
 
 def _unknown(cause: BaseException) -> OutcomeUnknown:

@@ -41,7 +41,7 @@ from api.errors import (
     outcome_unknown,
 )
 from api.schemas import TaskAccepted, TaskCreate
-from api.script_batch import OutcomeUnknown, ScriptBatcher
+from api.script_batch import NotReplicated, OutcomeUnknown, ScriptBatcher
 from api.settlement import Unsettled, settle
 from api.task_records import TaskRecord, encode_record, records_key
 from taskq.broker import fast_publish
@@ -192,6 +192,11 @@ async def _run(
         return await script(keys, args)
     except OutcomeUnknown:
         return await _settled(script, task_id, keyed, resources.settings.result_expires_s, started)
+    except NotReplicated:
+        # On the master alone: a failover may drop it, so it is not answered as accepted;
+        # the id lets the client look (and an Idempotency-Key retry replays or resubmits).
+        _log_outcome_unknown(task_id, asyncio.get_running_loop().time() - started)
+        raise outcome_unknown(task_id) from None
     except OutOfMemoryError:
         # SUBMIT is a declared writing script: Redis at maxmemory refuses it unrun.
         raise memory_full(task_id) from None

@@ -9,11 +9,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from taskq.redis_urls import parse_sentinels, sentinel_url
 from taskq.tenants import ApiKey, parse_api_keys, parse_key_ids
 
 QueueName = Literal["high", "medium", "low"]
@@ -70,6 +71,26 @@ class Settings(BaseSettings):
         description="Password of the local stack's Redis; default the one generated at its "
         "first start (var_dir/secrets/redis-password). Ignored when redis_url is set (the "
         "password is then part of it).",
+    )
+    redis_sentinels: str = Field(
+        default="",
+        description="Comma-separated host:port of Redis Sentinels; set, every client follows "
+        "the master Sentinel names (redis_url then only lends its password and database).",
+    )
+    redis_master: str = Field(
+        default="taskq", description="The Sentinel master name of the broker's Redis group."
+    )
+    redis_wait_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="A submission is answered only once this many replicas have its write "
+        "(WAIT after each batch); 0: one Redis, durable by its appendfsync.",
+    )
+    redis_wait_timeout_ms: int = Field(
+        default=1_000,
+        gt=0,
+        description="How long a batch waits for its replicas before its submissions are "
+        "answered 503 broker_unavailable.",
     )
     redis_socket_timeout_s: float = Field(
         default=2.0,
@@ -335,10 +356,16 @@ class Settings(BaseSettings):
 
     @property
     def broker_url(self) -> str:
-        """The Redis URL for broker and results (with the local stack's password)."""
-        if self.redis_url:
-            return self.redis_url
-        return local_redis_url(self.bind_host, self.redis_port, self.local_redis_password)
+        """The Redis URL for broker and results (with the local stack's password);
+        ``sentinel://...`` when sentinels are set."""
+        direct = self.redis_url or local_redis_url(
+            self.bind_host, self.redis_port, self.local_redis_password
+        )
+        if not self.redis_sentinels:
+            return direct
+        parts = urlsplit(direct)
+        db = int(parts.path.strip("/") or 0)
+        return sentinel_url(parse_sentinels(self.redis_sentinels), db, parts.password or "")
 
     @property
     def resolved_log_dir(self) -> Path:

@@ -80,6 +80,13 @@ async def create_task(
 ) -> TaskAccepted:
     """Validate and enqueue a task; 202 means it is durably queued in Redis.
 
+    Durable means: with one Redis (the default), in Redis's append-only file, written before
+    Redis answers and fsynced every second (`appendfsync everysec`: a SIGKILL of Redis loses
+    nothing answered 202, a power loss of its host up to the last second). With replicas
+    (`TASKQ_REDIS_WAIT_REPLICAS`), also on that many replicas (`WAIT`), so the loss of the
+    master's host loses nothing answered 202; a submission no replica confirmed in time is
+    answered `503 submission_outcome_unknown`, never 202.
+
     A timeout is not a no: a 503 says either that nothing was accepted or, with
     `submission_outcome_unknown`, that the task may have been (see the 503 response).
     """

@@ -28,6 +28,7 @@ from kombu.entity import Exchange, Queue
 
 from taskq.broker.event_redaction import RedactingAMQP
 from taskq.broker.result_backend import backend_url
+from taskq.redis_urls import is_sentinel
 from taskq.settings import QUEUES, Settings
 
 
@@ -47,7 +48,20 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         "queue_order_strategy": "priority",
         "socket_timeout": settings.redis_socket_timeout_s,
         "socket_connect_timeout": settings.redis_socket_timeout_s,
+        # Read by the Sentinel transport and backend only (sentinel:// broker URLs).
+        "master_name": settings.redis_master,
+        "sentinel_kwargs": {
+            "socket_timeout": settings.redis_socket_timeout_s,
+            "socket_connect_timeout": settings.redis_socket_timeout_s,
+        },
     }
+
+
+def broker_transport(broker_url: str) -> str:
+    """The transport class of ``broker_url``: taskq's, plain or behind Sentinel."""
+    if is_sentinel(broker_url):
+        return "taskq.broker.sentinel_transport:SentinelTransport"
+    return "taskq.broker.redis_transport:Transport"
 
 
 def create_celery_app(
@@ -63,7 +77,7 @@ def create_celery_app(
         broker_url=settings.broker_url,
         # Pops and records a message atomically (taskq/broker/redis_transport.py): no loss
         # window between taking a message off its queue and recording it as held.
-        broker_transport="taskq.broker.redis_transport:Transport",
+        broker_transport=broker_transport(settings.broker_url),
         result_backend=backend_url(settings.broker_url),
         broker_transport_options=options,
         result_backend_transport_options=options,

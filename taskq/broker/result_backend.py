@@ -21,7 +21,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
+
+from taskq.redis_urls import is_sentinel
 
 #: Lua function: SET ``meta`` at ``key`` (with expiry when > 0) and PUBLISH it, unless the
 #: stored meta is final (SUCCESS, or REVOKED: a revocation is stored only before the task
@@ -125,6 +127,12 @@ class TaskqRedisBackend(RedisBackend):  # type: ignore[misc]
         self._set_unless_succeeded(keys=[key], args=[value, seconds])
 
 
+class TaskqSentinelBackend(TaskqRedisBackend, SentinelBackend):  # type: ignore[misc]
+    """The same backend on Celery's Sentinel connections (``master_name`` from the
+    result backend's transport options)."""
+
+
 def backend_url(redis_url: str) -> str:
-    """The ``result_backend`` value selecting this class for ``redis_url``."""
-    return f"{__name__}:TaskqRedisBackend+{redis_url}"
+    """The ``result_backend`` value selecting this module's backend for ``redis_url``."""
+    cls = TaskqSentinelBackend if is_sentinel(redis_url) else TaskqRedisBackend
+    return f"{__name__}:{cls.__name__}+{redis_url}"

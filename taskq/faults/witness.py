@@ -22,6 +22,8 @@ from typing import TypeVar
 from redis import Redis
 from redis.exceptions import RedisError
 
+from taskq.redis_clients import sync_client
+
 #: Database of the witness counters (the broker and results use database 0).
 WITNESS_DB = 15
 TASKS_KEY = "taskq:witness:tasks"
@@ -66,8 +68,7 @@ class Executions:
 
 def witness_client(redis_url: str) -> Redis:
     """A client of the witness database on the broker's Redis server."""
-    client: Redis = Redis.from_url(redis_url, db=WITNESS_DB, socket_timeout=5)
-    return client
+    return sync_client(redis_url, db=WITNESS_DB, socket_timeout=5)
 
 
 def _patiently(write: Callable[[], T]) -> T:

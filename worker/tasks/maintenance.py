@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from redis import Redis
-
 from taskq.broker.queue_depth import read_depths
 from taskq.logs.schema import Event
+from taskq.redis_clients import sync_client
 from taskq.settings import QUEUES, get_settings
 from worker.celery_app import app
 
@@ -19,7 +18,7 @@ logger = logging.getLogger("taskq.maintenance")
 def queue_depth_snapshot() -> dict[str, Any]:
     """Log the depth of every queue (all priority sub-lists) and the unacked count."""
     settings = get_settings()
-    client = Redis.from_url(settings.broker_url, socket_timeout=settings.redis_socket_timeout_s)
+    client = sync_client(settings.broker_url, socket_timeout=settings.redis_socket_timeout_s)
     try:
         depths = read_depths(client, QUEUES)
     finally:

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from taskq.broker import readiness
 from taskq.broker.delivery import keys, scripts
 from taskq.logs.schema import Event
+from taskq.redis_clients import sync_client
 
 logger = logging.getLogger("taskq.broker.lease")
 
@@ -126,7 +127,7 @@ class LeaseKeeper:
         self._timing = timing
         self._on_round = on_round
         timeout = max(timing.renew_s, 0.5)
-        self._client = Redis.from_url(
+        self._client = sync_client(
             broker_url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
         self._stop = threading.Event()

@@ -1,0 +1,28 @@
+"""taskq's Redis transport behind Redis Sentinel: :mod:`taskq.broker.redis_transport`'s
+channel (atomic pop-and-hold, leases, doorbells) on kombu's ``SentinelChannel`` connections.
+
+kombu's ``SentinelChannel`` asks the sentinels named by the ``sentinel://h:p;sentinel://...``
+URL for the master of the ``master_name`` transport option, and its connections ask again
+whenever they fail or reach a replica (``READONLY``): after a failover the channel's next
+reconnect lands on the new master. Everything taskq's channel adds is unchanged: it works on
+whatever connection the pool hands out, and a lost connection is recovered as any other
+(Celery's consumer reconnects; held records stay held, see taskq/broker/delivery).
+"""
+
+from __future__ import annotations
+
+from kombu.transport import redis as kombu_redis
+
+from taskq.broker import redis_transport
+
+
+class SentinelChannel(redis_transport.Channel, kombu_redis.SentinelChannel):
+    """taskq's channel; pools and connections from kombu's Sentinel channel."""
+
+
+class SentinelTransport(redis_transport.Transport):
+    """Use with ``broker_transport="taskq.broker.sentinel_transport:SentinelTransport"`` and a
+    ``sentinel://`` URL."""
+
+    Channel = SentinelChannel
+    default_port = kombu_redis.SentinelTransport.default_port  # type: ignore[assignment]

@@ -1,0 +1,1 @@
+"""Several hosts on one machine: replicated Redis groups and network namespaces."""

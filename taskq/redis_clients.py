@@ -1,0 +1,115 @@
+"""Every Redis client of taskq is made here, so one setting decides where Redis is.
+
+Two forms of broker URL, both what kombu and Celery accept:
+
+* ``redis://[:password@]host:port/db``: one Redis (the embedded default);
+* ``sentinel://[:password@]host:port/db;sentinel://...``: Redis Sentinel. Each client asks
+  the sentinels for the current master of :attr:`~taskq.settings.Settings.redis_master` and
+  asks again when a connection fails or the server it reaches says it is a replica
+  (``READONLY``), so after a failover every client follows the new master by itself.
+
+Invariant: no module outside this one builds a Redis client from a URL or host and port;
+a client built here reaches the current master and carries the password of the URL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from redis import Redis
+from redis.asyncio import BlockingConnectionPool
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from taskq.redis_urls import SENTINEL_PORT, is_sentinel
+
+
+class _SentinelTarget:
+    """The sentinels, database and password named by a ``sentinel://`` URL."""
+
+    def __init__(self, url: str) -> None:
+        parts = [urlsplit(chunk) for chunk in url.split(";") if chunk.strip()]
+        if not parts:
+            raise ValueError("a sentinel URL names at least one sentinel")
+        self.addresses = [(p.hostname or "", p.port or SENTINEL_PORT) for p in parts]
+        path = parts[0].path.strip("/")
+        self.db = int(path) if path else 0
+        self.password = unquote(parts[0].password) if parts[0].password else None
+
+
+def _master_name(master: str | None) -> str:
+    if master is not None:
+        return master
+    from taskq.settings import get_settings  # late: settings are read from the environment
+
+    return get_settings().redis_master
+
+
+def _sentinel_kwargs(kwargs: dict[str, Any], retry: Retry | AsyncRetry) -> dict[str, Any]:
+    # The sentinels are asked with the same bounds as the data connections, and a sentinel
+    # that does not answer is not retried: the next one is asked at once (a partitioned
+    # sentinel would otherwise cost its retries' backoff on every reconnect).
+    bounds: dict[str, Any] = {
+        key: kwargs[key] for key in ("socket_timeout", "socket_connect_timeout") if key in kwargs
+    }
+    return {**bounds, "retry": retry}
+
+
+def sync_client(
+    url: str, *, master: str | None = None, db: int | None = None, **kwargs: Any
+) -> Redis:
+    """A client of the current master (``db`` overrides the URL's database)."""
+    if not is_sentinel(url):
+        extra = {"db": db} if db is not None else {}
+        return Redis.from_url(url, **extra, **kwargs)
+    target = _SentinelTarget(url)
+    # redis-py leaves Sentinel unannotated.
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        target.addresses, sentinel_kwargs=_sentinel_kwargs(kwargs, Retry(NoBackoff(), 0)), **kwargs
+    )
+    client: Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        _master_name(master),
+        redis_class=Redis,
+        db=target.db if db is None else db,
+        password=target.password,
+    )
+    return client
+
+
+class _BlockingSentinelPool(AsyncSentinelPool, BlockingConnectionPool):
+    """Sentinel's pool with the bounded wait of :class:`BlockingConnectionPool`: a herd
+    waits ``timeout`` for a connection instead of opening one each."""
+
+
+def async_client(
+    url: str, *, max_connections: int, timeout: float, master: str | None = None, **kwargs: Any
+) -> AsyncRedis:
+    """An asyncio client of the current master on one bounded, blocking pool."""
+    if not is_sentinel(url):
+        return AsyncRedis(
+            connection_pool=BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=timeout, **kwargs
+            )
+        )
+    target = _SentinelTarget(url)
+    sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
+        target.addresses,
+        sentinel_kwargs=_sentinel_kwargs(kwargs, AsyncRetry(NoBackoff(), 0)),
+        **kwargs,
+    )
+    client: AsyncRedis = sentinel.master_for(
+        _master_name(master),
+        redis_class=AsyncRedis,
+        connection_pool_class=_BlockingSentinelPool,
+        db=target.db,
+        password=target.password,
+        max_connections=max_connections,
+        timeout=timeout,
+    )
+    return client

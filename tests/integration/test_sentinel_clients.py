@@ -1,0 +1,169 @@
+"""Every client the factory makes follows the master across a real Sentinel failover.
+
+Truth is the servers themselves: which node says ``role:master`` (INFO replication, read
+with a plain client of that node), and what that node holds. The group is three real
+redis-server + redis-sentinel pairs on loopback; the master is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kombu import Connection
+from redis import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from api.script_batch import NotReplicated, ScriptBatcher
+from taskq.hosts.redis_group import Node, RedisGroup, redis_group
+from taskq.redis_clients import async_client, sync_client
+from taskq.stack.ports import free_port_block
+
+MASTER = "taskq"
+
+
+def _require_sentinel() -> None:
+    missing = [b for b in ("redis-server", "redis-sentinel") if shutil.which(b) is None]
+    if not missing:
+        return
+    message = f"missing {', '.join(missing)}: apt-get install -y redis-server redis-sentinel"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def group(tmp_path: Path) -> Iterator[RedisGroup]:
+    _require_sentinel()
+    base = free_port_block(6)
+    nodes = [Node("127.0.0.1", base + i, base + 3 + i) for i in range(3)]
+    with redis_group(nodes, tmp_path, MASTER) as running:
+        yield running
+
+
+def _role(group: RedisGroup, index: int) -> str | None:
+    client = group.node_client(index)
+    try:
+        return str(client.info("replication")["role"])
+    except (RedisError, OSError):
+        return None
+    finally:
+        client.close()
+
+
+def _kill_master_and_wait_promotion(group: RedisGroup, timeout_s: float = 30.0) -> Node:
+    """SIGKILL node 0 (the master); return the node that then says role:master and has an
+    online replica again (it takes writes only then)."""
+    group.redis[0].send_signal(signal.SIGKILL)
+    group.redis[0].wait(timeout=10)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for index, node in enumerate(group.nodes):
+            if index and _role(group, index) == "master":
+                group.wait_replicated(index)
+                return node
+        time.sleep(0.05)
+    raise TimeoutError("no replica was promoted")
+
+
+def _until_written(write: object, timeout_s: float = 15.0) -> None:
+    """Call ``write`` until it goes through: the first calls after a kill meet the dead
+    master's connections; the client must find the new one by itself."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            write()  # type: ignore[operator]
+            return
+        except (RedisError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_sync_and_async_clients_follow_the_new_master(group: RedisGroup) -> None:
+    client = sync_client(group.url, master=MASTER, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+    async def async_set(key: str) -> None:
+        aclient = async_client(
+            group.url, master=MASTER, max_connections=4, timeout=0.5, socket_timeout=0.5
+        )
+        try:
+            await aclient.set(key, "1")
+        finally:
+            await aclient.aclose()
+
+    client.set("before", "1")
+    asyncio.run(async_set("async-before"))
+    promoted = _kill_master_and_wait_promotion(group)
+
+    _until_written(lambda: client.set("after", "1"))
+    _until_written(lambda: asyncio.run(async_set("async-after")))
+
+    truth = Redis(promoted.host, promoted.redis_port)
+    # The writes before the kill were on a replica (min-replicas-to-write 1) and survive.
+    assert truth.mget("before", "async-before", "after", "async-after") == [b"1"] * 4
+    client.close()
+    truth.close()
+
+
+def test_taskq_sentinel_transport_publishes_and_consumes_across_a_failover(
+    group: RedisGroup,
+) -> None:
+    options = {"master_name": MASTER, "socket_timeout": 0.5, "socket_connect_timeout": 0.5}
+    transport = "taskq.broker.sentinel_transport:SentinelTransport"
+
+    def publish(body: str) -> None:
+        with Connection(group.url, transport=transport, transport_options=options) as conn:
+            conn.SimpleQueue("failover-q").put(body)
+
+    def consume() -> str:
+        with Connection(group.url, transport=transport, transport_options=options) as conn:
+            queue = conn.SimpleQueue("failover-q")
+            message = queue.get(timeout=5)
+            message.ack()
+            return str(message.payload)
+
+    publish("before")
+    promoted = _kill_master_and_wait_promotion(group)
+    _until_written(lambda: publish("after"))
+
+    assert sorted([consume(), consume()]) == ["after", "before"]
+    truth = Redis(promoted.host, promoted.redis_port)
+    assert truth.llen("failover-q") == 0
+    truth.close()
+
+
+def test_a_batch_is_answered_only_once_a_replica_has_it(group: RedisGroup) -> None:
+    script = "redis.call('INCR', KEYS[1]); return redis.call('GET', KEYS[1])"
+
+    async def run_batch() -> list[object]:
+        aclient = async_client(group.url, master=MASTER, max_connections=2, timeout=1.0)
+        batcher = ScriptBatcher(aclient, script, wait_replicas=1, wait_timeout_ms=200)
+        try:
+            calls = [batcher(["counter"], []) for _ in range(5)]
+            return list(await asyncio.gather(*calls, return_exceptions=True))
+        finally:
+            await aclient.aclose()
+
+    replicated = asyncio.run(run_batch())
+    assert sorted(int(r) for r in replicated) == [1, 2, 3, 4, 5]  # type: ignore[call-overload]
+
+    # Replicas frozen: the master cannot get a WAIT acknowledgement (or, once their lag is
+    # over min-replicas-max-lag, refuses the write with NOREPLICAS). Neither is an answer.
+    for process in group.redis[1:]:
+        process.send_signal(signal.SIGSTOP)
+    try:
+        frozen = asyncio.run(run_batch())
+    finally:
+        for process in group.redis[1:]:
+            process.send_signal(signal.SIGCONT)
+    for outcome in frozen:
+        assert isinstance(outcome, NotReplicated) or (
+            isinstance(outcome, ResponseError) and str(outcome).startswith("NOREPLICAS")
+        ), outcome
