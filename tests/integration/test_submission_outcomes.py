@@ -78,7 +78,10 @@ def wire(scratch: int) -> Iterator[RedisWire]:
 def api(wire: RedisWire) -> Iterator[TestClient]:
     """The real app (every middleware, the fast lane), its Redis behind the relay."""
     settings = Settings(
-        redis_url=wire.url, redis_socket_timeout_s=WIRE_TIMEOUT_S, breaker_enabled=False
+        redis_url=wire.url,
+        redis_socket_timeout_s=WIRE_TIMEOUT_S,
+        breaker_enabled=False,
+        enable_drill_tasks=True,  # the submissions are drill_echo tasks
     )
     with TestClient(create_app(settings)) as client:
         yield client
