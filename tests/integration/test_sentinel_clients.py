@@ -98,15 +98,19 @@ def test_sync_and_async_clients_follow_the_new_master(group: RedisGroup) -> None
         finally:
             await aclient.aclose()
 
-    client.set("before", "1")
     asyncio.run(async_set("async-before"))
+    client.set("before", "1")
+    # Only writes a replica confirmed survive a kill (min-replicas-to-write bounds the lag,
+    # it does not wait): WAIT, as a submission's 202 does. It covers this client's last write
+    # and, the replication stream being ordered, the earlier one of the async client.
+    assert client.wait(1, 5_000) >= 1
     promoted = _kill_master_and_wait_promotion(group)
 
     _until_written(lambda: client.set("after", "1"))
     _until_written(lambda: asyncio.run(async_set("async-after")))
 
     truth = Redis(promoted.host, promoted.redis_port)
-    # The writes before the kill were on a replica (min-replicas-to-write 1) and survive.
+    # The writes before the kill were confirmed on a replica and survive.
     assert truth.mget("before", "async-before", "after", "async-after") == [b"1"] * 4
     client.close()
     truth.close()
