@@ -7,10 +7,13 @@ records from every library logger (uvicorn, Celery, kombu) pass through them.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import logging
 import logging.handlers
+import os
 import sys
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -98,6 +101,50 @@ class SchemaFilter(logging.Filter):
         return True
 
 
+class WholeLineStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record as one line with one ``write(2)`` loop, holding a lock shared by
+    every process forked from the one that built it.
+
+    Prefork pool children inherit the parent's stdout: one pipe, many writers. POSIX makes
+    a pipe write atomic only up to ``PIPE_BUF`` (4096 bytes on Linux, pipe(7)); a longer
+    line (a traceback) written by one child could be cut by another child's line and
+    reach Docker as two broken halves. The lock is a POSIX record lock (``lockf``) on an
+    unlinked temporary file whose descriptor the children inherit: record locks belong to
+    processes, so children exclude each other, and the kernel drops a lock whose holder
+    died. Threads of one process are serialized by the handler's own lock (``handle``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+        self._lock_file = tempfile.TemporaryFile(prefix="taskq-log-lock-")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            # A stream without a descriptor (a StringIO) has one writer: write as usual.
+            super().emit(record)
+            return
+        try:
+            data = (self.format(record) + self.terminator).encode("utf-8", "backslashreplace")
+            self.stream.flush()  # whatever print() buffered goes first
+            fcntl.lockf(self._lock_file, fcntl.LOCK_EX)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                fcntl.lockf(self._lock_file, fcntl.LOCK_UN)
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        try:
+            self._lock_file.close()
+        finally:
+            super().close()
+
+
 def build_formatter() -> BaseJsonFormatter:
     """The JSON formatter, with ECS names for the standard record attributes.
 
@@ -125,7 +172,7 @@ def build_handler(
     """A handler that writes schema-conforming JSON lines to ``log_file`` or stdout."""
     handler: logging.Handler
     if log_file is None:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = WholeLineStreamHandler()
     else:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         # WatchedFileHandler reopens the file when it is rotated away underneath us.
