@@ -139,6 +139,7 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
     "keyword": (str,),
     "text": (str,),
     "date": (str,),
+    "date_nanos": (str,),
     "long": (int,),
     "double": (int, float),
     "float": (int, float),

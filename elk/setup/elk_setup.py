@@ -4,9 +4,11 @@ Idempotent: every step is a PUT or an overwrite, so it runs on every ``docker co
 Standard library only, so it runs in any Python 3.11 image. Steps, in order:
 
 1. refuse placeholder secrets (``changeme...``) unless ``TASKQ_ENVIRONMENT=development``;
-2. wait for Elasticsearch, then, as ``elastic``: put the ILM policy and the index template
-   (``elk/elasticsearch/*.json``) first; then set the ``kibana_system`` password and create
-   the role ``taskq_logs_writer`` (write-only on ``logs-taskq-*``) and, last, the user
+2. wait for Elasticsearch, then, as ``elastic``: put the ILM policy and the index templates
+   (``elk/elasticsearch/*.json``: the log lines and the dead-lettered lines) first; then set
+   the ``kibana_system`` password, create the role ``taskq_logs_writer`` (write-only on
+   ``logs-taskq-*`` and ``logs-taskq.dlq-*``), the read-only role and user ``taskq_viewer``
+   (people read Kibana with it, never as ``elastic``) and, last, the user
    ``logstash_writer`` (Logstash never uses ``elastic``). The order matters: Logstash can
    write as soon as its user exists, and a first write before our template is in place
    creates ``logs-taskq-default`` from Elasticsearch's built-in ``logs`` template
@@ -15,7 +17,12 @@ Standard library only, so it runs in any Python 3.11 image. Steps, in order:
 3. wait until Kibana's ``GET /api/status`` says ``available``, then import every
    ``*.ndjson`` of the dashboards directory with
    ``POST /api/saved_objects/_import?overwrite=true`` (header ``kbn-xsrf``, multipart
-   ``file``); an answer without ``success: true`` fails the job with Kibana's errors.
+   ``file``); an answer without ``success: true`` fails the job with Kibana's errors; then
+   create or update the Kibana rule that fires on dead-lettered lines.
+
+``ELASTIC_PASSWORD`` only bootstraps an empty data volume: changed in ``.env`` afterwards,
+Elasticsearch answers 401 and the job stops at once saying so (README, "Rotating the
+Elastic passwords").
 
 Exit status: 0 done, 1 a step failed, 2 refused (placeholder secrets outside development).
 """
@@ -41,14 +48,22 @@ SECRET_VARIABLES = (
     "LOGSTASH_WRITER_PASSWORD",
     "KIBANA_SYSTEM_PASSWORD",
     "KIBANA_ENCRYPTION_KEY",
+    "TASKQ_VIEWER_PASSWORD",
     "REDIS_PASSWORD",
     "TASKQ_API_KEYS",
 )
 WRITER_ROLE = "taskq_logs_writer"
 WRITER_USER = "logstash_writer"
+VIEWER_ROLE = "taskq_viewer"
+VIEWER_USER = "taskq_viewer"
 TEMPLATE_NAME = "logs-taskq"
+DLQ_TEMPLATE_NAME = "logs-taskq.dlq"
 ILM_POLICY_NAME = "taskq-logs"
 INDEX_PATTERN = "logs-taskq-*"
+DLQ_INDEX_PATTERN = "logs-taskq.dlq-*"
+#: Kibana features the viewer may read (Kibana role API, "feature" privileges).
+VIEWER_FEATURES = ("discover", "dashboard", "visualize")
+DLQ_RULE_ID = "taskq-dead-lettered-lines"
 
 
 class SetupError(RuntimeError):
@@ -143,8 +158,17 @@ def wait_until(
 
 
 def elasticsearch_ready(es: Http) -> bool:
-    """The cluster answers (with our credentials) and is at least yellow."""
+    """The cluster answers (with our credentials) and is at least yellow.
+
+    Raises :class:`SetupError` on 401: waiting cannot help when the password is wrong.
+    """
     answer = es.request("GET", "/_cluster/health")
+    if answer.status == 401:
+        raise SetupError(
+            "Elasticsearch refused the elastic password: ELASTIC_PASSWORD only bootstraps an"
+            " empty data volume; change it with the security API, then in .env"
+            " (README, 'Rotating the Elastic passwords')"
+        )
     return (
         answer.status == 200
         and isinstance(answer.body, dict)
@@ -173,15 +197,68 @@ def writer_role() -> dict[str, Any]:
         "cluster": ["monitor"],
         "indices": [
             {
-                "names": [INDEX_PATTERN],
+                "names": [INDEX_PATTERN, DLQ_INDEX_PATTERN],
                 "privileges": ["create_doc", "auto_configure", "view_index_metadata"],
             }
         ],
     }
 
 
+def viewer_role() -> dict[str, Any]:
+    """Kibana role API body: read the taskq streams in Discover and dashboards, nothing else
+    (no writes, no management, no other indices)."""
+    return {
+        "elasticsearch": {
+            "cluster": [],
+            "indices": [
+                {
+                    "names": [INDEX_PATTERN, DLQ_INDEX_PATTERN],
+                    "privileges": ["read", "view_index_metadata"],
+                }
+            ],
+        },
+        "kibana": [
+            {
+                "base": [],
+                "feature": {name: ["read"] for name in VIEWER_FEATURES},
+                "spaces": ["default"],
+            }
+        ],
+    }
+
+
+def dlq_rule() -> dict[str, Any]:
+    """Kibana alerting rule (``.es-query``): any dead-lettered line in the last 5 minutes.
+
+    Shown under Stack Management > Rules and Alerts; it has no action, so a connector can be
+    added without the setup job overwriting it (``PUT`` keeps no actions: see
+    :func:`put_dlq_rule`).
+    """
+    return {
+        "name": "taskq lines dead-lettered",
+        "tags": ["taskq"],
+        "schedule": {"interval": "1m"},
+        "params": {
+            "searchType": "esQuery",
+            "index": [DLQ_INDEX_PATTERN],
+            "timeField": "@timestamp",
+            "esQuery": json.dumps({"query": {"match_all": {}}}),
+            "size": 10,
+            "threshold": [0],
+            "thresholdComparator": ">",
+            "timeWindowSize": 5,
+            "timeWindowUnit": "m",
+        },
+        "actions": [],
+    }
+
+
 def setup_elasticsearch(
-    es: Http, env: Mapping[str, str], template: Mapping[str, Any], ilm_policy: Mapping[str, Any]
+    es: Http,
+    env: Mapping[str, str],
+    template: Mapping[str, Any],
+    ilm_policy: Mapping[str, Any],
+    dlq_template: Mapping[str, Any] | None = None,
 ) -> None:
     """ILM policy and index template, then users and role (as ``elastic``).
 
@@ -189,6 +266,9 @@ def setup_elasticsearch(
     """
     _expect(es.request("PUT", f"/_ilm/policy/{ILM_POLICY_NAME}", ilm_policy), "ILM policy")
     _expect(es.request("PUT", f"/_index_template/{TEMPLATE_NAME}", template), "index template")
+    if dlq_template is not None:
+        answer = es.request("PUT", f"/_index_template/{DLQ_TEMPLATE_NAME}", dlq_template)
+        _expect(answer, "DLQ index template")
     answer = es.request(
         "POST",
         "/_security/user/kibana_system/_password",
@@ -196,6 +276,12 @@ def setup_elasticsearch(
     )
     _expect(answer, "setting the kibana_system password")
     _expect(es.request("PUT", f"/_security/role/{WRITER_ROLE}", writer_role()), "writer role")
+    viewer = {
+        "password": env["TASKQ_VIEWER_PASSWORD"],
+        "roles": [VIEWER_ROLE],
+        "full_name": "taskq read-only viewer",
+    }
+    _expect(es.request("PUT", f"/_security/user/{VIEWER_USER}", viewer), "viewer user")
     user = {
         "password": env["LOGSTASH_WRITER_PASSWORD"],
         "roles": [WRITER_ROLE],
@@ -243,6 +329,34 @@ def import_dashboards(kibana: Http, directory: Path) -> dict[str, int]:
     return {path.name: import_saved_objects(kibana, path) for path in files}
 
 
+def setup_kibana(kibana: Http) -> None:
+    """The viewer role (Kibana role API: index and feature privileges in one) and the rule.
+
+    The role goes through Kibana because its feature privileges are Kibana's; the user
+    exists already (Elasticsearch step) and gains the role's rights once it exists.
+    """
+    answer = kibana.request("PUT", f"/api/security/role/{VIEWER_ROLE}", viewer_role())
+    _expect(answer, "viewer role")
+    put_dlq_rule(kibana)
+
+
+def put_dlq_rule(kibana: Http) -> None:
+    """Create the DLQ rule with its fixed id, or update it when it exists (409)."""
+    body = dlq_rule()
+    answer = kibana.request(
+        "POST",
+        f"/api/alerting/rule/{DLQ_RULE_ID}",
+        {**body, "rule_type_id": ".es-query", "consumer": "stackAlerts"},
+    )
+    if answer.status == 409:
+        update = {key: body[key] for key in ("name", "tags", "schedule", "params")}
+        current = kibana.request("GET", f"/api/alerting/rule/{DLQ_RULE_ID}")
+        if isinstance(current.body, dict):
+            update["actions"] = current.body.get("actions", [])
+        answer = kibana.request("PUT", f"/api/alerting/rule/{DLQ_RULE_ID}", update)
+    _expect(answer, "DLQ rule")
+
+
 def log(message: str, **data: Any) -> None:
     """One JSON line on stdout (the job's output is read by people and by Filebeat alike)."""
     print(json.dumps({"message": message, **data}), flush=True)
@@ -261,7 +375,8 @@ def run(env: Mapping[str, str], timeout_s: float = 300.0, interval_s: float = 2.
     wait_until(lambda: elasticsearch_ready(es), "Elasticsearch", timeout_s, interval_s)
     template = json.loads((elk_dir / "elasticsearch" / "index-template.json").read_text())
     policy = json.loads((elk_dir / "elasticsearch" / "ilm-policy.json").read_text())
-    setup_elasticsearch(es, env, template, policy)
+    dlq = json.loads((elk_dir / "elasticsearch" / "dlq-index-template.json").read_text())
+    setup_elasticsearch(es, env, template, policy, dlq)
     log("elasticsearch ready", template=TEMPLATE_NAME, ilm_policy=ILM_POLICY_NAME)
     kibana = Http(
         env.get("KIBANA_URL", "http://kibana:5601"),
@@ -273,6 +388,8 @@ def run(env: Mapping[str, str], timeout_s: float = 300.0, interval_s: float = 2.
     wait_until(lambda: kibana_available(kibana), "Kibana", timeout_s, interval_s)
     imported = import_dashboards(kibana, dashboards_dir)
     log("kibana saved objects imported", files=imported)
+    setup_kibana(kibana)
+    log("kibana viewer role and DLQ rule ready", role=VIEWER_ROLE, rule=DLQ_RULE_ID)
 
 
 def main() -> int:

@@ -40,7 +40,6 @@ TEMPLATE_NAME = "logs-taskq"
 #: Logstash writes data stream ``logs-taskq-default`` (type-dataset-namespace).
 DATA_STREAM = "logs-taskq-default"
 INDEX_PATTERN = "logs-taskq-*"
-ILM_POLICY_NAME = "taskq-logs"
 #: Above the built-in ``logs`` template (priority 100, pattern ``logs-*-*``), which would
 #: otherwise win and apply its own mappings.
 PRIORITY = 200
@@ -48,6 +47,33 @@ PRIORITY = 200
 #: must not fail the whole document).
 KEYWORD_IGNORE_ABOVE = 1024
 
+#: Lines Elasticsearch refused, re-indexed from Logstash's dead letter queue
+#: (elk/logstash/pipeline/taskq-dlq.conf): data stream ``logs-taskq.dlq-default``.
+DLQ_TEMPLATE_NAME = "logs-taskq.dlq"
+DLQ_TEMPLATE_PATH = REPO_ROOT / "elk" / "elasticsearch" / "dlq-index-template.json"
+DLQ_DATA_STREAM = "logs-taskq.dlq-default"
+DLQ_INDEX_PATTERN = "logs-taskq.dlq-*"
+#: Log fields indexed in the DLQ stream (keyword/text/date only: what refused a line is a
+#: value of another type, which stays in ``_source``), plus what the DLQ says.
+DLQ_LOG_FIELDS = (
+    "@timestamp",
+    "event.action",
+    "service.name",
+    "service.node.name",
+    "message",
+    "correlation_id",
+    "task_id",
+)
+DLQ_EXTRA_PROPERTIES: dict[str, dict[str, Any]] = {
+    "dead_letter.reason": {"type": "text"},
+    "dead_letter.plugin_id": {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE},
+    "dead_letter.entry_time": {
+        "type": "date_nanos",
+        "format": "strict_date_optional_time_nanos||epoch_millis",
+    },
+    "tags": {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE},
+}
+ILM_POLICY_NAME = "taskq-logs"
 #: Fields every document has that are not log-line fields: Logstash's tags on failures.
 EXTRA_PROPERTIES: dict[str, dict[str, Any]] = {
     "tags": {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE},
@@ -59,7 +85,10 @@ def field_mapping(field_type: FieldType) -> dict[str, Any]:
     if field_type == "keyword":
         return {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE}
     if field_type == "date":
-        return {"type": "date", "format": "strict_date_optional_time||epoch_millis"}
+        # date_nanos: the services write microseconds; "date" would round them to
+        # milliseconds and lines of one request written in the same millisecond would tie
+        # (Elasticsearch docs, "Date nanoseconds field type").
+        return {"type": "date_nanos", "format": "strict_date_optional_time_nanos||epoch_millis"}
     if field_type == "float":
         # Durations in ms: double keeps sub-millisecond precision of large values.
         return {"type": "double"}
@@ -78,8 +107,28 @@ def properties() -> dict[str, dict[str, Any]]:
 
 def build_template() -> dict[str, Any]:
     """The composable index template, as sent to ``PUT _index_template/<TEMPLATE_NAME>``."""
+    return _template(INDEX_PATTERN, properties(), "taskq JSON log lines (api, worker, beat, nginx)")
+
+
+def dlq_properties() -> dict[str, dict[str, Any]]:
+    """Mappings of the DLQ stream: :data:`DLQ_LOG_FIELDS` as in the log schema, plus
+    :data:`DLQ_EXTRA_PROPERTIES`."""
+    by_name = {field.name: field for field in FIELDS}
+    mapped = {name: field_mapping(by_name[name].type) for name in DLQ_LOG_FIELDS}
+    mapped.update(DLQ_EXTRA_PROPERTIES)
+    return dict(sorted(mapped.items()))
+
+
+def build_dlq_template() -> dict[str, Any]:
+    """The index template of the DLQ stream (``PUT _index_template/<DLQ_TEMPLATE_NAME>``)."""
+    return _template(
+        DLQ_INDEX_PATTERN, dlq_properties(), "taskq lines Elasticsearch refused (Logstash DLQ)"
+    )
+
+
+def _template(pattern: str, props: dict[str, Any], description: str) -> dict[str, Any]:
     return {
-        "index_patterns": [INDEX_PATTERN],
+        "index_patterns": [pattern],
         "data_stream": {},
         "priority": PRIORITY,
         "template": {
@@ -98,19 +147,27 @@ def build_template() -> dict[str, Any]:
                 "subobjects": False,
                 "dynamic": False,
                 "date_detection": False,
-                "properties": properties(),
+                "properties": props,
             },
         },
         "_meta": {
-            "description": "taskq JSON log lines (api, worker, beat, nginx)",
+            "description": description,
             "generated_by": "python -m taskq.logs.es_template --write",
         },
     }
 
 
-def render() -> str:
-    """The template as committed: stable key order, two-space indent, final newline."""
-    return json.dumps(build_template(), indent=2, sort_keys=True) + "\n"
+def render(template: dict[str, Any] | None = None) -> str:
+    """A template as committed: stable key order, two-space indent, final newline."""
+    return (
+        json.dumps(build_template() if template is None else template, indent=2, sort_keys=True)
+        + "\n"
+    )
+
+
+def rendered_files() -> dict[Path, str]:
+    """Every committed template file and the text the schema generates for it."""
+    return {TEMPLATE_PATH: render(), DLQ_TEMPLATE_PATH: render(build_dlq_template())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,21 +177,18 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--write", action="store_true", help=f"write {TEMPLATE_PATH}")
     group.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
     args = parser.parse_args(argv)
-    text = render()
+    files = rendered_files()
     if args.write:
-        TEMPLATE_PATH.parent.mkdir(parents=True, exist_ok=True)
-        TEMPLATE_PATH.write_text(text, encoding="utf-8")
+        for path, text in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
         return 0
     if args.check:
-        current = TEMPLATE_PATH.read_text(encoding="utf-8") if TEMPLATE_PATH.exists() else ""
-        if current != text:
-            print(
-                f"{TEMPLATE_PATH} is stale: run python -m taskq.logs.es_template --write",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-    sys.stdout.write(text)
+        stale = [p for p, t in files.items() if not p.exists() or p.read_text("utf-8") != t]
+        for path in stale:
+            print(f"{path} is stale: run python -m taskq.logs.es_template --write", file=sys.stderr)
+        return 1 if stale else 0
+    sys.stdout.write(files[TEMPLATE_PATH])
     return 0
 
 

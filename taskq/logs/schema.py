@@ -36,6 +36,9 @@ FIELDS: tuple[LogField, ...] = (
     LogField("service.node.name", "keyword", "Instance: api-1, worker-high, ...", True),
     LogField("event.action", "keyword", "Event name, e.g. task.started.", True),
     LogField("process.pid", "long", "OS process id of the writer."),
+    # ECS event.sequence: "to make the exact ordering of events unambiguous, regardless of
+    # the timestamp precision". Lines of one process that share a timestamp sort by it.
+    LogField("event.sequence", "long", "Per-process line counter: order within a timestamp."),
     LogField("correlation_id", "keyword", "The request's id, from X-Request-ID or generated."),
     LogField("correlation_id_source", "keyword", "client, generated or replaced."),
     LogField("task_id", "keyword", "Celery task id."),
@@ -158,6 +161,9 @@ class Event(StrEnum):
     UNNAMED = "log"
     #: Written by Logstash (elk/logstash/pipeline/taskq.conf) for a line that is not JSON.
     LOG_UNSTRUCTURED = "log.unstructured"
+    #: Written by Logstash (elk/logstash/pipeline/taskq-dlq.conf) on a line Elasticsearch
+    #: refused, re-indexed from the dead letter queue into its own data stream.
+    LOG_DEAD_LETTERED = "log.dead_lettered"
 
 
 #: How an event ends one attempt. A duplicate is a redelivery answered from the completion

@@ -7,9 +7,13 @@ records from every library logger (uvicorn, Celery, kombu) pass through them.
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import logging
 import logging.handlers
+import os
 import sys
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -69,6 +73,22 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class SequenceFilter(logging.Filter):
+    """Numbers the lines of this process: ``event.sequence`` orders lines that share a
+    timestamp (Kibana sorts by ``@timestamp`` then ``event.sequence``, as ``taskq trace``
+    does). A forked pool child continues its parent's count under its own ``process.pid``,
+    so (``process.pid``, ``event.sequence``) names one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next = itertools.count(1)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # next() on itertools.count is atomic under the GIL: threads never share a number.
+        record.__dict__["event.sequence"] = next(self._next)
+        return True
+
+
 class SchemaFilter(logging.Filter):
     """Drops record attributes that are not fields of the log schema.
 
@@ -81,6 +101,50 @@ class SchemaFilter(logging.Filter):
         for key in [k for k in attrs if k not in _STANDARD_ATTRS and k not in _ALLOWED_EXTRAS]:
             del attrs[key]
         return True
+
+
+class WholeLineStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record as one line with one ``write(2)`` loop, holding a lock shared by
+    every process forked from the one that built it.
+
+    Prefork pool children inherit the parent's stdout: one pipe, many writers. POSIX makes
+    a pipe write atomic only up to ``PIPE_BUF`` (4096 bytes on Linux, pipe(7)); a longer
+    line (a traceback) written by one child could be cut by another child's line and
+    reach Docker as two broken halves. The lock is a POSIX record lock (``lockf``) on an
+    unlinked temporary file whose descriptor the children inherit: record locks belong to
+    processes, so children exclude each other, and the kernel drops a lock whose holder
+    died. Threads of one process are serialized by the handler's own lock (``handle``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+        self._lock_file = tempfile.TemporaryFile(prefix="taskq-log-lock-")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            # A stream without a descriptor (a StringIO) has one writer: write as usual.
+            super().emit(record)
+            return
+        try:
+            data = (self.format(record) + self.terminator).encode("utf-8", "backslashreplace")
+            self.stream.flush()  # whatever print() buffered goes first
+            fcntl.lockf(self._lock_file, fcntl.LOCK_EX)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                fcntl.lockf(self._lock_file, fcntl.LOCK_UN)
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        try:
+            self._lock_file.close()
+        finally:
+            super().close()
 
 
 def build_formatter() -> BaseJsonFormatter:
@@ -110,13 +174,15 @@ def build_handler(
     """A handler that writes schema-conforming JSON lines to ``log_file`` or stdout."""
     handler: logging.Handler
     if log_file is None:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = WholeLineStreamHandler()
     else:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         # WatchedFileHandler reopens the file when it is rotated away underneath us.
         handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
     # Redaction runs last: it sees every field that will be written, whoever set it.
-    for flt in (*extra_filters, ContextFilter(service, node), SchemaFilter(), RedactionFilter()):
+    filters = (*extra_filters, ContextFilter(service, node), SchemaFilter(), RedactionFilter())
+    # Numbered last, so only lines that are written take a number.
+    for flt in (*filters, SequenceFilter()):
         handler.addFilter(flt)
     handler.setFormatter(build_formatter())
     return handler

@@ -19,7 +19,9 @@ ILM_POLICY = REPO_ROOT / "elk" / "elasticsearch" / "ilm-policy.json"
 EXPECTED_TYPES = {
     "keyword": "keyword",
     "text": "text",
-    "date": "date",
+    # The services write microseconds; "date" keeps milliseconds ("Date nanoseconds field
+    # type", Elasticsearch reference: date_nanos stores nanoseconds, sorts and ranges alike).
+    "date": "date_nanos",
     "long": "long",
     "float": "double",
     "boolean": "boolean",

@@ -26,6 +26,7 @@ SECRETS = {
     "KIBANA_ENCRYPTION_KEY": "k" * 32,
     "REDIS_PASSWORD": "redis-secret-4",
     "TASKQ_API_KEYS": "api-key-5",
+    "TASKQ_VIEWER_PASSWORD": "viewer-secret-6",
 }
 
 
@@ -38,6 +39,8 @@ class FakeElastic:
     requests: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
     imported: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
     status_calls: int = 0
+    elastic_status: int = 200
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _multipart_file(content_type: str, body: bytes) -> tuple[str, bytes]:
@@ -80,11 +83,40 @@ def make_handler(state: FakeElastic) -> type[BaseHTTPRequestHandler]:
             elif url.path == "/api/saved_objects/_import":
                 self._import(url.query, body)
             elif url.path == "/_cluster/health":
-                self._answer(200, {"cluster_name": "taskq", "status": "yellow"})
-            elif url.path.startswith(("/_security/", "/_ilm/", "/_index_template/")):
+                if state.elastic_status == 401:
+                    self._answer(401, {"error": {"type": "security_exception"}, "status": 401})
+                else:
+                    self._answer(200, {"cluster_name": "taskq", "status": "yellow"})
+            elif url.path.startswith("/api/alerting/rule/"):
+                self._rule(url.path.rsplit("/", 1)[1], body)
+            elif url.path.startswith(
+                ("/_security/", "/_ilm/", "/_index_template/", "/api/security/role/")
+            ):
                 self._answer(200, {"acknowledged": True})
             else:
                 self._answer(404, {"error": "not found"})
+
+        def _rule(self, rule_id: str, body: bytes) -> None:
+            """Kibana's rule API: POST creates (409 if the id exists), PUT updates (and
+            refuses rule_type_id/consumer), GET reads."""
+            if self.command == "GET":
+                if rule_id in state.rules:
+                    self._answer(200, {"id": rule_id, **state.rules[rule_id]})
+                else:
+                    self._answer(404, {"statusCode": 404})
+            elif self.command == "POST":
+                if rule_id in state.rules:
+                    self._answer(409, {"statusCode": 409, "error": "Conflict"})
+                else:
+                    state.rules[rule_id] = json.loads(body)
+                    self._answer(200, {"id": rule_id, **state.rules[rule_id]})
+            else:
+                update = json.loads(body)
+                if rule_id not in state.rules or {"rule_type_id", "consumer"} & set(update):
+                    self._answer(400, {"statusCode": 400})
+                else:
+                    state.rules[rule_id].update(update)
+                    self._answer(200, {"id": rule_id, **state.rules[rule_id]})
 
         def _import(self, query: str, body: bytes) -> None:
             if "kbn-xsrf" not in {k.lower() for k in self.headers}:
@@ -184,7 +216,7 @@ def test_elasticsearch_gets_users_role_policy_and_template(
     assert user["roles"] == ["taskq_logs_writer"]
     assert user["password"] == SECRETS["LOGSTASH_WRITER_PASSWORD"]
     role = json.loads(calls[("PUT", "/_security/role/taskq_logs_writer")])
-    assert role["indices"][0]["names"] == ["logs-taskq-*"]
+    assert role["indices"][0]["names"] == ["logs-taskq-*", "logs-taskq.dlq-*"]
     assert "all" not in role["indices"][0]["privileges"]
     template = json.loads(calls[("PUT", "/_index_template/logs-taskq")])
     assert template["index_patterns"] == ["logs-taskq-*"]
@@ -244,3 +276,46 @@ def test_connection_refused_is_not_available(setup: ModuleType) -> None:
     client = setup.Http("http://127.0.0.1:9", "elastic", "x", timeout_s=0.5)
     assert setup.kibana_available(client) is False
     assert setup.elasticsearch_ready(client) is False
+
+
+def test_a_read_only_viewer_role_and_user(setup: ModuleType, fake: tuple[FakeElastic, str]) -> None:
+    """Kibana role API ("Create or update a role"): index privileges read-only on the taskq
+    streams, Kibana features read-only; the user has that role alone."""
+    state, url = fake
+    setup.run(_env(url), timeout_s=10.0, interval_s=0.01)
+    calls = {(method, path): body for method, path, _headers, body in state.requests}
+    user = json.loads(calls[("PUT", "/_security/user/taskq_viewer")])
+    assert user["roles"] == ["taskq_viewer"]
+    assert user["password"] == SECRETS["TASKQ_VIEWER_PASSWORD"]
+    role = json.loads(calls[("PUT", "/api/security/role/taskq_viewer")])
+    (indices,) = role["elasticsearch"]["indices"]
+    assert set(indices["privileges"]) <= {"read", "view_index_metadata"}
+    assert role["elasticsearch"]["cluster"] == []
+    (kibana,) = role["kibana"]
+    assert kibana["base"] == []
+    assert set(sum(kibana["feature"].values(), [])) == {"read"}
+
+
+def test_the_dlq_rule_is_created_then_updated_keeping_its_actions(
+    setup: ModuleType, fake: tuple[FakeElastic, str]
+) -> None:
+    state, url = fake
+    setup.run(_env(url), timeout_s=10.0, interval_s=0.01)
+    (rule,) = state.rules.values()
+    assert rule["rule_type_id"] == ".es-query"
+    assert rule["params"]["index"] == ["logs-taskq.dlq-*"]
+    assert (rule["params"]["thresholdComparator"], rule["params"]["threshold"]) == (">", [0])
+    rule["actions"] = [{"id": "added-by-a-person", "group": "query matched", "params": {}}]
+    setup.run(_env(url), timeout_s=10.0, interval_s=0.01)
+    (rule,) = state.rules.values()
+    assert rule["actions"][0]["id"] == "added-by-a-person"
+
+
+def test_a_rotated_elastic_password_fails_at_once_with_the_way_out(
+    setup: ModuleType, fake: tuple[FakeElastic, str]
+) -> None:
+    state, url = fake
+    state.elastic_status = 401
+    with pytest.raises(setup.SetupError, match="only bootstraps an empty data volume"):
+        setup.run(_env(url), timeout_s=60.0, interval_s=0.01)
+    assert len(state.requests) == 1

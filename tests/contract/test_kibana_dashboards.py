@@ -134,7 +134,8 @@ def test_trace_explorer_shows_what_on_call_needs(objects: list[SavedObject]) -> 
     (search,) = [o for o in objects if o["id"] == "taskq-trace-explorer-search"]
     columns = set(search["attributes"]["columns"])
     assert {"service.name", "event.action", "task_id", "message", "task.state"} <= columns
-    assert search["attributes"]["sort"] == [["@timestamp", "asc"]]
+    # Kibana's order equals taskq trace's (tests/contract/test_trace_order.py).
+    assert search["attributes"]["sort"][0] == ["@timestamp", "asc"]
     (dashboard,) = [o for o in objects if o["id"] == "taskq-trace-explorer"]
     panel_refs = {(r["type"], r["id"]) for r in dashboard["references"]}
     assert ("search", "taskq-trace-explorer-search") in panel_refs
@@ -174,10 +175,14 @@ def test_every_answer_nginx_gives_itself_with_a_shed_status_is_a_shed_code() -> 
 FAN_OUT = 500
 
 
-def test_final_status_panel_selects_every_terminal_event(objects: list[SavedObject]) -> None:
-    """'Tasks by final status' is generated from ``TERMINAL_EVENTS``: a task settled by a
-    duplicate, a revocation request or a rejection is counted like a success or failure."""
-    (panel,) = [o for o in objects if o["id"] == "taskq-tasks-final-status"]
+@pytest.mark.parametrize("panel_id", ["taskq-tasks-final-status", "taskq-trace-tasks"])
+def test_terminal_panels_select_every_terminal_event(
+    objects: list[SavedObject], panel_id: str
+) -> None:
+    """'Tasks by final status' and the trace's 'tasks that ended' select ``TERMINAL_EVENTS``:
+    a task settled by a duplicate, a revocation request or a rejection has its row like a
+    success or failure."""
+    (panel,) = [o for o in objects if o["id"] == panel_id]
     expected = "event.action:(" + " or ".join(TERMINAL_EVENTS) + ")"
     assert _search_source(panel)["query"]["query"] == expected
 

@@ -44,10 +44,30 @@ __all__ = [
 _FAR = datetime.fromisoformat("9999-12-31T00:00:00+00:00")
 
 
+#: Sorts after every number: a line without the field goes last, as Elasticsearch's
+#: ``missing: _last`` (the default of an ascending sort) puts it.
+_MISSING = float("inf")
+
+
+def _number(line: LogLine, name: str) -> float:
+    value = line.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else _MISSING
+
+
 def sort_lines(lines: list[LogLine]) -> list[LogLine]:
-    """For display: oldest first, ties broken by the line's content (so any input order
-    gives the same timeline); lines without a parseable time go last."""
-    return sorted(lines, key=lambda x: (line_time(x) or _FAR, _canonical(x)))
+    """For display: oldest first, then as Kibana's trace search sorts (``event.sequence``,
+    then ``process.pid``: kibana-dashboards/10-trace-explorer.ndjson), the remaining ties
+    broken by the line's content (so any input order gives the same timeline); lines
+    without a parseable time go last."""
+    return sorted(
+        lines,
+        key=lambda x: (
+            line_time(x) or _FAR,
+            _number(x, "event.sequence"),
+            _number(x, "process.pid"),
+            _canonical(x),
+        ),
+    )
 
 
 def _canonical(line: LogLine) -> str:
