@@ -5,8 +5,9 @@ The squeeze, while tasks run (:class:`OomFaults` waits for them):
 1. ``maxmemory`` is lowered in steps towards the level at which the API's breaker sheds
    (``used_memory / breaker_memory_ratio``) until the client has seen a submission answered
    ``503 broker_memory_full`` (read from the client's own record, never from the API);
-2. then to the memory in use, so that Redis itself refuses writes (``noeviction``), for
-   ``--hold`` seconds;
+2. then just under the memory in use, so that Redis itself refuses every write not flagged
+   ``allow-oom`` (``noeviction``; checked with a write of the drill's own), for ``--hold``
+   seconds;
 3. then the original limit and policy are put back (also when anything failed).
 
 After that, each worker must consume again within :data:`CONSUMING_WITHIN_S`: one probe
@@ -25,6 +26,7 @@ from typing import Any
 
 import httpx
 from redis import Redis
+from redis.exceptions import OutOfMemoryError
 
 from taskq.drills.drivers import KillFaults
 from taskq.drills.inject_faults import FaultRecord, wait_recovered
@@ -41,6 +43,9 @@ from taskq.stack.layout import StackLayout
 SHED_CODE = "broker_memory_full"
 #: Bytes above the shedding level, one step each, while no shed answer was seen.
 SHED_MARGINS = (1 << 20, 256 << 10, 0)
+#: The hold sets maxmemory this far under the memory in use: every write is refused.
+OVER_LIMIT_BYTES = 64 << 10
+PROBE_KEY = "taskq:drills:oom-probe"
 #: How long one step waits for the client to see a shed answer.
 STEP_S = 4.0
 #: Every worker takes work again within this many seconds of the limit lifted.
@@ -54,6 +59,15 @@ def oom_refusals(client: Redis) -> int:
     """Commands Redis refused with OOM since it started (``INFO errorstats``)."""
     stats = client.info("errorstats")
     return int(stats.get("errorstat_OOM", {}).get("count", 0))
+
+
+def refuses_writes(client: Redis) -> bool:
+    """Whether Redis refuses a write now (a short-lived key of the drill's own)."""
+    try:
+        client.set(PROBE_KEY, "1", px=60_000)
+    except OutOfMemoryError:
+        return True
+    return False
 
 
 def used_memory(client: Redis) -> int:
@@ -100,6 +114,8 @@ class Squeeze:
     shed: int = 0
     shed_seen_s: float | None = None
     refused: int = 0
+    #: Whether a write of the drill's own was refused (OOM) once the limit was set.
+    writes_refused: bool = False
     lifted_at: float = 0.0
 
 
@@ -147,8 +163,9 @@ class OomFaults(KillFaults):
                 follower.close()
         detail = (
             f"maxmemory lowered to {squeeze.limits[-1]} B (client saw a shed after "
-            f"{_fmt(squeeze.shed_seen_s)} s), held {self.options.hold_s:g} s at the memory "
-            f"in use, then put back to {squeeze.original_max} B"
+            f"{_fmt(squeeze.shed_seen_s)} s), held {self.options.hold_s:g} s just under the "
+            f"memory in use (writes refused: {squeeze.writes_refused}), then put back to "
+            f"{squeeze.original_max} B"
         )
         wedged = sorted(n for n in WORKER_PROGRAMS if not _in_time(consuming.get(n)))
         figures = {
@@ -156,6 +173,7 @@ class OomFaults(KillFaults):
             "original_maxmemory_bytes": squeeze.original_max,
             "shed_seen_after_s": squeeze.shed_seen_s,
             "redis_oom_refusals": squeeze.refused,
+            "writes_refused": squeeze.writes_refused,
             "consuming_again_s": consuming,
             "consuming_within_s": CONSUMING_WITHIN_S,
             "wedged_workers": wedged,
@@ -186,10 +204,12 @@ class OomFaults(KillFaults):
                 if squeeze.shed:
                     squeeze.shed_seen_s = round(time.monotonic() - began, 2)
                     break
-            # At the limit itself: Redis refuses every write not flagged allow-oom.
-            limit = used_memory(client)
+            # Past the limit: Redis refuses every write not flagged allow-oom (acks, results,
+            # witness writes included) until memory is given back.
+            limit = used_memory(client) - OVER_LIMIT_BYTES
             client.config_set("maxmemory", str(limit))
             squeeze.limits.append(limit)
+            squeeze.writes_refused = refuses_writes(client)
             hold_end = time.monotonic() + self.options.hold_s
             while time.monotonic() < hold_end:
                 squeeze.shed += shed_lines(record.read())

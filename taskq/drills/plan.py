@@ -48,7 +48,7 @@ PURPOSE = {
     "lease times are Redis's, so every accepted task runs exactly once, no two runs overlap "
     "(execution witness)",
     "redis-oom": "Redis's maxmemory lowered under load until the API sheds submissions (503 "
-    "broker_memory_full), held at the memory in use (Redis refuses writes), then given back: "
+    "broker_memory_full), held under the memory in use (Redis refuses writes), then given back: "
     "nothing accepted is lost or run twice (execution witness), every task ends, and every "
     "worker consumes again within seconds",
 }
