@@ -40,10 +40,10 @@ class KillFaults:
     #: Faults still due when the load ended are skipped.
     outlives_load = False
 
-    def __init__(self, layout: StackLayout) -> None:
+    def __init__(self, layout: StackLayout, id_prefix: str | None = None) -> None:
         self.layout = layout
         self._last_pid: dict[str, int] = {}
-        self.tracker = RunningNow(layout.log_dir, WORKER_PROGRAMS)
+        self.tracker = RunningNow(layout.log_dir, WORKER_PROGRAMS, id_prefix)
 
     def wait_for_work(self, node: str | None) -> list[str]:
         """Wait until worker ``node`` (any worker: None) runs a task (bounded); those tasks."""
@@ -106,7 +106,7 @@ class WitnessedFaults(KillFaults):
         id_prefix: str,
         out: Path,
     ) -> None:
-        super().__init__(layout)
+        super().__init__(layout, id_prefix)
         self.options = options
         plan = long_task_plan(options.seed, LONG_TASK_SPAN * options.duration_s)
         self.long = LongTasks(layout.base_url, id_prefix, plan, self.tracker, options.seed)
@@ -178,4 +178,4 @@ def drill_faults(
         return OomFaults(layout, settings, options, id_prefix, out / "submissions.jsonl")
     if options.name in WITNESSED_DRILLS:
         return WitnessedFaults(layout, settings, options, id_prefix, out)
-    return KillFaults(layout)
+    return KillFaults(layout, id_prefix)

@@ -132,7 +132,7 @@ class OomFaults(KillFaults):
         id_prefix: str,
         record: Path,
     ) -> None:
-        super().__init__(layout)
+        super().__init__(layout, id_prefix)
         self.options = options
         self.id_prefix = id_prefix
         self.record = record

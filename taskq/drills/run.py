@@ -186,7 +186,7 @@ def run_drill(options: DrillOptions, settings: Settings, out: Path) -> dict[str,
         time.sleep(1.0)
     verdict = result.verdict
     long_ids = driver.long_ids()
-    attach_running(faults, lines, long_ids)
+    attach_running(faults, lines, long_ids, among=set(accepted_ids))
     attach_in_flight(faults, submissions)
     cpu = [s.locust_cpu for s in samples if s.locust_cpu is not None]
     cid_of = {s.task_id: s.correlation_id for s in submissions if s.task_id}

@@ -77,11 +77,16 @@ def ran_in_process(lines: Iterable[Line], main_pid: int, among: Collection[str])
 
 
 def attach_running(
-    faults: Sequence[FaultRecord], lines: list[Line], long_ids: Collection[str]
+    faults: Sequence[FaultRecord],
+    lines: list[Line],
+    long_ids: Collection[str],
+    among: Collection[str] | None = None,
 ) -> None:
     """Fill each fault's ``running``: a worker restart or kill, the tasks running on its
     victim when it got the signal; a Redis fault, the tasks running anywhere then; a clock
-    skew, the long tasks the skewed worker ran. Other faults keep None (not counted)."""
+    skew, the long tasks the skewed worker ran. Other faults keep None (not counted).
+    ``among``: count only these tasks (the drill's own accepted ones: a maintenance task
+    caught running proves nothing about them)."""
     for fault in faults:
         if fault.detail.startswith("not injected"):
             continue
@@ -92,6 +97,8 @@ def attach_running(
             fault.running = running_at(lines, fault.at)
         elif fault.kind == "clock-skew" and fault.pid is not None:
             fault.running = ran_in_process(lines, fault.pid, long_ids)
+        if fault.running is not None and among is not None:
+            fault.running = [t for t in fault.running if t in among]
         if fault.running is not None:
             fault.running_long = sum(1 for t in fault.running if t in long_ids)
 
@@ -139,9 +146,12 @@ class LogFollower:
 
 class RunningNow:
     """The tasks running on each worker right now, from the worker logs followed live
-    (from the moment this object was made: start it before the tasks it must see)."""
+    (from the moment this object was made: start it before the tasks it must see); with
+    ``id_prefix``, only the tasks of one drill."""
 
-    def __init__(self, log_dir: Path, nodes: Sequence[str]) -> None:
+    def __init__(self, log_dir: Path, nodes: Sequence[str], id_prefix: str | None = None) -> None:
+        #: Only tasks whose correlation id starts with this (a drill's own), when given.
+        self.id_prefix = id_prefix
         self._followers = [LogFollower(log_dir / f"{node}.jsonl") for node in nodes]
         #: (node, task id) -> time of its task.started line.
         self._running: dict[tuple[str, str], float] = {}
@@ -160,6 +170,10 @@ class RunningNow:
                 if parsed is None:
                     continue
                 node, task_id, event = parsed
+                if self.id_prefix and not str(line.get("correlation_id", "")).startswith(
+                    self.id_prefix
+                ):
+                    continue
                 if event == Event.TASK_STARTED:
                     self._running[(node, task_id)] = line_time(line)
                 else:
