@@ -140,6 +140,14 @@ class QueueBreaker:
         """Whether submissions are shed for Redis's memory (as of the last reading)."""
         return self._memory_open
 
+    def memory_reading(self) -> tuple[int, int, float] | None:
+        """Redis's ``used_memory`` and ``maxmemory`` as the last reading saw them, and the
+        share of the limit at which submissions are shed (None before any reading)."""
+        depths = self._depths
+        if depths is None:
+            return None
+        return depths.memory_used, depths.memory_max, self._memory_ratio
+
     def _update_states(self, depths: QueueDepths) -> None:
         self._update_memory(depths)
         for queue, threshold in self._thresholds.items():

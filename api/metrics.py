@@ -13,6 +13,11 @@ scrapes every replica directly; nginx does not expose ``/metrics`` on the public
   every queue and kombu priority list (``name``, ``name\\x06\\x16N``), ``taskq_queue_unacked``,
   ``taskq_broker_up``, and from the breaker ``taskq_breaker_open``, its backlog and the
   level at which an open breaker closes;
+* Redis's memory: ``taskq_redis_memory_used_bytes`` and ``taskq_redis_memory_max_bytes``
+  (``INFO memory`` at scrape time, in the same round trip; 0: no limit), and as the breaker
+  last read it ``taskq_breaker_memory_used_ratio`` (used / maxmemory),
+  ``taskq_breaker_memory_shed_ratio`` (where it sheds) and ``taskq_breaker_memory_open``
+  (1 while every submission is shed with 503 ``broker_memory_full``).
 * prometheus_client's own ``process_*``, ``python_info`` and ``python_gc_*`` series
   (:mod:`taskq.process_metrics`).
 """
@@ -148,7 +153,8 @@ class BrokerCollector(Collector):
         broker_up.add_metric([], 0 if depths is None else 1)
         yield broker_up
         if depths is not None:
-            per_list, unacked = depths
+            per_list, unacked, memory = depths
+            yield from _memory_metrics(memory)
             depth = GaugeMetricFamily(
                 "taskq_queue_depth",
                 "Messages waiting, per queue and kombu priority list (0 is the base list).",
@@ -162,7 +168,7 @@ class BrokerCollector(Collector):
             )
             yield from self._breaker_metrics(per_list, unacked)
 
-    def _read(self) -> tuple[dict[tuple[str, int], int], int] | None:
+    def _read(self) -> tuple[dict[tuple[str, int], int], int, dict[str, Any]] | None:
         client = self._client()
         if client is None:
             return None
@@ -172,11 +178,14 @@ class BrokerCollector(Collector):
             for name in priority_lists(queue):
                 pipe.llen(name)
         pipe.hlen(UNACKED_KEY)
+        pipe.info("memory")
         try:
-            counts = [int(c) for c in pipe.execute()]
+            replies = pipe.execute()
         except (RedisError, OSError):
             return None
-        return dict(zip(keys, counts[:-1], strict=True)), counts[-1]
+        memory: dict[str, Any] = replies.pop()
+        counts = [int(c) for c in replies]
+        return dict(zip(keys, counts[:-1], strict=True)), counts[-1], memory
 
     def _breaker_metrics(
         self, per_list: dict[tuple[str, int], int], unacked: int
@@ -215,6 +224,45 @@ class BrokerCollector(Collector):
             for queue in self._thresholds:
                 state.add_metric([queue], 1 if breaker.is_open(queue) else 0)
             yield state
+            yield from _breaker_memory_metrics(breaker)
+
+
+def _memory_metrics(memory: dict[str, Any]) -> Iterator[GaugeMetricFamily]:
+    """Redis's memory use and limit at scrape time."""
+    yield GaugeMetricFamily(
+        "taskq_redis_memory_used_bytes",
+        "Redis used_memory (INFO memory) at scrape time.",
+        value=int(memory.get("used_memory", 0)),
+    )
+    yield GaugeMetricFamily(
+        "taskq_redis_memory_max_bytes",
+        "Redis maxmemory at scrape time (0: no limit).",
+        value=int(memory.get("maxmemory", 0)),
+    )
+
+
+def _breaker_memory_metrics(breaker: QueueBreaker) -> Iterator[GaugeMetricFamily]:
+    """The memory breaker's state and the reading it decided on (this replica's view)."""
+    yield GaugeMetricFamily(
+        "taskq_breaker_memory_open",
+        "1 while every submission is shed for Redis's memory (503 broker_memory_full).",
+        value=1 if breaker.memory_pressure() else 0,
+    )
+    reading = breaker.memory_reading()
+    if reading is None:
+        return
+    used, limit, shed_ratio = reading
+    yield GaugeMetricFamily(
+        "taskq_breaker_memory_shed_ratio",
+        "Share of maxmemory at which the breaker sheds every submission.",
+        value=shed_ratio,
+    )
+    if limit > 0:
+        yield GaugeMetricFamily(
+            "taskq_breaker_memory_used_ratio",
+            "Redis used_memory / maxmemory as the breaker last read it.",
+            value=used / limit,
+        )
 
 
 def install_metrics(app: FastAPI, metrics: ApiMetrics, collector: Collector) -> None:

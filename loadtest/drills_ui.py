@@ -8,7 +8,10 @@ the compose Locust image). In an ``init`` listener, only when there is a web UI:
   task end-to-end p50/p95, redeliveries, queue depth per queue and priority;
 * ``POST /drills/fault/<kind>`` routes, and buttons for them shown on the Drills tab, that
   inject a fault into the local stack (refused when the target host is not the local
-  stack's nginx);
+  stack's nginx). Only the Locust page itself can use them: each run makes a random token,
+  written into the page's HTML (which another site cannot read) and sent back by the
+  buttons in ``X-Drills-Token``; a request without it, with another ``Origin`` or that the
+  browser marks cross-site (``Sec-Fetch-Site``) is answered 403 and nothing is injected;
 * ``/drills/report.json``: the live figures and the faults injected, linked from
   "Download data".
 """
@@ -16,7 +19,9 @@ the compose Locust image). In an ``init`` listener, only when there is a web UI:
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
+import secrets
 import time
 from typing import Any
 
@@ -58,7 +63,9 @@ PANEL_JS = """
         b.id = 'drill-fault-' + kind; b.textContent = kind; b.style.margin = '0 3px';
         b.onclick = async () => {
           out.textContent = kind + '...';
-          const r = await fetch('./drills/fault/' + kind, {method: 'POST'});
+          const token = document.querySelector('meta[name="taskq-drills-token"]').content;
+          const r = await fetch('./drills/fault/' + kind,
+                                {method: 'POST', headers: {'X-Drills-Token': token}});
           const body = await r.json();
           out.textContent = r.ok ? (body.kind + ' ' + body.target + ' pid ' + body.pid)
                                  : ('refused: ' + body.error);
@@ -75,6 +82,23 @@ PANEL_JS = """
   setInterval(panel, 500);
 })();
 """
+
+
+TOKEN_HEADER = "X-Drills-Token"
+
+
+def fault_refusal(token: str) -> str | None:
+    """Why the current request may not inject a fault (None: it may): it must come from
+    the Locust page itself, proven by the run's token, and not be cross-site."""
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return "cross_site"
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.rstrip("/") != request.host_url.rstrip("/"):
+        return "cross_site"
+    if not hmac.compare_digest(request.headers.get(TOKEN_HEADER, ""), token):
+        return "bad_token"
+    return None
 
 
 def _is_local(environment: Environment, layout: StackLayout) -> bool:
@@ -100,6 +124,7 @@ def on_locust_init(environment: Environment, **_: Any) -> None:
     live = _live = LiveFigures(layout)
     faults: list[FaultRecord] = []
     started = time.time()
+    token = secrets.token_urlsafe(24)
     web_ui.template_args["extended_tabs"] = [{"title": "Drills", "key": "drills"}]
     web_ui.template_args["extended_tables"] = [
         {
@@ -133,7 +158,10 @@ def on_locust_init(environment: Environment, **_: Any) -> None:
             response.set_data(json.dumps(data))
         elif request.path == "/" and response.mimetype == "text/html":
             html = response.get_data(as_text=True)
-            tag = '<script src="./drills/panel.js"></script></body>'
+            tag = (
+                f'<meta name="taskq-drills-token" content="{token}">'
+                '<script src="./drills/panel.js"></script></body>'
+            )
             response.set_data(html.replace("</body>", tag, 1))
         return response
 
@@ -144,6 +172,9 @@ def on_locust_init(environment: Environment, **_: Any) -> None:
 
     @web_ui.app.route("/drills/fault/<kind>", methods=["POST"])
     def fault(kind: str) -> Any:
+        refusal = fault_refusal(token)
+        if refusal is not None:
+            return jsonify(error=refusal), 403
         if not _is_local(environment, layout):
             return jsonify(error=f"{environment.host} is not the local stack"), 409
         if kind not in DEFAULT_TARGETS:

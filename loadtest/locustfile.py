@@ -40,6 +40,10 @@ API_KEY = next(
 #: ``taskq drill`` sets this: one JSON line per submission (time, status, ids) is appended,
 #: the client's record of what was accepted, reconciled later against the logs and the API.
 RECORD_PATH = os.environ.get("TASKQ_LOCUST_RECORD", "")
+#: ``taskq drill --priorities``: the priorities FaultDrillUser submits (default all).
+DRILL_PRIORITIES = tuple(
+    p.strip() for p in os.environ.get("TASKQ_LOCUST_PRIORITIES", "").split(",") if p.strip()
+)
 _record_file: IO[str] | None = None
 
 
@@ -56,6 +60,14 @@ def record_submission(
     row = {"sent_at": sent_at, "status": status, "elapsed_s": elapsed_s}
     row.update({"correlation_id": correlation_id, "task_id": task_id, "error": error})
     _record_file.write(json.dumps(row) + "\n")
+
+
+def error_code(answer: Any) -> str:
+    """The API's machine-readable error code of a refusal (``http`` when it has none)."""
+    try:
+        return str(answer.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "http"
 
 
 def new_correlation_id() -> str:
@@ -159,7 +171,8 @@ class TaskFlowUser(HttpUser):
         ) as answer:
             elapsed = time.monotonic() - started
             if answer.status_code != 202:
-                record_submission(answer.status_code or 0, elapsed, correlation_id, None, "http")
+                code = error_code(answer)
+                record_submission(answer.status_code or 0, elapsed, correlation_id, None, code)
                 answer.failure(f"HTTP {answer.status_code}: {answer.text[:200]}")
                 return
             accepted = answer.json()
@@ -243,12 +256,12 @@ class FaultDrillUser(TaskFlowUser):
 
     @task(5)
     def echo(self) -> None:
-        priority = self.rng.choice(("high", "medium", "medium", "low"))
+        priority = self.rng.choice(DRILL_PRIORITIES or ("high", "medium", "medium", "low"))
         body = {"task_type": "drill_echo", "data": {"payload": "drill"}, "priority": priority}
         self.submit_and_follow(body)
 
     @task(2)
     def hold(self) -> None:
-        priority = self.rng.choice(("high", "medium"))
+        priority = self.rng.choice(DRILL_PRIORITIES or ("high", "medium"))
         body = {"task_type": "drill_sleep", "data": {"seconds": 0.4}, "priority": priority}
         self.submit_and_follow(body)

@@ -122,6 +122,8 @@ def client_errors(submissions: Sequence[Submission], started: float) -> dict[str
     return {
         "total": len(errors),
         "by_status": dict(Counter(str(s.status) for s in errors)),
+        #: As the client saw them: the API's error code, else the status (0: no answer).
+        "by_code": dict(Counter(s.error_code or str(s.status) for s in errors)),
         "bucket_s": BUCKET_S,
         "over_time": [
             {"t_s": b * BUCKET_S, **dict(counts)} for b, counts in sorted(buckets.items())

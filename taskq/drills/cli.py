@@ -1,9 +1,14 @@
 """``taskq drill NAME``: run an incident drill against the stack and report.
 
 Exit codes: 0 every drill passed; 1 an accepted task was lost or a trace is incomplete (or,
-for deploy, redis-stall and clock-skew, the execution witness saw a task run zero times,
-twice or two runs at once, or no fault caught a running task); 2 usage errors, the stack is
-not running, or a tool the drill needs (faketime) is missing.
+for deploy, redis-stall, clock-skew and redis-oom, the execution witness saw a task run zero
+times, twice or two runs at once; for redis-oom, a worker did not consume again in time);
+2 usage errors, the stack is not running, or a tool the drill needs (faketime) is missing;
+3 inconclusive: nothing failed, but no fault hit work (a kill of a worker that held no
+task, a stall with nothing running), so the drill proved nothing.
+
+Progress (phase, elapsed, accepted, in flight, faults) goes to stderr: one line rewritten on
+a terminal, plain lines when piped; ``--quiet`` turns it off.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from taskq.drills.compose import compose_plan
 from taskq.drills.plan import (
     DEFAULT_KILLS,
     DRILLS,
+    HOLD_S,
     MAX_DURATION_S,
+    MAX_HOLD_S,
     MAX_KILLS,
     MAX_SKEW_S,
     MAX_STALL_MS,
@@ -43,6 +50,16 @@ def _bounded(kind: type, low: float, high: float) -> Any:
         return value
 
     return parse
+
+
+def _priorities(text: str) -> tuple[str, ...]:
+    from taskq.settings import QUEUES
+
+    chosen = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = [p for p in chosen if p not in QUEUES]
+    if not chosen or unknown:
+        raise argparse.ArgumentTypeError(f"priorities are some of {', '.join(QUEUES)}")
+    return chosen
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,6 +103,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=SKEW_S,
         help=f"clock-skew: the replacement worker's clock offset, s (default +{SKEW_S:g})",
     )
+    parser.add_argument(
+        "--hold",
+        type=_bounded(float, 1, MAX_HOLD_S),
+        default=HOLD_S,
+        help=f"redis-oom: seconds Redis is held at its memory limit (default {HOLD_S:g})",
+    )
+    parser.add_argument(
+        "--victim",
+        default=None,
+        help="worker-kill, pool-child-kill, api-kill: the program to hit (default: by seed)",
+    )
+    parser.add_argument(
+        "--priorities",
+        type=_priorities,
+        default=None,
+        help="the priorities the load submits, comma-separated (default high,medium,low)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines (CI)")
     parser.add_argument("--seed", type=int, default=1, help="jitter of the fault schedule")
     parser.add_argument(
         "--out",
@@ -124,6 +159,10 @@ def _options(args: argparse.Namespace, name: str) -> DrillOptions:
         stall_ms=args.ms,
         stall_mode=args.stall_mode,
         skew_s=args.skew,
+        hold_s=args.hold,
+        victim=args.victim,
+        priorities=args.priorities,
+        quiet=args.quiet or args.json,
     )
 
 
@@ -228,7 +267,26 @@ def run(args: argparse.Namespace) -> int:
                 reports[0] if len(reports) == 1 else {"drills": reports}, indent=2, default=str
             )
         )
-    return 1 if any(r["verdict"] != "PASSED" for r in reports) else 0
+    return exit_code([r["verdict"] for r in reports])
+
+
+#: ``taskq drill``'s exit code of each verdict (the worst one of a run wins).
+EXIT_CODES = {"PASSED": 0, "INCONCLUSIVE": 3, "FAILED": 1}
+
+
+def exit_code(verdicts: list[str]) -> int:
+    """1 when any drill failed, else 3 when any was inconclusive, else 0."""
+    if "FAILED" in verdicts:
+        return EXIT_CODES["FAILED"]
+    return EXIT_CODES["INCONCLUSIVE"] if "INCONCLUSIVE" in verdicts else 0
+
+
+def overall_verdict(verdicts: list[str]) -> str:
+    """The verdict of several drills: the worst of theirs."""
+    for verdict in ("FAILED", "INCONCLUSIVE"):
+        if verdict in verdicts:
+            return verdict
+    return "PASSED"
 
 
 def _write_summary(base: Any, reports: list[dict[str, Any]]) -> None:
@@ -243,7 +301,7 @@ def _write_summary(base: Any, reports: list[dict[str, Any]]) -> None:
         f"{_witness_cell(r)} |"
         for r in reports
     ]
-    verdict = "PASSED" if all(r["verdict"] == "PASSED" for r in reports) else "FAILED"
+    verdict = overall_verdict([r["verdict"] for r in reports])
     (base / "summary.md").write_text(f"# Drills: **{verdict}**\n\n" + "\n".join(rows) + "\n")
     summary = {
         "verdict": verdict,

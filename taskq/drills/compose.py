@@ -27,7 +27,7 @@ def compose_commands(fault: PlannedFault, options: DrillOptions | None = None) -
     ``{container}`` stands for the first line the previous command printed (one replica's
     container id), ``{container:N}`` for its line N. ``options`` gives the stall and the skew
     (defaults otherwise). Checked statically by tests/contract/test_drill_compose.py."""
-    if fault.kind in ("restart", "redis-stall", "clock-skew", "clock-skew-end"):
+    if fault.kind in ("restart", "redis-stall", "clock-skew", "clock-skew-end", "redis-oom"):
         return _witnessed_compose_commands(fault, options or DrillOptions("defaults"))
     if fault.kind == "worker-kill":
         return [["docker", "compose", "kill", "-s", "SIGKILL", fault.target]]
@@ -66,6 +66,8 @@ def _witnessed_compose_commands(fault: PlannedFault, options: DrillOptions) -> l
             ["sleep", f"{options.stall_ms / 1000:g}"],
             ["docker", "compose", "kill", "-s", "SIGCONT", "redis"],
         ]
+    if fault.kind == "redis-oom":
+        return [["docker", "compose", "exec", "-T", "redis", "sh", "-c", oom_script(options)]]
     if fault.kind == "redis-stall":
         pause = ["redis-cli", "CLIENT", "PAUSE", str(options.stall_ms), "ALL"]
         return [["docker", "compose", "exec", "-T", "redis", *pause]]
@@ -89,6 +91,19 @@ def _witnessed_compose_commands(fault: PlannedFault, options: DrillOptions) -> l
         ["docker", "rm", SKEW_CONTAINER],
         ["docker", "compose", "start", "worker-general"],
     ]
+
+
+def oom_script(options: DrillOptions) -> str:
+    """``redis-oom`` inside the redis container: maxmemory to where the API sheds (the
+    default breaker ratio, 0.9), held ``--hold`` seconds, then the old limit back (also when
+    interrupted). redis-cli authenticates by REDISCLI_AUTH."""
+    return (
+        "old=$(redis-cli CONFIG GET maxmemory | tail -n 1); "
+        "trap 'redis-cli CONFIG SET maxmemory $old' EXIT; "
+        "used=$(redis-cli INFO memory | sed -n 's/^used_memory:\\([0-9]*\\).*/\\1/p'); "
+        "redis-cli CONFIG SET maxmemory $((used * 10 / 9)); "
+        f"sleep {options.hold_s:g}"
+    )
 
 
 def compose_plan(options: DrillOptions) -> list[tuple[PlannedFault, list[list[str]]]]:

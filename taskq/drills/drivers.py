@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from taskq.drills.inject_faults import FaultRecord, inject_fault, wait_recovered
 from taskq.drills.long_tasks import LongTasks, long_task_plan
@@ -27,17 +28,31 @@ from taskq.stack.layout import StackLayout
 LONG_TASK_SPAN = 0.8
 #: Bound on the wait for /readyz after a fault, beyond the stall itself.
 RECOVERY_S = 45.0
+#: Bound on the wait for a victim to run work before a fault is made anyway.
+AIM_S = 15.0
 
 
 class KillFaults:
-    """One fault at a time, as the kill drills always did; nothing of their own to submit."""
+    """One fault at a time, each timed to hit work: a worker is killed while the live
+    monitor shows it running tasks, Redis while any worker does (waited for at most
+    :data:`AIM_S`; past it the fault is made anyway and the report says it hit nothing)."""
 
     #: Faults still due when the load ended are skipped.
     outlives_load = False
 
-    def __init__(self, layout: StackLayout) -> None:
+    def __init__(self, layout: StackLayout, id_prefix: str | None = None) -> None:
         self.layout = layout
         self._last_pid: dict[str, int] = {}
+        self.tracker = RunningNow(layout.log_dir, WORKER_PROGRAMS, id_prefix)
+
+    def wait_for_work(self, node: str | None) -> list[str]:
+        """Wait until worker ``node`` (any worker: None) runs a task (bounded); those tasks."""
+        deadline = time.monotonic() + AIM_S
+        while True:
+            running = sorted(self.tracker.running(node))
+            if running or time.monotonic() >= deadline:
+                return running
+            time.sleep(0.05)
 
     def prepare(self) -> None:
         """Before the load starts."""
@@ -47,6 +62,10 @@ class KillFaults:
 
     def inject(self, fault: PlannedFault) -> FaultRecord:
         """Make ``fault`` and wait until the stack recovered (raises FaultError)."""
+        if fault.kind in ("worker-kill", "pool-child-kill"):
+            self.wait_for_work(fault.target)
+        elif fault.kind in ("redis-kill", "redis-pause"):
+            self.wait_for_work(None)
         record = inject_fault(
             self.layout, fault.kind, fault.target, self._last_pid.get(fault.target, 0)
         )
@@ -59,6 +78,11 @@ class KillFaults:
 
     def finish(self) -> None:
         """After the queues drained, also after a failure: undo what :meth:`prepare` did."""
+        self.tracker.close()
+
+    def report_extras(self) -> dict[str, Any]:
+        """Sections of the drill's own for report.json (``extra_failures``: reasons to fail)."""
+        return {}
 
     def submissions(self) -> list[Submission]:
         """What the drill submitted itself, beside the load."""
@@ -82,9 +106,8 @@ class WitnessedFaults(KillFaults):
         id_prefix: str,
         out: Path,
     ) -> None:
-        super().__init__(layout)
+        super().__init__(layout, id_prefix)
         self.options = options
-        self.tracker = RunningNow(layout.log_dir, WORKER_PROGRAMS)
         plan = long_task_plan(options.seed, LONG_TASK_SPAN * options.duration_s)
         self.long = LongTasks(layout.base_url, id_prefix, plan, self.tracker, options.seed)
         self.skewed: SkewedWorker | None = None
@@ -149,6 +172,10 @@ def drill_faults(
     layout: StackLayout, settings: Settings, options: DrillOptions, id_prefix: str, out: Path
 ) -> KillFaults:
     """The fault maker of ``options.name``."""
+    if options.name == "redis-oom":
+        from taskq.drills.oom import OomFaults
+
+        return OomFaults(layout, settings, options, id_prefix, out / "submissions.jsonl")
     if options.name in WITNESSED_DRILLS:
         return WitnessedFaults(layout, settings, options, id_prefix, out)
-    return KillFaults(layout)
+    return KillFaults(layout, id_prefix)

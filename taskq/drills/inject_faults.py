@@ -39,6 +39,12 @@ class FaultRecord:
     running: list[str] | None = None
     #: How many of them were the drill's own long tasks.
     running_long: int | None = None
+    #: API faults: submissions the client had sent and not yet seen answered at ``at``.
+    in_flight_requests: int | None = None
+    #: Memory squeezes: submissions the client saw shed (503 broker_memory_full), and
+    #: the fault's own figures (limits set, Redis's refusals, workers consuming again).
+    shed: int | None = None
+    figures: dict[str, Any] | None = None
 
     def to_json(self, run_started: float) -> dict[str, Any]:
         redelivered = [s for s in self.redelivered_s or [] if s is not None]
@@ -58,6 +64,9 @@ class FaultRecord:
             "running_tasks": None if self.running is None else len(self.running),
             "running_long_tasks": self.running_long,
             "running_task_ids": (self.running or [])[:20],
+            "in_flight_requests": self.in_flight_requests,
+            "shed": self.shed,
+            **({"figures": self.figures} if self.figures is not None else {}),
         }
 
 

@@ -69,6 +69,12 @@ class LiveFigures:
         elif event in TERMINAL_EVENTS and task_id not in self.finished:
             self.finished[task_id] = line_time(line)
 
+    def counts(self) -> tuple[int, int]:
+        """Accepted tasks, and how many of them finished (read from the logs now)."""
+        with self._lock:
+            self._read_logs()
+            return len(self.accepted), sum(1 for t in self.accepted if t in self.finished)
+
     def rows(self) -> list[dict[str, Any]]:
         """The Drills tab's rows (figure, value)."""
         with self._lock:

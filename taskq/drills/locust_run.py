@@ -33,6 +33,8 @@ class LocustPlan:
     csv_prefix: Path
     id_prefix: str
     herd: bool = False
+    #: The priorities FaultDrillUser submits (None: all).
+    priorities: tuple[str, ...] | None = None
 
     def command(self) -> list[str]:
         """The command line (Locust's own ``--run-time`` bounds it)."""
@@ -73,6 +75,8 @@ class LocustPlan:
                 "HERD_HOLD_S": str(max(1, round(self.duration_s))),
             }
         )
+        if self.priorities:
+            env["TASKQ_LOCUST_PRIORITIES"] = ",".join(self.priorities)
         return env
 
     def start(self, log: Path) -> subprocess.Popen[bytes]:
@@ -106,9 +110,17 @@ def read_records(path: Path) -> list[Submission]:
                     elapsed_s=float(row["elapsed_s"]),
                     correlation_id=str(row["correlation_id"]),
                     task_id=row.get("task_id") or None,
-                    error_code=None if row["status"] == 202 else str(row["status"]),
+                    error_code=_error_code(row),
                 )
             )
         except (ValueError, KeyError, TypeError):
             continue
     return sorted(submissions, key=lambda s: s.sent_at)
+
+
+def _error_code(row: dict[str, object]) -> str | None:
+    """The API's error code the client saw (the status when the answer had none)."""
+    if row["status"] == 202:
+        return None
+    error = row.get("error")
+    return str(error) if error and error != "http" else str(row["status"])

@@ -17,10 +17,11 @@ DRILLS: tuple[str, ...] = (
     "deploy",
     "redis-stall",
     "clock-skew",
+    "redis-oom",
 )
 #: Drills judged by the execution witness too (taskq/faults/witness.py): every accepted task
 #: ran exactly once, never two runs at a time; and a fault that caught no running task fails.
-WITNESSED_DRILLS: tuple[str, ...] = ("deploy", "redis-stall", "clock-skew")
+WITNESSED_DRILLS: tuple[str, ...] = ("deploy", "redis-stall", "clock-skew", "redis-oom")
 WORKER_PROGRAMS = ("worker-general", "worker-high")
 #: The order of a rolling restart (``deploy``): the workers one at a time, then the API.
 DEPLOY_WORKERS = ("worker-high", "worker-general")
@@ -46,6 +47,10 @@ PURPOSE = {
     "clock-skew": "worker-general runs with its clock skewed (faketime) beside worker-high: "
     "lease times are Redis's, so every accepted task runs exactly once, no two runs overlap "
     "(execution witness)",
+    "redis-oom": "Redis's maxmemory lowered under load until the API sheds submissions (503 "
+    "broker_memory_full), held under the memory in use (Redis refuses writes), then given back: "
+    "nothing accepted is lost or run twice (execution witness), every task ends, and every "
+    "worker consumes again within seconds",
 }
 REDIS_PAUSE_MS = 3000
 #: ``redis-stall``: how long Redis hangs (``--ms``), and how (``--stall-mode``).
@@ -56,8 +61,11 @@ STALL_MODES = ("pause", "stop")
 #: ``clock-skew``: the replacement worker's clock offset in seconds (``--skew``).
 SKEW_S = 5.0
 MAX_SKEW_S = 30.0
+#: ``redis-oom``: seconds Redis is held at its memory limit (``--hold``).
+HOLD_S = 5.0
+MAX_HOLD_S = 120.0
 #: ``--kills`` when not given: deploy makes one rolling restart (a round), the others two faults.
-DEFAULT_KILLS = {"deploy": 1, "clock-skew": 1}
+DEFAULT_KILLS = {"deploy": 1, "clock-skew": 1, "redis-oom": 1}
 MAX_USERS = 2000
 MAX_DURATION_S = 1800.0
 MAX_KILLS = 50
@@ -79,6 +87,13 @@ class DrillOptions:
     stall_ms: int = STALL_MS
     stall_mode: str = "pause"
     skew_s: float = SKEW_S
+    hold_s: float = HOLD_S
+    #: The fault's victim (worker-kill, pool-child-kill, api-kill), else drawn by the seed.
+    victim: str | None = None
+    #: The priorities the load submits (default all).
+    priorities: tuple[str, ...] | None = None
+    #: No progress lines.
+    quiet: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,7 +143,7 @@ def schedule(options: DrillOptions, api_programs: tuple[str, ...]) -> list[Plann
     faults = []
     for i in range(count):
         offset = first + i * slot + rng.uniform(0.0, 0.6 * slot)
-        victim = victims[i] if victims else _victim(kind, rng, api_programs)
+        victim = victims[i] if victims else options.victim or _victim(kind, rng, api_programs)
         faults.append(PlannedFault(round(offset, 3), kind, victim))
     return faults
 

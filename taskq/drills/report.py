@@ -11,8 +11,8 @@ from taskq.drills.plan import PURPOSE
 
 
 def verdict_reasons(report: Mapping[str, Any]) -> list[str]:
-    """Why a drill failed (empty: it passed): anything lost, or a trace incomplete; with an
-    ``executions`` section, also what the witness saw and a fault that hit nothing."""
+    """Why a drill failed (empty: it did not): anything lost, or a trace incomplete; with an
+    ``executions`` section, also what the witness saw."""
     reasons = []
     if report["lost"]:
         reasons.append(f"{report['lost']} accepted task(s) never reached a terminal state")
@@ -21,15 +21,13 @@ def verdict_reasons(report: Mapping[str, Any]) -> list[str]:
     if not report["accepted"]:
         reasons.append("nothing was accepted: the load did not reach the stack")
     if "executions" in report:
-        reasons += witness_reasons(report["executions"], report["faults"])
+        reasons += witness_reasons(report["executions"])
+    reasons += report.get("extra_failures", [])
     return reasons
 
 
-def witness_reasons(
-    executions: Mapping[str, Any], faults: Sequence[Mapping[str, Any]]
-) -> list[str]:
-    """Failures the execution witness shows, and a drill whose faults caught nothing
-    running (it would pass without testing anything)."""
+def witness_reasons(executions: Mapping[str, Any]) -> list[str]:
+    """Failures the execution witness shows."""
     reasons = []
     if executions["never_ran"]:
         reasons.append(f"{executions['never_ran']} accepted task(s) never ran (witness)")
@@ -37,9 +35,62 @@ def witness_reasons(
         reasons.append(f"{executions['ran_more_than_once']} task(s) ran more than once (witness)")
     if executions["overlapping"]:
         reasons.append(f"{executions['overlapping']} task(s) ran twice at the same time (witness)")
-    if not any(f.get("running_tasks") for f in faults):
-        reasons.append("the fault hit nothing: no fault caught a running task")
     return reasons
+
+
+def fault_hit(fault: Mapping[str, Any]) -> bool:
+    """Whether one fault hit work: a kill interrupted or caught running tasks, a Redis fault
+    or a worker restart caught tasks running, an API fault caught requests in flight, and a
+    memory squeeze also had submissions shed. A fault not injected hit nothing."""
+    if str(fault["detail"]).startswith("not injected"):
+        return False
+    caught = int(fault.get("running_tasks") or 0) + int(fault.get("interrupted_tasks", 0))
+    if fault["kind"] == "api-kill" or fault["target"].startswith("api"):
+        return int(fault.get("in_flight_requests") or 0) > 0
+    if fault["kind"] == "redis-oom":
+        return caught > 0 and int(fault.get("shed") or 0) > 0
+    return caught > 0
+
+
+def inconclusive_reasons(report: Mapping[str, Any]) -> list[str]:
+    """Why a drill that failed nothing proved nothing either: it planned faults and none
+    of them hit work (a kill of an idle worker, a stall with no task running)."""
+    planned = report.get("faults_planned", len(report["faults"]))
+    if not planned:
+        return []
+    if not report["faults"]:
+        return [f"the fault hit nothing: none of the {planned} planned fault(s) was made"]
+    if any(fault_hit(f) for f in report["faults"]):
+        return []
+    misses = "; ".join(f"{f['kind']} {f['target']}: {miss_reason(f)}" for f in report["faults"])
+    return [f"the fault hit nothing ({misses})"]
+
+
+def miss_reason(fault: Mapping[str, Any]) -> str:
+    """What a fault that hit nothing caught (for the reason line)."""
+    if str(fault["detail"]).startswith("not injected"):
+        return str(fault["detail"])
+    if fault["kind"] == "api-kill" or fault["target"].startswith("api"):
+        return f"{fault.get('in_flight_requests') or 0} request(s) in flight"
+    text = (
+        f"{fault.get('interrupted_tasks', 0)} task(s) interrupted, "
+        f"{fault.get('running_tasks') or 0} running"
+    )
+    if fault["kind"] == "redis-oom":
+        text += f", {fault.get('shed') or 0} submission(s) shed"
+    return text
+
+
+def judge(report: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """The verdict and its reasons: FAILED (something lost, duplicated, incomplete),
+    INCONCLUSIVE (nothing failed, but no fault hit work), else PASSED."""
+    failures = verdict_reasons(report)
+    if failures:
+        return "FAILED", failures
+    inconclusive = inconclusive_reasons(report)
+    if inconclusive:
+        return "INCONCLUSIVE", inconclusive
+    return "PASSED", []
 
 
 def _fmt(value: Any) -> str:
@@ -67,7 +118,9 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("trace completeness", f"{report['trace_completeness']:.4f}"),
         ("faults", f"{len(faults)} x {faults[0]['kind']}" if faults else "0"),
         ("interrupted tasks", _fmt(sum(f["interrupted_tasks"] for f in faults))),
+        ("faults that hit work", f"{sum(fault_hit(f) for f in faults)} of {len(faults)}"),
         *_witness_rows(report),
+        *_memory_rows(report),
         ("max recovery to redelivered start s", _fmt(max(filter(None, redelivered), default=None))),
         ("max recovery to /readyz 200 s", _fmt(max(filter(None, ready), default=None))),
         ("redeliveries", _fmt(report["redeliveries"])),
@@ -75,12 +128,36 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("task end-to-end p95 ms before/during/after", "/".join(_fmt(e2e[p]["p95"]) for p in e2e)),
         (
             "client errors",
-            ", ".join(f"{k}: {v}" for k, v in report["client_errors"]["by_status"].items()) or "0",
+            ", ".join(f"{k}: {v}" for k, v in _errors_by_code(report).items()) or "0",
         ),
         (
             "Locust CPU % mean/max",
             f"{_fmt(report['locust']['cpu_percent_mean'])}/{_fmt(report['locust']['cpu_percent_max'])}",
         ),
+    ]
+
+
+def _errors_by_code(report: Mapping[str, Any]) -> Mapping[str, int]:
+    errors = report["client_errors"]
+    by_code: Mapping[str, int] = errors.get("by_code", errors["by_status"])
+    return by_code
+
+
+def _memory_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """redis-oom: what the client saw shed, Redis's own refusals, workers consuming again."""
+    memory = report.get("memory")
+    if memory is None:
+        return []
+    squeezes = memory["squeezes"]
+    consuming = [
+        ", ".join(f"{w} {_fmt(s)}" for w, s in m["consuming_again_s"].items()) for m in squeezes
+    ]
+    shed = sum(f.get("shed") or 0 for f in report["faults"])
+    return [
+        ("shed (503 broker_memory_full, client)", _fmt(shed)),
+        ("Redis OOM refusals", _fmt(sum(m["redis_oom_refusals"] for m in squeezes))),
+        ("workers consuming again s after memory back", "; ".join(consuming) or "-"),
+        ("wedged workers", _fmt(memory["wedged_workers"])),
     ]
 
 
@@ -110,7 +187,8 @@ def markdown(report: Mapping[str, Any]) -> str:
     """report.md: the verdict, then the summary, the faults, latencies and the plots."""
     reasons = report["reasons"]
     head = f"# Drill `{report['drill']}`: **{report['verdict']}**\n\n"
-    head += ("Failed because: " + "; ".join(reasons) + ".\n\n") if reasons else ""
+    why = "Inconclusive because" if report["verdict"] == "INCONCLUSIVE" else "Failed because"
+    head += (f"{why}: " + "; ".join(reasons) + ".\n\n") if reasons else ""
     head += f"What it proves: {PURPOSE[report['drill']]}.\n\n"
     head += f"Command: `{report['command']}`\n\n"
     lines = [head, "| figure | value |", "| --- | --- |"]

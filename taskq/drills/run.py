@@ -24,7 +24,8 @@ from taskq.drills.inject_faults import FaultRecord
 from taskq.drills.locust_run import LocustPlan, read_records
 from taskq.drills.monitor import Monitor, read_priority_depths
 from taskq.drills.plan import WITNESSED_DRILLS, DrillOptions, schedule
-from taskq.drills.running import attach_running
+from taskq.drills.progress import Progress
+from taskq.drills.running import attach_in_flight, attach_running
 from taskq.faults.inject import FaultError
 from taskq.faults.reconcile import api_statuses, read_log_lines
 from taskq.settings import Settings
@@ -53,6 +54,12 @@ def command_line(options: DrillOptions) -> str:
         line += f" --ms {options.stall_ms} --stall-mode {options.stall_mode}"
     if options.name == "clock-skew":
         line += f" --skew {options.skew_s:g}"
+    if options.name == "redis-oom":
+        line += f" --hold {options.hold_s:g}"
+    if options.victim:
+        line += f" --victim {options.victim}"
+    if options.priorities:
+        line += f" --priorities {','.join(options.priorities)}"
     return line
 
 
@@ -117,14 +124,19 @@ def run_drill(options: DrillOptions, settings: Settings, out: Path) -> dict[str,
         csv_prefix=out / "locust",
         id_prefix=id_prefix,
         herd=options.name == "thundering-herd",
+        priorities=options.priorities,
     )
     monitor = Monitor(layout, max_s=options.duration_s + overrun + options.settle_s + 180)
+    progress = Progress(options.name, layout, quiet=options.quiet, faults_planned=len(planned))
     faults: list[FaultRecord] = []
+    progress.start()
     try:
         driver.prepare()
         monitor.start()
         started = time.time()
         process = load.start(out / "locust.log")
+        progress.follow_record(load.record)
+        progress.phase("load")
         monitor.locust_pid = process.pid
         driver.load_started()
         try:
@@ -132,11 +144,14 @@ def run_drill(options: DrillOptions, settings: Settings, out: Path) -> dict[str,
                 time.sleep(max(0.0, started + fault.offset_s - time.time()))
                 if process.poll() is not None and not driver.outlives_load:
                     break
+                progress.phase(f"fault {fault.kind} {fault.target}")
                 try:
                     faults.append(driver.inject(fault))
                 except FaultError as exc:
                     detail = f"not injected: {exc}"
                     faults.append(FaultRecord(fault.kind, fault.target, None, time.time(), detail))
+                progress.fault_made()
+                progress.phase("load")
             if overrun:
                 time.sleep(max(0.0, started + options.duration_s - time.time()))
         finally:
@@ -146,15 +161,22 @@ def run_drill(options: DrillOptions, settings: Settings, out: Path) -> dict[str,
             exit_code = _end_locust(process, bound)
             driver.load_ended()
         load_ended = time.time()
+        progress.phase("drain")
         drained_at = wait_drained(layout, options.settle_s)
     finally:
-        driver.finish()
+        try:
+            driver.finish()
+        finally:
+            progress.phase("reconcile")
     samples = monitor.stop()
     submissions = sorted(
         [*read_records(load.record), *driver.submissions()], key=lambda s: s.sent_at
     )
     accepted_ids = [s.task_id for s in submissions if s.status == 202 and s.task_id]
-    statuses = api_statuses(layout.base_url, accepted_ids, timeout_s=options.settle_s)
+    try:
+        statuses = api_statuses(layout.base_url, accepted_ids, timeout_s=options.settle_s)
+    finally:
+        progress.stop()
     deadline = time.monotonic() + LOG_SETTLE_S
     while True:
         lines = list(read_log_lines(layout.log_dir))
@@ -164,7 +186,8 @@ def run_drill(options: DrillOptions, settings: Settings, out: Path) -> dict[str,
         time.sleep(1.0)
     verdict = result.verdict
     long_ids = driver.long_ids()
-    attach_running(faults, lines, long_ids)
+    attach_running(faults, lines, long_ids, among=set(accepted_ids))
+    attach_in_flight(faults, submissions)
     cpu = [s.locust_cpu for s in samples if s.locust_cpu is not None]
     cid_of = {s.task_id: s.correlation_id for s in submissions if s.task_id}
     redelivered = sorted({cid_of[r.task_id] for r in verdict.recoveries if r.task_id in cid_of})
@@ -188,6 +211,7 @@ def run_drill(options: DrillOptions, settings: Settings, out: Path) -> dict[str,
         "redeliveries": verdict.reruns,
         "trace_completeness": round(verdict.trace_completeness, 6),
         "incomplete_traces": dict(list(verdict.incomplete_traces.items())[:50]),
+        "faults_planned": len(planned),
         "faults": [f.to_json(started) for f in faults],
         "latency_ms": analysis.latency_by_phase(result, submissions),
         "client_errors": analysis.client_errors(submissions, started),
@@ -207,7 +231,7 @@ def run_drill(options: DrillOptions, settings: Settings, out: Path) -> dict[str,
         seen = read_executions(settings.broker_url, accepted_ids)
         data["executions"] = summarize(seen, accepted_ids, long_ids)
     data["plots"] = plots.write_plots(out, started, submissions, result, faults, samples)
-    data["reasons"] = report.verdict_reasons(data)
-    data["verdict"] = "FAILED" if data["reasons"] else "PASSED"
+    data.update(driver.report_extras())
+    data["verdict"], data["reasons"] = report.judge(data)
     report.write(out, data)
     return data

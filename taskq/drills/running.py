@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from taskq.drills.inject_faults import FaultRecord
+from taskq.faults.load import Submission
 from taskq.faults.reconcile import line_time
 from taskq.logs.schema import ATTEMPT_OUTCOMES, Event
 
@@ -76,20 +77,28 @@ def ran_in_process(lines: Iterable[Line], main_pid: int, among: Collection[str])
 
 
 def attach_running(
-    faults: Sequence[FaultRecord], lines: list[Line], long_ids: Collection[str]
+    faults: Sequence[FaultRecord],
+    lines: list[Line],
+    long_ids: Collection[str],
+    among: Collection[str] | None = None,
 ) -> None:
-    """Fill each fault's ``running``: a worker restart, the tasks running on its victim
-    when it got SIGTERM; a Redis stall, the tasks running anywhere when Redis hung; a clock
-    skew, the long tasks the skewed worker ran. Other faults keep None (not counted)."""
+    """Fill each fault's ``running``: a worker restart or kill, the tasks running on its
+    victim when it got the signal; a Redis fault, the tasks running anywhere then; a clock
+    skew, the long tasks the skewed worker ran. Other faults keep None (not counted).
+    ``among``: count only these tasks (the drill's own accepted ones: a maintenance task
+    caught running proves nothing about them)."""
     for fault in faults:
-        if fault.pid is None:
-            continue  # not injected
-        if fault.kind == "restart" and fault.target.startswith("worker"):
+        if fault.detail.startswith("not injected"):
+            continue
+        worker_fault = fault.kind in ("restart", "worker-kill", "pool-child-kill")
+        if worker_fault and fault.target.startswith("worker"):
             fault.running = running_at(lines, fault.at, fault.target)
-        elif fault.kind == "redis-stall":
+        elif fault.kind in ("redis-stall", "redis-kill", "redis-pause", "redis-oom"):
             fault.running = running_at(lines, fault.at)
-        elif fault.kind == "clock-skew":
+        elif fault.kind == "clock-skew" and fault.pid is not None:
             fault.running = ran_in_process(lines, fault.pid, long_ids)
+        if fault.running is not None and among is not None:
+            fault.running = [t for t in fault.running if t in among]
         if fault.running is not None:
             fault.running_long = sum(1 for t in fault.running if t in long_ids)
 
@@ -137,9 +146,12 @@ class LogFollower:
 
 class RunningNow:
     """The tasks running on each worker right now, from the worker logs followed live
-    (from the moment this object was made: start it before the tasks it must see)."""
+    (from the moment this object was made: start it before the tasks it must see); with
+    ``id_prefix``, only the tasks of one drill."""
 
-    def __init__(self, log_dir: Path, nodes: Sequence[str]) -> None:
+    def __init__(self, log_dir: Path, nodes: Sequence[str], id_prefix: str | None = None) -> None:
+        #: Only tasks whose correlation id starts with this (a drill's own), when given.
+        self.id_prefix = id_prefix
         self._followers = [LogFollower(log_dir / f"{node}.jsonl") for node in nodes]
         #: (node, task id) -> time of its task.started line.
         self._running: dict[tuple[str, str], float] = {}
@@ -158,6 +170,10 @@ class RunningNow:
                 if parsed is None:
                     continue
                 node, task_id, event = parsed
+                if self.id_prefix and not str(line.get("correlation_id", "")).startswith(
+                    self.id_prefix
+                ):
+                    continue
                 if event == Event.TASK_STARTED:
                     self._running[(node, task_id)] = line_time(line)
                 else:
@@ -171,3 +187,13 @@ class RunningNow:
     def close(self) -> None:
         for follower in self._followers:
             follower.close()
+
+
+def attach_in_flight(faults: Sequence[FaultRecord], submissions: Sequence[Submission]) -> None:
+    """Fill each API fault's ``in_flight_requests``: submissions sent before it and answered
+    (as the client saw) after it."""
+    for fault in faults:
+        if fault.kind == "api-kill" or fault.target.startswith("api"):
+            fault.in_flight_requests = sum(
+                1 for s in submissions if s.sent_at <= fault.at <= s.sent_at + s.elapsed_s
+            )

@@ -1,13 +1,16 @@
 """The Locust web UI in a real browser (Debian's chromium via Playwright): the start form
-names the scenarios, the Drills tab shows live figures, and a fault button kills a worker
-(its PID changes)."""
+names the scenarios, the Drills tab shows live figures, a fault button kills a worker (its
+PID changes), and the fault endpoints refuse whoever is not the Locust page itself."""
 
 from __future__ import annotations
 
+import http.server
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,3 +116,91 @@ def test_drills_tab_and_fault_button(ui_stack: RunningStack, locust_ui: str) -> 
             pass
         time.sleep(0.2)
     assert program_pid(ui_stack.layout, "worker-general") != before
+
+
+def _serve_page(html: str) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Another site (``localhost`` vs the UI's ``127.0.0.1``) serving one page."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port_block(1)), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://localhost:{server.server_address[1]}/"
+
+
+def test_fault_buttons_refuse_requests_without_the_page_token(
+    ui_stack: RunningStack, locust_ui: str
+) -> None:
+    """Without the run's token, from another origin, or marked cross-site: 403 and no
+    fault (the worker's PID and the UI's own fault list are unchanged); the token is in the
+    page's HTML only, never in the script another site could include."""
+    from taskq.faults.inject import program_pid
+
+    before = program_pid(ui_stack.layout, "worker-general")
+    url = f"{locust_ui}/drills/fault/worker-kill"
+    page = httpx.get(locust_ui, timeout=10).text
+    token = re.search(r'name="taskq-drills-token" content="([^"]+)"', page)
+    assert token is not None
+    assert token.group(1) not in httpx.get(f"{locust_ui}/drills/panel.js", timeout=10).text
+    attempts = [
+        ({}, "bad_token"),
+        ({"X-Drills-Token": "guessed"}, "bad_token"),
+        ({"X-Drills-Token": token.group(1), "Origin": "http://localhost:1"}, "cross_site"),
+        ({"X-Drills-Token": token.group(1), "Sec-Fetch-Site": "cross-site"}, "cross_site"),
+    ]
+    for headers, code in attempts:
+        answer = httpx.post(url, headers=headers, timeout=10)
+        assert (answer.status_code, answer.json()) == (403, {"error": code}), headers
+    report = httpx.get(f"{locust_ui}/drills/report.json", timeout=10).json()
+    assert report["faults"] == []
+    assert program_pid(ui_stack.layout, "worker-general") == before
+
+
+def test_a_cross_site_page_cannot_press_the_fault_buttons(
+    ui_stack: RunningStack, locust_ui: str
+) -> None:
+    """A page of another site in the operator's Chromium posts to the fault endpoint, by
+    fetch and by a form: Locust answers 403 to both (seen on the wire) and nothing is
+    injected."""
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    from taskq.faults.inject import program_pid
+
+    before = program_pid(ui_stack.layout, "worker-general")
+    target = f"{locust_ui}/drills/fault/worker-kill"
+    server, evil = _serve_page(
+        f'<form id="f" method="POST" action="{target}"></form>'
+        f"<script>fetch('{target}', {{method: 'POST', mode: 'no-cors'}});</script>"
+    )
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(30_000)
+                with page.expect_response(lambda r: r.url == target) as fetched:
+                    page.goto(evil)
+                assert fetched.value.status == 403
+                with page.expect_response(lambda r: r.url == target) as posted:
+                    page.evaluate("document.getElementById('f').submit()")
+                assert posted.value.status == 403
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert httpx.get(f"{locust_ui}/drills/report.json", timeout=10).json()["faults"] == []
+    assert program_pid(ui_stack.layout, "worker-general") == before

@@ -24,7 +24,7 @@ API = ("api-1", "api-2")
 def test_every_drill_says_what_it_proves_and_all_runs_the_new_ones() -> None:
     assert set(PURPOSE) == set(DRILLS)
     assert set(WITNESSED_DRILLS) <= set(DRILLS)
-    assert DRILLS[-3:] == ("deploy", "redis-stall", "clock-skew")
+    assert DRILLS[-4:] == ("deploy", "redis-stall", "clock-skew", "redis-oom")
 
 
 def test_fault_kinds() -> None:
@@ -66,7 +66,7 @@ def test_clock_skew_is_one_fault_from_the_start() -> None:
 
 
 def test_default_kills() -> None:
-    assert DEFAULT_KILLS == {"deploy": 1, "clock-skew": 1}
+    assert DEFAULT_KILLS == {"deploy": 1, "clock-skew": 1, "redis-oom": 1}
 
 
 @pytest.mark.parametrize(("skew", "spec"), [(5.0, "+5s"), (-2.5, "-2.5s"), (0.0, "+0s")])

@@ -1,5 +1,5 @@
-"""Verdicts of the witnessed drills: the witness and a fault that caught nothing fail them;
-a kill drill's report stays as it was."""
+"""Verdicts of the drills: the witness fails them; a fault that hit nothing makes them
+INCONCLUSIVE (never PASSED); a kill drill's report stays as it was."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from taskq.drills.report import markdown, summary_rows, verdict_reasons
+from taskq.drills.report import fault_hit, judge, markdown, summary_rows, verdict_reasons
 
 SPREAD = {"count": 0, "p50": None, "p95": None, "p99": None}
 
@@ -80,12 +80,47 @@ def test_the_witness_fails_a_drill(figure: str, reason: str) -> None:
     assert verdict_reasons(report(**{figure: 1})) == [reason]
 
 
-def test_a_fault_that_hit_nothing_fails_the_drill() -> None:
+def test_a_fault_that_hit_nothing_makes_the_drill_inconclusive_not_passed() -> None:
     data = report()
     data["faults"] = [fault(0), fault(None)]
-    assert verdict_reasons(data) == ["the fault hit nothing: no fault caught a running task"]
-    data["faults"] = []
-    assert verdict_reasons(data) == ["the fault hit nothing: no fault caught a running task"]
+    assert verdict_reasons(data) == []
+    verdict, reasons = judge(data)
+    assert verdict == "INCONCLUSIVE"
+    assert reasons == [
+        "the fault hit nothing (restart worker-high: 0 task(s) interrupted, 0 running; "
+        "restart worker-high: 0 task(s) interrupted, 0 running)"
+    ]
+    data["faults"], data["faults_planned"] = [], 1
+    assert judge(data) == (
+        "INCONCLUSIVE",
+        ["the fault hit nothing: none of the 1 planned fault(s) was made"],
+    )
+
+
+def test_a_failure_outranks_a_fault_that_hit_nothing() -> None:
+    data = report(never_ran=1)
+    data["faults"] = [fault(0)]
+    assert judge(data) == ("FAILED", ["1 accepted task(s) never ran (witness)"])
+
+
+@pytest.mark.parametrize(
+    ("changes", "hit"),
+    [
+        ({"kind": "worker-kill", "running_tasks": None, "interrupted_tasks": 2}, True),
+        ({"kind": "worker-kill", "running_tasks": 0, "interrupted_tasks": 0}, False),
+        ({"kind": "api-kill", "target": "api-1", "in_flight_requests": 3}, True),
+        ({"kind": "api-kill", "target": "api-1", "in_flight_requests": 0}, False),
+        ({"kind": "redis-oom", "target": "redis", "running_tasks": 2, "shed": 0}, False),
+        ({"kind": "redis-oom", "target": "redis", "running_tasks": 2, "shed": 5}, True),
+        ({"running_tasks": 4, "detail": "not injected: gone"}, False),
+    ],
+)
+def test_what_counts_as_a_hit(changes: dict[str, Any], hit: bool) -> None:
+    assert fault_hit({**fault(None), **changes}) is hit
+
+
+def test_a_fault_that_hit_work_passes() -> None:
+    assert judge(report()) == ("PASSED", [])
 
 
 def test_a_kill_drill_report_is_judged_as_before() -> None:

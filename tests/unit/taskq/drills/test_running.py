@@ -105,3 +105,20 @@ def test_follower_of_a_file_not_there_yet(tmp_path: Path) -> None:
     (tmp_path / "later.jsonl").write_text('{"a": 1}\n')
     assert follower.read() == [b'{"a": 1}']
     follower.close()
+
+
+def test_only_the_drills_own_tasks_count_as_caught(tmp_path: Path) -> None:
+    """A maintenance task running on the victim is not work of the drill's."""
+    restart = FaultRecord("worker-kill", "worker-general", 1, T0 + 4)
+    attach_running([restart], LINES, long_ids=set(), among={"b"})
+    assert restart.running == []
+    log = tmp_path / "worker-high.jsonl"
+    log.touch()
+    tracker = RunningNow(tmp_path, ["worker-high"], id_prefix="drill-1")
+    _append(
+        log,
+        line(1, "task.started", "sweep", node="worker-high", correlation_id="beat-9"),
+        line(1, "task.started", "mine", node="worker-high", correlation_id="drill-1-abc"),
+    )
+    assert set(tracker.running()) == {"mine"}
+    tracker.close()
