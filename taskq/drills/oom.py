@@ -87,12 +87,16 @@ def shed_lines(raws: list[bytes]) -> int:
     return count
 
 
+#: A cheap prefilter of raw lines before the JSON is parsed.
+_STARTED_MARK = f'"{Event.TASK_STARTED}"'.encode()
+
+
 def first_starts(followers: dict[str, LogFollower], since: float) -> dict[str, float]:
     """Worker -> time of its first ``task.started`` line at or after ``since`` (read now)."""
     found: dict[str, float] = {}
     for node, follower in followers.items():
         for raw in follower.read():
-            if b'"task.started"' not in raw:
+            if _STARTED_MARK not in raw:
                 continue
             try:
                 line = json.loads(raw)
