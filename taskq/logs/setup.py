@@ -116,7 +116,8 @@ class WholeLineStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def __init__(self) -> None:
         super().__init__(sys.stdout)
-        self._lock_file = tempfile.TemporaryFile(prefix="taskq-log-lock-")
+        # Open for the handler's life, closed in close(): no context manager fits.
+        self._lock_file = tempfile.TemporaryFile(prefix="taskq-log-lock-")  # noqa: SIM115
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

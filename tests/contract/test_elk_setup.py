@@ -293,7 +293,7 @@ def test_a_read_only_viewer_role_and_user(setup: ModuleType, fake: tuple[FakeEla
     assert role["elasticsearch"]["cluster"] == []
     (kibana,) = role["kibana"]
     assert kibana["base"] == []
-    assert set(sum(kibana["feature"].values(), [])) == {"read"}
+    assert {p for privileges in kibana["feature"].values() for p in privileges} == {"read"}
 
 
 def test_the_dlq_rule_is_created_then_updated_keeping_its_actions(
