@@ -149,12 +149,7 @@ class OomFaults(KillFaults):
         if fault.kind != "redis-oom":
             raise FaultError(f"{fault.kind} is not a fault of redis-oom")
         self.wait_for_work(None)
-        client = Redis(
-            host=self.layout.bind_host,
-            port=self.layout.redis_port,
-            socket_timeout=5,
-            decode_responses=True,
-        )
+        client = Redis.from_url(self.layout.redis_url(), socket_timeout=5, decode_responses=True)
         followers = {n: LogFollower(self.layout.log_dir / f"{n}.jsonl") for n in WORKER_PROGRAMS}
         try:
             pid = inject.program_pid(self.layout, "redis")

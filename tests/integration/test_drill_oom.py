@@ -44,7 +44,7 @@ def oom_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack
 
 
 def _redis(stack: RunningStack) -> Redis:
-    return Redis(host=stack.settings.bind_host, port=stack.settings.redis_port)
+    return Redis.from_url(stack.settings.broker_url)
 
 
 def _scrape(url: str) -> dict[str, float]:
