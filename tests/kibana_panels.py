@@ -113,7 +113,11 @@ def _search_panel(dashboard: SavedObject, obj: SavedObject) -> Panel:
         object_type="search",
         title=attributes["title"],
         queries=(_query(dashboard), _query(obj)),
-        used_fields=tuple(("sort", name) for name, _direction in attributes.get("sort", [])),
+        # Only the first sort key must be on every line: the later ones break ties, and
+        # Elasticsearch sorts a line missing one of them after the others for that key
+        # ("missing": "_last" by default, Sort search results docs); nginx lines have no
+        # event.sequence, and their millisecond times seldom tie the services' microseconds.
+        used_fields=tuple(("sort", name) for name, _direction in attributes.get("sort", [])[:1]),
         columns=tuple(attributes.get("columns", [])),
     )
 
