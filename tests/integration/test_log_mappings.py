@@ -42,7 +42,7 @@ def _mapping_problems(line: Line, properties: dict[str, Any]) -> list[str]:
                 problems.append(f"{key}: {value!r} is not a string for {kind}")
             elif kind == "keyword" and ("\n" in value or len(value) > KEYWORD_IGNORE_ABOVE):
                 problems.append(f"{key}: long or multi-line text in a keyword field")
-        elif kind == "date":
+        elif kind in ("date", "date_nanos"):  # same default format, finer resolution
             if not _is_es_date(value):
                 problems.append(f"{key}: {value!r} does not parse as strict_date_optional_time")
         elif kind == "long":
