@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -26,6 +25,7 @@ from tests.contract.compose_model import (
     parse_env_file,
     referenced_variables,
 )
+from tests.missing_tool import tool_missing
 
 APP_SERVICES = ("api", "worker-high", "worker-general", "beat")
 ELASTIC_SERVICES = ("elasticsearch", "logstash", "kibana", "filebeat")
@@ -81,9 +81,7 @@ def _require_binary(name: str, install: str) -> str:
     candidates = (Path("/usr/sbin") / name, Path("/usr/bin") / name)
     found = shutil.which(name) or next((str(p) for p in candidates if p.exists()), None)
     if found is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{name} is not installed: {install}")
-        pytest.skip(f"{name} is not installed ({install})")
+        tool_missing(f"{name} is not installed: {install}")
     return found
 
 

@@ -7,7 +7,6 @@ browser downloads are never used. A missing chromium skips on a laptop, fails un
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.integration.stack_client import RunningStack
+from tests.missing_tool import tool_missing
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +38,7 @@ TIMEOUT_MS = 30_000
 def _require_chromium() -> None:
     if CHROMIUM.exists():
         return
-    message = f"{CHROMIUM} missing: apt-get install -y chromium (make test-deps)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message)
-    pytest.skip(message)
+    tool_missing(f"{CHROMIUM} missing: apt-get install -y chromium (make test-deps)")
 
 
 @pytest.fixture(scope="module")
