@@ -20,8 +20,8 @@ from taskq.hosts import netns
 from taskq.hosts.redis_group import Node, RedisGroup, redis_group
 from taskq.redis_clients import sync_client
 from tests.integration.test_sentinel_clients import (
+    _promoted,
     _require_sentinel,
-    _role,
     _until_replicated,
     _until_written,
 )
@@ -51,17 +51,6 @@ def hosts(tmp_path: Path) -> Iterator[tuple[netns.HostNetwork, RedisGroup]]:
         wrap = lambda i: hosts[i].wrap()  # noqa: E731
         with redis_group(nodes, tmp_path, MASTER, PASSWORD, wrap) as group:
             yield network, group
-
-
-def _promoted(group: RedisGroup, old: int, timeout_s: float = 30.0) -> int:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for index in range(len(group.nodes)):
-            if index != old and _role(group, index) == "master":
-                group.wait_replicated(index)
-                return index
-        time.sleep(0.05)
-    raise TimeoutError("no replica was promoted")
 
 
 def test_sigkill_of_the_master_host_moves_clients_to_another_host(

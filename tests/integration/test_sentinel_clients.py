@@ -59,12 +59,18 @@ def _kill_master_and_wait_promotion(group: RedisGroup, timeout_s: float = 30.0) 
     online replica again (it takes writes only then)."""
     group.redis[0].send_signal(signal.SIGKILL)
     group.redis[0].wait(timeout=10)
+    return group.nodes[_promoted(group, 0, timeout_s)]
+
+
+def _promoted(group: RedisGroup, old: int, timeout_s: float = 30.0) -> int:
+    """Index of the node other than ``old`` that says role:master and has an online replica
+    again."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for index, node in enumerate(group.nodes):
-            if index and _role(group, index) == "master":
+        for index in range(len(group.nodes)):
+            if index != old and _role(group, index) == "master":
                 group.wait_replicated(index)
-                return node
+                return index
         time.sleep(0.05)
     raise TimeoutError("no replica was promoted")
 
