@@ -18,6 +18,7 @@ import hmac
 import re
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 #: A key name: the key id logged and stored; a bounded, log-safe charset.
 KEY_ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
@@ -56,6 +57,10 @@ def derived_key_id(secret: str) -> str:
     return "key-" + hashlib.sha256(secret.encode("utf-8")).hexdigest()[:12]
 
 
+# Every request asks for the keys (the fast lane too): parse each distinct value once. The
+# value, not the Settings object, is the cache key, so a copied Settings with other keys
+# gets its own; the results are immutable and safe to share.
+@lru_cache(maxsize=16)
 def parse_api_keys(text: str) -> tuple[ApiKey, ...]:
     """The keys of a comma-separated ``TASKQ_API_KEYS`` value; raises on a bad entry."""
     keys: list[ApiKey] = []
@@ -77,6 +82,7 @@ def parse_api_keys(text: str) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
+@lru_cache(maxsize=16)
 def parse_key_ids(text: str) -> frozenset[str]:
     """The key ids of a comma-separated list (``TASKQ_API_ADMIN_KEYS``)."""
     return frozenset(e.strip() for e in text.split(",") if e.strip())
