@@ -58,10 +58,15 @@ class Writer:
         self.process.wait(timeout=15)
 
 
-@pytest.mark.skip(
-    reason="timed out once in a loaded suite run (the follower did not exit on SIGINT after a "
-    "missed line); cause not found yet, so rotation-following is unproven until it is"
+#: Runs ``taskq`` with Ctrl-C (SIGINT) at Python's default, as in a terminal's foreground job.
+#: A suite started in the background by a non-interactive shell inherits SIGINT ignored
+#: (POSIX: asynchronous commands ignore it), and Python then installs no handler of its own.
+AS_FOREGROUND = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'taskq'; runpy.run_module('taskq.cli', run_name='__main__')"
 )
+
+
 def test_follow_reads_every_new_line_once_across_rotations(tmp_path: Path) -> None:
     log_dir = tmp_path / "log"
     log_dir.mkdir()
@@ -69,7 +74,7 @@ def test_follow_reads_every_new_line_once_across_rotations(tmp_path: Path) -> No
     a, b = Writer("api-1", a_path), Writer("api-2", b_path)
     a.write("old", 0, 5, KEPT)  # written before the follower starts: not printed
     b.write("old", 0, 5, KEPT)
-    command = [sys.executable, "-m", "taskq.cli", "logs", "--follow", "--json",
+    command = [sys.executable, "-c", AS_FOREGROUND, "logs", "--follow", "--json",
                "--log-dir", str(log_dir), "--event", str(KEPT)]  # fmt: skip
     follower = subprocess.Popen(
         command,
