@@ -4,6 +4,7 @@ PID changes), and the fault endpoints refuse whoever is not the Locust page itse
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import re
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -23,6 +25,9 @@ from taskq.stack.ports import free_port_block
 from tests.integration.conftest import stack_settings, start_stack, stop_stack
 from tests.integration.stack_client import RunningStack
 from tests.integration.test_docs_browser import CHROMIUM, CHROMIUM_ARGS, _require_chromium
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -75,13 +80,12 @@ def locust_ui(ui_stack: RunningStack, tmp_path: Path) -> Iterator[str]:
             process.wait(timeout=10)
 
 
-def test_drills_tab_and_fault_button(ui_stack: RunningStack, locust_ui: str) -> None:
+@contextlib.contextmanager
+def chromium_page() -> Iterator[Page]:
+    """One page of Debian's Chromium, headless (skips without it)."""
     _require_chromium()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
-    from taskq.faults.inject import program_pid
-
-    before = program_pid(ui_stack.layout, "worker-general")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
@@ -89,24 +93,35 @@ def test_drills_tab_and_fault_button(ui_stack: RunningStack, locust_ui: str) -> 
         try:
             page = browser.new_page()
             page.set_default_timeout(30_000)
-            page.goto(locust_ui)
-            # The scenario picker: shapes and user classes are named in the start form.
-            expect(page.get_by_text("ThunderingHerd").first).to_be_attached()
-            expect(page.get_by_text("FaultDrillUser").first).to_be_attached()
-            page.get_by_role("button", name="Start").first.click()
-            # While users spawn, the UI re-renders its tab bar at every step and a click can
-            # keep landing on a node just replaced: wait until the run is running.
-            status = page.get_by_role("banner").get_by_text("running", exact=True)
-            expect(status).to_be_visible(timeout=60_000)
-            page.get_by_role("tab", name="Drills").click()
-            expect(page.get_by_text("in flight")).to_be_visible()
-            expect(page.get_by_text("queue high priority 0")).to_be_visible()
-            page.locator("#drill-fault-worker-kill").click()
-            expect(page.locator("#drill-fault-result")).to_contain_text(f"pid {before}")
-            expect(page.get_by_text("fault 1")).to_be_visible()
-            page.get_by_role("button", name="Stop").first.click()
+            yield page
         finally:
             browser.close()
+
+
+def test_drills_tab_and_fault_button(ui_stack: RunningStack, locust_ui: str) -> None:
+    _require_chromium()
+    from playwright.sync_api import expect
+
+    from taskq.faults.inject import program_pid
+
+    before = program_pid(ui_stack.layout, "worker-general")
+    with chromium_page() as page:
+        page.goto(locust_ui)
+        # The scenario picker: shapes and user classes are named in the start form.
+        expect(page.get_by_text("ThunderingHerd").first).to_be_attached()
+        expect(page.get_by_text("FaultDrillUser").first).to_be_attached()
+        page.get_by_role("button", name="Start").first.click()
+        # While users spawn, the UI re-renders its tab bar at every step and a click can
+        # keep landing on a node just replaced: wait until the run is running.
+        status = page.get_by_role("banner").get_by_text("running", exact=True)
+        expect(status).to_be_visible(timeout=60_000)
+        page.get_by_role("tab", name="Drills").click()
+        expect(page.get_by_text("in flight")).to_be_visible()
+        expect(page.get_by_text("queue high priority 0")).to_be_visible()
+        page.locator("#drill-fault-worker-kill").click()
+        expect(page.locator("#drill-fault-result")).to_contain_text(f"pid {before}")
+        expect(page.get_by_text("fault 1")).to_be_visible()
+        page.get_by_role("button", name="Stop").first.click()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -173,7 +188,6 @@ def test_a_cross_site_page_cannot_press_the_fault_buttons(
     fetch and by a form: Locust answers 403 to both (seen on the wire) and nothing is
     injected."""
     _require_chromium()
-    from playwright.sync_api import sync_playwright
 
     from taskq.faults.inject import program_pid
 
@@ -184,21 +198,13 @@ def test_a_cross_site_page_cannot_press_the_fault_buttons(
         f"<script>fetch('{target}', {{method: 'POST', mode: 'no-cors'}});</script>"
     )
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-            )
-            try:
-                page = browser.new_page()
-                page.set_default_timeout(30_000)
-                with page.expect_response(lambda r: r.url == target) as fetched:
-                    page.goto(evil)
-                assert fetched.value.status == 403
-                with page.expect_response(lambda r: r.url == target) as posted:
-                    page.evaluate("document.getElementById('f').submit()")
-                assert posted.value.status == 403
-            finally:
-                browser.close()
+        with chromium_page() as page:
+            with page.expect_response(lambda r: r.url == target) as fetched:
+                page.goto(evil)
+            assert fetched.value.status == 403
+            with page.expect_response(lambda r: r.url == target) as posted:
+                page.evaluate("document.getElementById('f').submit()")
+            assert posted.value.status == 403
     finally:
         server.shutdown()
         server.server_close()
