@@ -197,6 +197,11 @@ TERMINAL_EVENTS: Mapping[str, str] = {
     Event.TASK_REJECTED: "REJECTED",
 }
 
+#: The terminal events a task's "how it ended" row is made of: all but the duplicate, which is
+#: a later delivery of a task that already has its ``task.succeeded`` line (a second row, or a
+#: second count, for the same ending).
+ENDING_EVENTS: tuple[str, ...] = tuple(e for e in TERMINAL_EVENTS if e != Event.TASK_DUPLICATE)
+
 
 FIELDS_BY_NAME: Mapping[str, LogField] = {f.name: f for f in FIELDS}
 REQUIRED_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.required)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from taskq.logs.schema import FIELDS_BY_NAME, SHED_ERROR_CODES, TERMINAL_EVENTS
+from taskq.logs.schema import ENDING_EVENTS, FIELDS_BY_NAME, SHED_ERROR_CODES
 from tests.contract.compose_model import REPO_ROOT
 from tests.kibana_panels import REJECTIONS_PANEL, regenerate_shed_panel, shed_panel_query
 
@@ -179,11 +179,11 @@ FAN_OUT = 500
 def test_terminal_panels_select_every_terminal_event(
     objects: list[SavedObject], panel_id: str
 ) -> None:
-    """'Tasks by final status' and the trace's 'tasks that ended' select ``TERMINAL_EVENTS``:
-    a task settled by a duplicate, a revocation request or a rejection has its row like a
-    success or failure."""
+    """'Tasks by final status' and the trace's 'tasks that ended' select ``ENDING_EVENTS``:
+    a task settled by a revocation request or a rejection has its row like a success or
+    failure, and a duplicate delivery of a succeeded task adds none."""
     (panel,) = [o for o in objects if o["id"] == panel_id]
-    expected = "event.action:(" + " or ".join(TERMINAL_EVENTS) + ")"
+    expected = "event.action:(" + " or ".join(ENDING_EVENTS) + ")"
     assert _search_source(panel)["query"]["query"] == expected
 
 
