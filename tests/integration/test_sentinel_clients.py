@@ -145,6 +145,13 @@ def test_taskq_sentinel_transport_publishes_and_consumes_across_a_failover(
             return str(message.payload)
 
     publish("before")
+    # Only what a replica confirmed survives the kill. WAIT covers its own client's writes;
+    # the replication stream is ordered, so a marker written after the publish and confirmed
+    # covers the publish too (as a submission's 202 waits for its batch).
+    marker = sync_client(group.url, master=MASTER, socket_timeout=0.5, socket_connect_timeout=0.5)
+    marker.set("published", "1")
+    _until_replicated(marker)
+    marker.close()
     promoted = _kill_master_and_wait_promotion(group)
     _until_written(lambda: publish("after"))
 
