@@ -36,6 +36,7 @@ import time
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import error_body
+from taskq.logs.schema import ShedCode
 
 QUEUE_START_HEADER = b"x-queue-start"
 RETRY_AFTER_S = "1"
@@ -112,7 +113,7 @@ def _waited_s(scope: Scope) -> float:
 async def _overloaded(send: Send, reason: str) -> None:
     body = json.dumps(
         error_body(
-            "overloaded",
+            ShedCode.OVERLOADED,
             "The service is at capacity; nothing was accepted. Retry after the given delay.",
             {"reason": reason},
         )

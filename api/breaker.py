@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 
 from api.errors import ApiError
 from taskq.broker.queue_depth import QueueDepths
-from taskq.logs.schema import Event
+from taskq.logs.schema import Event, ShedCode
 from taskq.settings import QUEUES
 
 logger = logging.getLogger("taskq.api.breaker")
@@ -193,7 +193,7 @@ def _log_transition(message: str, event: Event, queue: str, depth: int, threshol
 
 def saturated_error(verdict: Verdict, retry_after_s: int) -> ApiError:
     """The 503 for a rejected submission; logs the ``http.request.rejected`` event."""
-    code = "broker_memory_full" if verdict.reason == "memory" else "queue_saturated"
+    code = ShedCode.BROKER_MEMORY_FULL if verdict.reason == "memory" else ShedCode.QUEUE_SATURATED
     logger.warning(
         "request rejected",
         extra={
@@ -215,7 +215,7 @@ def saturated_error(verdict: Verdict, retry_after_s: int) -> ApiError:
         )
     return ApiError(
         503,
-        "queue_saturated",
+        ShedCode.QUEUE_SATURATED,
         f"Queue {verdict.queue!r} is saturated; nothing was accepted. Retry later.",
         {"queue": verdict.queue, "depth": verdict.depth, "threshold": verdict.threshold},
         headers={"Retry-After": str(retry_after_s)},

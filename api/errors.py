@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.content_type_hint import MESSAGE as HINT_MESSAGE
 from api.content_type_hint import content_type_hint
 from taskq.correlation import correlation_id_var
+from taskq.logs.schema import ShedCode
 from taskq.tasks import cost
 
 _STATUS_CODES = {
@@ -27,12 +28,12 @@ _STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
-    413: "payload_too_large",
+    413: ShedCode.PAYLOAD_TOO_LARGE,
     415: "unsupported_media_type",
     422: "validation_error",
-    429: "rate_limited",
+    429: ShedCode.RATE_LIMITED,
     500: "internal_error",
-    503: "service_unavailable",
+    503: ShedCode.SERVICE_UNAVAILABLE,
 }
 
 
@@ -61,9 +62,9 @@ class ApiError(Exception):
 
 
 #: Nothing was accepted: Redis could not be reached, or the submission was withdrawn.
-BROKER_UNAVAILABLE = "broker_unavailable"
+BROKER_UNAVAILABLE = ShedCode.BROKER_UNAVAILABLE
 #: A submission reached Redis and no answer came back in time: it may have been accepted.
-OUTCOME_UNKNOWN = "submission_outcome_unknown"
+OUTCOME_UNKNOWN = ShedCode.SUBMISSION_OUTCOME_UNKNOWN
 
 
 def broker_unavailable(task_id: str | None = None) -> ApiError:
@@ -87,7 +88,7 @@ def memory_full(task_id: str | None = None) -> ApiError:
     two of its readings."""
     return ApiError(
         503,
-        "broker_memory_full",
+        ShedCode.BROKER_MEMORY_FULL,
         "Redis is near its memory limit; nothing was accepted. Retry later.",
         {"task_id": task_id} if task_id is not None else None,
         headers={"Retry-After": BROKER_RETRY_AFTER_S},

@@ -18,12 +18,12 @@ import anyio
 import anyio.to_thread
 
 from api.errors import ApiError
-from taskq.logs.schema import Event
+from taskq.logs.schema import Event, ShedCode
 
 logger = logging.getLogger("taskq.api.search")
 
 T = TypeVar("T")
-SEARCH_BUSY = "search_busy"
+SEARCH_BUSY = ShedCode.SEARCH_BUSY
 
 
 class SearchGate:

@@ -9,6 +9,7 @@ from api.deps import ResourcesDep
 from api.errors import error_response
 from api.schemas import ErrorBody, Health
 from taskq.broker import readiness
+from taskq.logs.schema import ShedCode
 
 router = APIRouter(tags=["health"])
 
@@ -32,4 +33,6 @@ def readyz(resources: ResourcesDep) -> Health | JSONResponse:
     if all(value == "ok" for value in checks.values()):
         return Health(status="ok", checks=checks)
     failing = ", ".join(f"{name}: {value}" for name, value in checks.items() if value != "ok")
-    return error_response(503, "not_ready", f"Not ready ({failing}).", checks, {"Retry-After": "1"})
+    return error_response(
+        503, ShedCode.NOT_READY, f"Not ready ({failing}).", checks, {"Retry-After": "1"}
+    )

@@ -20,6 +20,7 @@ from api.errors import ApiError
 from api.schemas import ErrorBody
 from api.search_gate import SearchGate
 from taskq.correlation import ID_PATTERN
+from taskq.logs.schema import ShedCode
 from taskq.search.kibana import trace_url
 from taskq.search.store.base import LogStore, LogStoreError
 from taskq.search.store.config import INDEX_FILE_NAME, StoreConfig
@@ -89,7 +90,7 @@ async def get_trace(
                 store.close()
         except LogStoreError as exc:
             raise ApiError(
-                503, "log_store_unavailable", f"The logs cannot be searched: {exc}"
+                503, ShedCode.LOG_STORE_UNAVAILABLE, f"The logs cannot be searched: {exc}"
             ) from None
         if trace is None:
             raise ApiError(404, "trace_not_found", "No log line carries this correlation id.")

@@ -243,18 +243,54 @@ def _is_iso_timestamp(value: str) -> bool:
     return parsed.tzinfo is not None
 
 
-#: Every answer by which the stack sheds a request (nothing was accepted; the client should
-#: retry later), by its ``error.code``/``error.type`` and HTTP status: nginx's own answers
-#: (nginx/nginx.conf.template's named locations) and the API's (api/admission.py,
-#: api/breaker.py, api/errors.py). The rejection panel of the pipeline dashboard is generated
-#: from it (tests/kibana_panels.py, checked by tests/contract/test_kibana_dashboards.py).
+class ShedCode(StrEnum):
+    """Every ``error.code`` of a 429 or 503 the stack can answer (nothing was accepted; the
+    client should retry later), plus 413: declared here and only here. nginx's own answers
+    (nginx/nginx.conf.template's named locations, checked by
+    tests/contract/test_shed_codes.py) and the API's (which raises these members) use them.
+    """
+
+    #: nginx ``limit_req`` (``limit_req_status 429``).
+    RATE_LIMITED = "rate_limited"
+    #: nginx ``client_max_body_size``.
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    #: nginx ``limit_conn`` and the API's in-flight bound (api/admission.py).
+    OVERLOADED = "overloaded"
+    #: The queue-depth breaker (api/breaker.py).
+    QUEUE_SATURATED = "queue_saturated"
+    #: Redis near ``maxmemory`` (api/breaker.py, api/errors.py).
+    BROKER_MEMORY_FULL = "broker_memory_full"
+    #: Redis could not be reached, or a lost submission was withdrawn (api/errors.py).
+    BROKER_UNAVAILABLE = "broker_unavailable"
+    #: No answer from Redis in time, or the write was not replicated (api/submission.py).
+    SUBMISSION_OUTCOME_UNKNOWN = "submission_outcome_unknown"
+    #: nginx: no API replica answered.
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    #: Every trace/search slot of a replica is taken (api/search_gate.py).
+    SEARCH_BUSY = "search_busy"
+    #: The log store cannot be searched (api/routes/traces.py).
+    LOG_STORE_UNAVAILABLE = "log_store_unavailable"
+    #: ``/readyz``: a dependency is missing (api/routes/health.py).
+    NOT_READY = "not_ready"
+    #: A 503 raised as a bare HTTP exception (api/errors.py's fallback code for the status).
+    SERVICE_UNAVAILABLE = "service_unavailable"
+
+
+#: Every answer by which the stack sheds a request, by its ``error.code``/``error.type``, and
+#: its HTTP status. The rejection panel of the pipeline dashboard is generated from it
+#: (tests/kibana_panels.py, checked by tests/contract/test_kibana_dashboards.py) and measured
+#: against what clients saw (tests/integration/test_dashboard_truth.py).
 SHED_ERROR_CODES: Mapping[str, int] = {
-    "rate_limited": 429,
-    "payload_too_large": 413,
-    "overloaded": 503,
-    "queue_saturated": 503,
-    "broker_memory_full": 503,
-    "broker_unavailable": 503,
-    "submission_outcome_unknown": 503,
-    "upstream_unavailable": 503,
+    ShedCode.RATE_LIMITED: 429,
+    ShedCode.PAYLOAD_TOO_LARGE: 413,
+    ShedCode.OVERLOADED: 503,
+    ShedCode.QUEUE_SATURATED: 503,
+    ShedCode.BROKER_MEMORY_FULL: 503,
+    ShedCode.BROKER_UNAVAILABLE: 503,
+    ShedCode.SUBMISSION_OUTCOME_UNKNOWN: 503,
+    ShedCode.UPSTREAM_UNAVAILABLE: 503,
+    ShedCode.SEARCH_BUSY: 503,
+    ShedCode.LOG_STORE_UNAVAILABLE: 503,
+    ShedCode.NOT_READY: 503,
+    ShedCode.SERVICE_UNAVAILABLE: 503,
 }
