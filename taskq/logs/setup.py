@@ -28,7 +28,7 @@ from taskq.correlation import (
     task_name_var,
 )
 from taskq.logs.redaction import RedactionFilter
-from taskq.logs.schema import FIELDS_BY_NAME, Event
+from taskq.logs.schema import FIELDS_BY_NAME, TERMINAL_EVENTS, Event
 from taskq.tenants import key_id_var
 
 _STANDARD_ATTRS = frozenset(
@@ -53,6 +53,12 @@ class ContextFilter(logging.Filter):
         attrs.setdefault("service.name", self._service)
         attrs.setdefault("service.node.name", self._node)
         attrs.setdefault("event.action", Event.UNNAMED)
+        # Every line that settles a task says how: the panels count tasks by this field, so
+        # a revocation the API stored and the worker's later discard are one REVOKED task.
+        if attrs.get("task.state") is None:
+            state = TERMINAL_EVENTS.get(str(attrs["event.action"]))
+            if state is not None:
+                attrs["task.state"] = state
         for key, var in (
             ("correlation_id", correlation_id_var),
             ("task_id", task_id_var),

@@ -196,3 +196,25 @@ def test_trace_table_has_a_row_for_each_task_of_a_large_fan_out(
     aggs = json.loads(panel["attributes"]["visState"])["aggs"]
     (task_rows,) = [a for a in aggs if a["type"] == "terms" and a["params"]["field"] == "task_id"]
     assert task_rows["params"]["size"] >= FAN_OUT
+
+
+@pytest.mark.parametrize(
+    ("panel_id", "metric"),
+    [("taskq-tasks-final-status", "cardinality"), ("taskq-trace-tasks", "count")],
+)
+def test_terminal_panels_group_by_the_status_not_the_event(
+    objects: list[SavedObject], panel_id: str, metric: str
+) -> None:
+    """A revoked task has two ending lines (the API's ``task.revoke_requested`` and the
+    worker's ``task.revoked`` when it discards the message): split by ``event.action`` it
+    would be two REVOKED rows. Split by ``task.state`` (on every terminal line, stamped in
+    taskq/logs/setup.py) and counted by unique ``task_id`` (Elasticsearch docs,
+    "Cardinality aggregation"), it is one; the trace table's rows are one per task_id."""
+    (panel,) = [o for o in objects if o["id"] == panel_id]
+    aggs = json.loads(panel["attributes"]["visState"])["aggs"]
+    (first, *buckets) = aggs
+    assert first["type"] == metric
+    if metric == "cardinality":
+        assert first["params"]["field"] == "task_id"
+    fields = [a["params"]["field"] for a in buckets if a["type"] == "terms"]
+    assert fields[-1] == "task.state" and "event.action" not in fields, fields

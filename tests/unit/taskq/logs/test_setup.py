@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from taskq.correlation import correlation_id_var, task_id_var
-from taskq.logs.schema import validate_line
+from taskq.logs.schema import TERMINAL_EVENTS, Event, validate_line
 from tests.unit.log_capture import CapturedLogs
 
 
@@ -70,3 +70,16 @@ def test_hostile_text_stays_one_line(logs: CapturedLogs) -> None:
     logs.logger.info("x", extra={"error.message": 'a"b\nc\r\n{"forged": 1}'})
     assert len(logs.buffer.getvalue().splitlines()) == 1
     assert logs.lines()[0]["error.message"] == 'a"b\nc\r\n{"forged": 1}'
+
+
+def test_every_line_that_settles_a_task_says_its_status(logs: CapturedLogs) -> None:
+    """The panels count tasks by ``task.state`` (a revocation the API stored and the worker's
+    discard of the message are one REVOKED task): each terminal event carries its status."""
+    for event in TERMINAL_EVENTS:
+        logs.logger.info("ended", extra={"event.action": event, "task_id": "t-1"})
+    logs.logger.info("retry", extra={"event.action": Event.TASK_RETRY, "task.state": "RETRY"})
+    logs.logger.info("started", extra={"event.action": Event.TASK_STARTED})
+    *ended, retry, started = logs.lines()
+    assert [x["task.state"] for x in ended] == list(TERMINAL_EVENTS.values())
+    assert retry["task.state"] == "RETRY"
+    assert "task.state" not in started
