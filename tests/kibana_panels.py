@@ -19,6 +19,11 @@ from taskq.logs.schema import SHED_ERROR_CODES, Event
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS_DIR = REPO_ROOT / "kibana-dashboards"
 INDEX_TEMPLATE = REPO_ROOT / "elk" / "elasticsearch" / "index-template.json"
+DLQ_TEMPLATE = REPO_ROOT / "elk" / "elasticsearch" / "dlq-index-template.json"
+#: The data views (kibana-dashboards/00-data-view.ndjson) and the template of their streams.
+LOGS_DATA_VIEW = "taskq-logs"
+DLQ_DATA_VIEW = "taskq-dlq"
+TEMPLATES = {LOGS_DATA_VIEW: INDEX_TEMPLATE, DLQ_DATA_VIEW: DLQ_TEMPLATE}
 
 SavedObject = dict[str, Any]
 Query = Mapping[str, Any]
@@ -40,6 +45,8 @@ class Panel:
     #: Fields of a table's row buckets, in order.
     row_fields: tuple[str, ...] = ()
     columns: tuple[str, ...] = field(default=())
+    #: Id of the data view the panel reads.
+    data_view: str = LOGS_DATA_VIEW
 
     @property
     def name(self) -> str:
@@ -75,6 +82,11 @@ def _query(obj: SavedObject) -> Query:
     return dict(query)
 
 
+def _data_view(obj: SavedObject) -> str:
+    (ref,) = [r for r in obj["references"] if r["type"] == "index-pattern"]
+    return str(ref["id"])
+
+
 def _visualization_panel(dashboard: SavedObject, obj: SavedObject) -> Panel:
     vis_state = json.loads(obj["attributes"]["visState"])
     used: list[tuple[str, str]] = []
@@ -102,6 +114,7 @@ def _visualization_panel(dashboard: SavedObject, obj: SavedObject) -> Panel:
         used_fields=tuple(used),
         series=tuple(series),
         row_fields=tuple(rows),
+        data_view=_data_view(obj),
     )
 
 
@@ -119,6 +132,7 @@ def _search_panel(dashboard: SavedObject, obj: SavedObject) -> Panel:
         # event.sequence, and their millisecond times seldom tie the services' microseconds.
         used_fields=tuple(("sort", name) for name, _direction in attributes.get("sort", [])[:1]),
         columns=tuple(attributes.get("columns", [])),
+        data_view=_data_view(obj),
     )
 
 

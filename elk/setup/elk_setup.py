@@ -228,7 +228,7 @@ def viewer_role() -> dict[str, Any]:
 
 
 def dlq_rule() -> dict[str, Any]:
-    """Kibana alerting rule (``.es-query``): any dead-lettered line in the last 5 minutes.
+    """Kibana alerting rule (``.es-query``): any line dead-lettered in the last 5 minutes.
 
     Shown under Stack Management > Rules and Alerts; it has no action, so a connector can be
     added without the setup job overwriting it (``PUT`` keeps no actions: see
@@ -241,7 +241,9 @@ def dlq_rule() -> dict[str, Any]:
         "params": {
             "searchType": "esQuery",
             "index": [DLQ_INDEX_PATTERN],
-            "timeField": "@timestamp",
+            # When the line was refused, not when it was written: a line dead-lettered after
+            # Logstash caught up on an hour-old backlog still fires.
+            "timeField": "dead_letter.entry_time",
             "esQuery": json.dumps({"query": {"match_all": {}}}),
             "size": 10,
             "threshold": [0],

@@ -67,6 +67,9 @@ DLQ_LOG_FIELDS = (
 DLQ_EXTRA_PROPERTIES: dict[str, dict[str, Any]] = {
     "dead_letter.reason": {"type": "text"},
     "dead_letter.plugin_id": {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE},
+    # The bulk item's error type, cut out of the reason by taskq-dlq.conf: what the panel
+    # and the rule group by (the reason itself is long text, not aggregatable).
+    "dead_letter.error_type": {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE},
     "dead_letter.entry_time": {
         "type": "date_nanos",
         "format": "strict_date_optional_time_nanos||epoch_millis",

@@ -46,7 +46,11 @@ FIELDS: tuple[LogField, ...] = (
     LogField("task_type", "keyword", "API task type, e.g. calculate_var."),
     LogField("parent_task_id", "keyword", "Task that published this one, if any."),
     LogField("queue", "keyword", "Queue (routing key) of a task."),
-    LogField("task.state", "keyword", "PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED or REJECTED; on every line of TERMINAL_EVENTS."),
+    LogField(
+        "task.state",
+        "keyword",
+        "PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED or REJECTED; on every line of TERMINAL_EVENTS.",
+    ),
     LogField("task.retries", "long", "How many retries preceded this attempt."),
     LogField("task.redelivered", "boolean", "The broker delivered this message before."),
     LogField("task.attempt_id", "keyword", "One delivery of a task to a worker; on all its lines."),

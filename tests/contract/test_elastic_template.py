@@ -76,10 +76,15 @@ def test_logstash_target_matches_the_template_and_the_data_view() -> None:
     assert target == elastic_template.DATA_STREAM
     (pattern,) = elastic_template.build_template()["index_patterns"]
     assert fnmatch.fnmatchcase(target, pattern)
-    (data_view,) = [json.loads(line) for line in DATA_VIEW.read_text().splitlines()]
-    assert data_view["type"] == "index-pattern"
-    assert data_view["attributes"]["title"] == pattern
-    assert data_view["attributes"]["timeFieldName"] == "@timestamp"
+    views = {view["id"]: view for view in map(json.loads, DATA_VIEW.read_text().splitlines())}
+    assert set(views) == {"taskq-logs", "taskq-dlq"}
+    assert all(view["type"] == "index-pattern" for view in views.values())
+    assert views["taskq-logs"]["attributes"]["title"] == pattern
+    assert views["taskq-logs"]["attributes"]["timeFieldName"] == "@timestamp"
+    # The dead letters by when they were refused (their @timestamp is the line's own).
+    (dlq_pattern,) = elastic_template.build_dlq_template()["index_patterns"]
+    assert views["taskq-dlq"]["attributes"]["title"] == dlq_pattern
+    assert views["taskq-dlq"]["attributes"]["timeFieldName"] == "dead_letter.entry_time"
 
 
 def test_template_outranks_the_builtin_logs_template() -> None:

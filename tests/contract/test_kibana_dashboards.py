@@ -12,12 +12,20 @@ import pytest
 
 from taskq.logs.schema import ENDING_EVENTS, FIELDS_BY_NAME, SHED_ERROR_CODES
 from tests.contract.compose_model import REPO_ROOT
-from tests.kibana_panels import REJECTIONS_PANEL, regenerate_shed_panel, shed_panel_query
+from taskq.logs.es_template import dlq_properties
+from tests.kibana_panels import (
+    DLQ_DATA_VIEW,
+    REJECTIONS_PANEL,
+    regenerate_shed_panel,
+    shed_panel_query,
+)
 
 DASHBOARDS_DIR = REPO_ROOT / "kibana-dashboards"
 NOT_AGGREGATABLE = frozenset({"text"})
 REQUIRED = {
     ("index-pattern", "taskq-logs"),
+    ("index-pattern", "taskq-dlq"),
+    ("visualization", "taskq-dead-lettered"),
     ("search", "taskq-trace-explorer-search"),
     ("dashboard", "taskq-trace-explorer"),
     ("dashboard", "taskq-task-pipeline-health"),
@@ -107,27 +115,37 @@ def test_panels_and_index_refs_name_existing_references(objects: list[SavedObjec
                 assert f"{panel['panelIndex']}:{panel['panelRefName']}" in names, obj["id"]
 
 
+def _fields_of(obj: SavedObject) -> dict[str, str]:
+    """Field -> type of the data view ``obj`` reads: the log schema for the log lines, the
+    DLQ template's mappings for the dead-lettered ones."""
+    views = [r["id"] for r in obj["references"] if r["type"] == "index-pattern"]
+    if views == [DLQ_DATA_VIEW]:
+        return {name: str(spec["type"]) for name, spec in dlq_properties().items()}
+    return {name: spec.type for name, spec in FIELDS_BY_NAME.items()}
+
+
 def test_fields_exist_in_the_log_schema_and_aggregations_use_aggregatable_ones(
     objects: list[SavedObject],
 ) -> None:
     for obj in objects:
+        fields = _fields_of(obj)
         query = _search_source(obj).get("query", {}).get("query", "")
         for field in kql_fields(query):
-            assert field in FIELDS_BY_NAME, f"{obj['id']}: query field {field}"
+            assert field in fields, f"{obj['id']}: query field {field}"
         if obj["type"] == "visualization":
             used = list(aggregated_fields(obj))
             assert used, obj["id"]
             for agg_type, field in used:
-                spec = FIELDS_BY_NAME.get(field)
+                spec = fields.get(field)
                 assert spec is not None, f"{obj['id']}: {agg_type} on unknown field {field}"
-                assert spec.type not in NOT_AGGREGATABLE, f"{obj['id']}: {agg_type} on text"
+                assert spec not in NOT_AGGREGATABLE, f"{obj['id']}: {agg_type} on text"
                 if agg_type in ("percentiles", "max", "avg", "sum", "min"):
-                    assert spec.type in ("long", "float"), f"{obj['id']}: {agg_type} on {field}"
+                    assert spec in ("long", "float"), f"{obj['id']}: {agg_type} on {field}"
         if obj["type"] == "search":
             for column in obj["attributes"]["columns"]:
-                assert column in FIELDS_BY_NAME, f"{obj['id']}: column {column}"
+                assert column in fields, f"{obj['id']}: column {column}"
             for field, _direction in obj["attributes"]["sort"]:
-                assert FIELDS_BY_NAME[field].type not in NOT_AGGREGATABLE
+                assert fields[field] not in NOT_AGGREGATABLE
 
 
 def test_trace_explorer_shows_what_on_call_needs(objects: list[SavedObject]) -> None:
