@@ -49,7 +49,7 @@ FIELDS: tuple[LogField, ...] = (
     LogField(
         "task.state",
         "keyword",
-        "PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED or REJECTED; on every line of TERMINAL_EVENTS.",
+        "PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED or REJECTED (on every end).",
     ),
     LogField("task.retries", "long", "How many retries preceded this attempt."),
     LogField("task.redelivered", "boolean", "The broker delivered this message before."),

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from taskq.logs.es_template import dlq_properties
 from taskq.logs.schema import ENDING_EVENTS, FIELDS_BY_NAME, SHED_ERROR_CODES
 from tests.contract.compose_model import REPO_ROOT
-from taskq.logs.es_template import dlq_properties
 from tests.kibana_panels import (
     DLQ_DATA_VIEW,
     REJECTIONS_PANEL,
