@@ -155,6 +155,13 @@ def render_trace(trace: Trace, page: PageInfo | None = None) -> None:
     out = console()
     title = plain(f"correlation id {trace.correlation_id or '?'}")
     out.print(lines_table(trace.lines, title=title))
+    if trace.capped_at is not None:
+        out.print(
+            plain(
+                f"CAPPED: the log store returned the first {trace.capped_at} lines of a read"
+                " of this trace; later lines are missing"
+            )
+        )
     if page is not None and page.truncated:
         more = f"; next: --offset {page.next_offset}" if page.next_offset is not None else ""
         out.print(

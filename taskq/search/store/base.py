@@ -130,6 +130,12 @@ class StatsReport:
 class LogStore(Protocol):
     """One backend. Every method raises :class:`LogStoreError` when it cannot answer."""
 
+    @property
+    def capped_at(self) -> int | None:
+        """After ``lines_for_correlation``/``lines_for_tasks``: the line cap that read
+        reached (it returned that many and there were more), None when it returned all."""
+        ...
+
     def lines_for_correlation(self, correlation_id: str) -> list[LogLine]:
         """Every line carrying ``correlation_id``, in no particular order."""
         ...

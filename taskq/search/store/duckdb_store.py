@@ -114,6 +114,9 @@ def q(name: str) -> str:
 class DuckDBStore:
     """See module docstring. Not thread-safe: one instance per thread or request."""
 
+    #: DuckDB reads every matching line: a trace is never capped here.
+    capped_at: int | None = None
+
     def __init__(self, config: StoreConfig) -> None:
         if not config.log_dir.is_dir():
             raise LogStoreError(f"log directory {config.log_dir} does not exist")

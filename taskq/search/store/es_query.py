@@ -21,8 +21,14 @@ from taskq.search.store.base import (
     TaskNameStats,
 )
 
-#: ``index.max_result_window``'s default: the most hits one search returns.
+#: ``index.max_result_window``'s default: the most hits one search returns, and the size
+#: of one page of a trace read.
 MAX_HITS = 10_000
+#: The most lines one trace read returns; a trace with more is cut here and says so
+#: (``ElasticsearchStore.capped_at``, shown by ``taskq trace``).
+TRACE_MAX_LINES = 200_000
+#: How long a point in time stays open between two pages (renewed by each page).
+PIT_KEEP_ALIVE = "1m"
 #: Terminal lines counted per task by the stats aggregation: one writer each (a worker
 #: ends a task once; duplicates and the API's revocation would count it twice).
 _COUNTED_TERMINAL = {
@@ -33,26 +39,45 @@ _COUNTED_TERMINAL = {
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TEXT_FIELDS = frozenset({"message", "error.message"})
 _PERCENTS = [50.0, 95.0, 99.0]
-_SORT_ASC = [{"@timestamp": {"order": "asc"}}]
+#: Oldest first; ``_shard_doc`` (a point in time's own tiebreaker, unique per document)
+#: makes the order total, so ``search_after`` neither skips nor repeats lines that share a
+#: timestamp across a page boundary (Elasticsearch docs, "Paginate search results",
+#: "Search after": "All search requests that include a PIT automatically add an implicit
+#: tiebreaker on the _shard_doc field"; named here to be explicit).
+_SORT_PAGED = [{"@timestamp": {"order": "asc"}}, {"_shard_doc": "asc"}]
 Body = dict[str, Any]
 
 
-def trace_body(correlation_id: str) -> Body:
-    """Every line of one correlation id, oldest first."""
-    return {
-        "query": {"bool": {"filter": [{"term": {"correlation_id": correlation_id}}]}},
-        "sort": _SORT_ASC,
-        "size": MAX_HITS,
-    }
+def trace_query(correlation_id: str) -> Body:
+    """Every line of one correlation id."""
+    return {"bool": {"filter": [{"term": {"correlation_id": correlation_id}}]}}
 
 
-def tasks_body(task_ids: set[str]) -> Body:
-    """Every line of some task ids, oldest first."""
-    return {
-        "query": {"bool": {"filter": [{"terms": {"task_id": sorted(task_ids)}}]}},
-        "sort": _SORT_ASC,
-        "size": MAX_HITS,
+def tasks_query(task_ids: set[str]) -> Body:
+    """Every line of some task ids."""
+    return {"bool": {"filter": [{"terms": {"task_id": sorted(task_ids)}}]}}
+
+
+def page_body(query: Body, pit_id: str, search_after: list[Any] | None, size: int) -> Body:
+    """One page of ``query`` in a point in time, after the sort values of the previous
+    page's last hit. A search with ``pit`` names no index (the PIT holds it) and renews
+    the PIT's ``keep_alive`` (docs, "Point in time API")."""
+    body: Body = {
+        "query": query,
+        "pit": {"id": pit_id, "keep_alive": PIT_KEEP_ALIVE},
+        "sort": _SORT_PAGED,
+        "size": size,
+        "track_total_hits": False,
     }
+    if search_after is not None:
+        body["search_after"] = search_after
+    return body
+
+
+def last_sort(response: Mapping[str, Any]) -> list[Any] | None:
+    """The ``sort`` values of the last hit: the next page's ``search_after``."""
+    hits = response.get("hits", {}).get("hits", [])
+    return list(hits[-1]["sort"]) if hits else None
 
 
 def _range(since: datetime | None, until: datetime | None) -> list[Body]:

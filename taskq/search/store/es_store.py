@@ -1,7 +1,10 @@
-"""The Elasticsearch backend: the official client, the bodies of :mod:`es_query`, no logic.
+"""The Elasticsearch backend: the official client, the bodies of :mod:`es_query`.
 
-Not yet run against a live cluster; the request
-bodies and the response mapping are unit-tested against the documented shapes.
+A trace is read whole, page by page: ``search_after`` in a point in time (Elasticsearch
+docs, "Paginate search results"), not one search capped at ``index.max_result_window``;
+past :data:`es_query.TRACE_MAX_LINES` it stops and says so (:attr:`capped_at`). Tested
+with the official client against a small HTTP server that speaks the endpoints used
+(tests/integration/test_es_store_paging.py); not yet against a live cluster.
 """
 
 from __future__ import annotations
@@ -26,9 +29,18 @@ from taskq.search.store.config import StoreConfig
 class ElasticsearchStore:
     """Queries ``config.es_index`` (a data stream or index pattern) at ``config.es_url``."""
 
-    def __init__(self, config: StoreConfig, client: Any = None) -> None:
+    def __init__(
+        self,
+        config: StoreConfig,
+        client: Any = None,
+        max_lines: int = es_query.TRACE_MAX_LINES,
+    ) -> None:
         self._index = config.es_index
         self._url = config.es_url
+        self._max_lines = max_lines
+        #: The cap the last trace read reached (it returned that many lines and there were
+        #: more), or None when it read every line.
+        self.capped_at: int | None = None
         if client is None:
             from elasticsearch import Elasticsearch
 
@@ -40,11 +52,11 @@ class ElasticsearchStore:
     def close(self) -> None:
         self._client.close()
 
-    def _search(self, body: es_query.Body) -> dict[str, Any]:
+    def _call(self, method: Any, **kwargs: Any) -> dict[str, Any]:
         from elasticsearch import ApiError, TransportError
 
         try:
-            response = self._client.search(index=self._index, **body)
+            response = method(**kwargs)
         except (ApiError, TransportError) as exc:
             detail = getattr(exc, "message", None) or str(exc)
             raise LogStoreError(
@@ -53,11 +65,51 @@ class ElasticsearchStore:
         body_of = getattr(response, "body", response)  # ObjectApiResponse or a plain dict
         return dict(body_of)
 
+    def _search(self, body: es_query.Body) -> dict[str, Any]:
+        return self._call(self._client.search, index=self._index, **body)
+
+    def _read_all(self, query: es_query.Body) -> list[LogLine]:
+        """Every line matching ``query``, up to ``max_lines``, page by page in one point in
+        time: a consistent view however fast lines are being indexed meanwhile."""
+        self.capped_at = None
+        opened = self._call(
+            self._client.open_point_in_time, index=self._index, keep_alive=es_query.PIT_KEEP_ALIVE
+        )
+        pit_id = str(opened["id"])
+        lines: list[LogLine] = []
+        after: list[Any] | None = None
+        try:
+            while True:
+                # One line past the cap tells "capped" from "exactly the cap".
+                size = min(es_query.MAX_HITS, self._max_lines + 1 - len(lines))
+                page = self._call(
+                    self._client.search, **es_query.page_body(query, pit_id, after, size)
+                )
+                pit_id = str(page.get("pit_id", pit_id))  # the PIT id may change per page
+                got = es_query.hits_to_lines(page)
+                lines.extend(got)
+                after = es_query.last_sort(page)
+                if len(got) < size or after is None:
+                    return lines
+                if len(lines) > self._max_lines:
+                    self.capped_at = self._max_lines
+                    return lines[: self._max_lines]
+        finally:
+            self._close_pit(pit_id)
+
+    def _close_pit(self, pit_id: str) -> None:
+        from elasticsearch import ApiError, TransportError
+
+        try:
+            self._client.close_point_in_time(id=pit_id)
+        except (ApiError, TransportError):
+            pass  # the PIT expires on its own after keep_alive; the lines are read
+
     def lines_for_correlation(self, correlation_id: str) -> list[LogLine]:
-        return es_query.hits_to_lines(self._search(es_query.trace_body(correlation_id)))
+        return self._read_all(es_query.trace_query(correlation_id))
 
     def lines_for_tasks(self, task_ids: set[str]) -> list[LogLine]:
-        return es_query.hits_to_lines(self._search(es_query.tasks_body(task_ids)))
+        return self._read_all(es_query.tasks_query(task_ids))
 
     def search(self, log_filter: LogFilter) -> list[LogLine]:
         try:

@@ -80,6 +80,10 @@ class TenantStore:
         self._key_id = key_id
         self._task_lines: dict[str, list[LogLine]] = {}
 
+    @property
+    def capped_at(self) -> int | None:
+        return self._store.capped_at
+
     def _lines_of_tasks(self, task_ids: set[str]) -> list[LogLine]:
         missing = task_ids - self._task_lines.keys()
         if missing:

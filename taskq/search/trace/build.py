@@ -154,10 +154,14 @@ def find_trace(store: LogStore, correlation_id: str) -> Trace | None:
     lines = store.lines_for_correlation(correlation_id)
     if not lines:
         return None
+    capped = store.capped_at
     task_ids = {str(x["task_id"]) for x in lines if x.get("task_id")}
     if task_ids:
         lines.extend(store.lines_for_tasks(task_ids))
-    return build_trace(correlation_id, lines)
+        capped = capped or store.capped_at
+    trace = build_trace(correlation_id, lines)
+    trace.capped_at = capped
+    return trace
 
 
 def publisher_of(lines: list[LogLine]) -> str | None:

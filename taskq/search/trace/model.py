@@ -136,6 +136,9 @@ class Trace:
     #: Correlation ids of the original requests when this one replayed their tasks.
     replay_of: list[str] = field(default_factory=list)
     kibana_url: str | None = None
+    #: The log store returned only this many lines of one of the trace's reads (there were
+    #: more); None when the trace is whole.
+    capped_at: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict; datetimes as ISO 8601 strings."""

@@ -51,6 +51,12 @@ class RecordingClient:
         self.responses = list(responses)
         self.calls: list[dict[str, Any]] = []
 
+    def open_point_in_time(self, **kwargs: Any) -> dict[str, Any]:
+        return {"id": "pit-1"}
+
+    def close_point_in_time(self, **kwargs: Any) -> dict[str, Any]:
+        return {"succeeded": True, "num_freed": 1}
+
     def search(self, **kwargs: Any) -> dict[str, Any]:
         self.calls.append(kwargs)
         answer = self.responses.pop(0)
@@ -62,13 +68,20 @@ class RecordingClient:
         pass
 
 
-def test_trace_is_a_term_query_sorted_oldest_first() -> None:
-    body = es_query.trace_body("req-1")
-    assert body["query"] == {"bool": {"filter": [{"term": {"correlation_id": "req-1"}}]}}
-    assert body["sort"] == [{"@timestamp": {"order": "asc"}}]
-    assert body["size"] == es_query.MAX_HITS
-    tasks = es_query.tasks_body({"b", "a"})
-    assert tasks["query"]["bool"]["filter"] == [{"terms": {"task_id": ["a", "b"]}}]
+def test_trace_is_a_term_query_paged_oldest_first_in_a_point_in_time() -> None:
+    query = es_query.trace_query("req-1")
+    assert query == {"bool": {"filter": [{"term": {"correlation_id": "req-1"}}]}}
+    first = es_query.page_body(query, "pit-1", None, es_query.MAX_HITS)
+    assert first["pit"] == {"id": "pit-1", "keep_alive": es_query.PIT_KEEP_ALIVE}
+    assert first["sort"] == [{"@timestamp": {"order": "asc"}}, {"_shard_doc": "asc"}]
+    assert first["size"] == es_query.MAX_HITS and "search_after" not in first
+    assert "index" not in first
+    later = es_query.page_body(query, "pit-1", [1, 7], 5)
+    assert later["search_after"] == [1, 7]
+    assert es_query.last_sort(search_response(hit({}, 1), hit({}, 2))) == [2]
+    assert es_query.last_sort(search_response()) is None
+    tasks = es_query.tasks_query({"b", "a"})
+    assert tasks["bool"]["filter"] == [{"terms": {"task_id": ["a", "b"]}}]
 
 
 def test_search_body_translates_every_filter() -> None:
@@ -228,7 +241,8 @@ def test_store_passes_index_and_body_and_reverses_search_hits() -> None:
     assert [x["@timestamp"] for x in store.search(LogFilter(limit=2))] == ["t1", "t2"]
     assert store.lines_for_correlation("req-1") == [{"@timestamp": "t1", "correlation_id": "req-1"}]
     assert client.calls[0]["index"] == "logs-x-*"
-    assert client.calls[1]["query"] == es_query.trace_body("req-1")["query"]
+    assert client.calls[1]["query"] == es_query.trace_query("req-1")
+    assert store.capped_at is None
 
 
 def test_transport_errors_become_store_errors() -> None:
