@@ -88,7 +88,7 @@ def _matches(query: dict[str, Any], source: dict[str, Any]) -> bool:
 
 def _handler(cluster: Cluster) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet
 
         def _answer(self, status: int, body: dict[str, Any]) -> None:
@@ -104,7 +104,7 @@ def _handler(cluster: Cluster) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             return json.loads(self.rfile.read(length)) if length else {}
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             url = urlsplit(self.path)
             if url.path.endswith("/_pit"):
                 assert parse_qs(url.query)["keep_alive"], url.query
@@ -154,7 +154,7 @@ def _handler(cluster: Cluster) -> type[BaseHTTPRequestHandler]:
                 },
             )
 
-        def do_DELETE(self) -> None:  # noqa: N802
+        def do_DELETE(self) -> None:
             pit_id = self._body().get("id")
             freed = int(pit_id in cluster.open_pits)
             cluster.open_pits.discard(pit_id)

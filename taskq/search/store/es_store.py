@@ -9,6 +9,7 @@ with the official client against a small HTTP server that speaks the endpoints u
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
 
@@ -100,10 +101,9 @@ class ElasticsearchStore:
     def _close_pit(self, pit_id: str) -> None:
         from elasticsearch import ApiError, TransportError
 
-        try:
+        # The PIT expires on its own after keep_alive; the lines are read.
+        with contextlib.suppress(ApiError, TransportError):
             self._client.close_point_in_time(id=pit_id)
-        except (ApiError, TransportError):
-            pass  # the PIT expires on its own after keep_alive; the lines are read
 
     def lines_for_correlation(self, correlation_id: str) -> list[LogLine]:
         return self._read_all(es_query.trace_query(correlation_id))
