@@ -86,12 +86,18 @@ class Observed:
 SHED_STATUSES = frozenset({413, 429, 503})
 HERD_SIZE = 24
 #: Series this run does not provoke, and where their answer is tested on a real stack: a
-#: Redis near its memory limit (tests/integration/test_redis_memory.py) and a submission
-#: whose reply Redis never sent (tests/integration/test_submission_outcomes.py).
+#: Redis near its memory limit (tests/integration/test_redis_memory.py), a submission
+#: whose reply Redis never sent (tests/integration/test_submission_outcomes.py), every
+#: search slot taken (tests/integration/test_tenants_stack.py). A log store that cannot be
+#: searched and a bare 503 HTTP exception have no real-stack test (their codes are checked
+#: in the API's source by tests/contract/test_shed_codes.py).
 UNPROVOKED_SERIES = frozenset(
     {
         (REJECTIONS_PANEL, "503 broker_memory_full"),
         (REJECTIONS_PANEL, "503 submission_outcome_unknown"),
+        (REJECTIONS_PANEL, "503 search_busy"),
+        (REJECTIONS_PANEL, "503 log_store_unavailable"),
+        (REJECTIONS_PANEL, "503 service_unavailable"),
     }
 )
 
@@ -248,6 +254,11 @@ def _drive(stack: RunningStack, seen: Observed) -> None:
         answer = _submit(stack, seen, "outage", "drill_echo", echo, "high")
         assert answer.status_code == 503, answer.text
         assert answer.json()["error"]["code"] == "broker_unavailable"
+        # The readiness probe says what is missing: 503 not_ready (logged, as it failed).
+        probe = stack.http.get("/readyz", headers={"X-Request-ID": f"sem-{RUN}-notready"})
+        _record(seen, f"sem-{RUN}-notready", probe)
+        assert probe.status_code == 503, probe.text
+        assert probe.json()["error"]["code"] == "not_ready"
     finally:
         _program(stack, "redis", running=True)
     _wait_ready(stack, seen)
@@ -401,6 +412,7 @@ def test_rejections_count_each_shed_request_once(observed: Observed) -> None:
         "queue_saturated",
         "upstream_unavailable",
         "broker_unavailable",
+        "not_ready",
     }
     assert {x["event.action"] for x in lines} >= {"breaker.opened", "breaker.closed"}
 
