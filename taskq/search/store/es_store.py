@@ -2,7 +2,10 @@
 
 A trace is read whole, page by page: ``search_after`` in a point in time (Elasticsearch
 docs, "Paginate search results"), not one search capped at ``index.max_result_window``;
-past :data:`es_query.TRACE_MAX_LINES` it stops and says so (:attr:`capped_at`). Tested
+past :data:`es_query.TRACE_MAX_LINES` it stops and says so (:attr:`capped_at`). The loop is
+the one ``elasticsearch.dsl``'s ``Search.iterate`` runs, written out so that the point in time
+is closed also when the read stops at the cap (``iterate`` closes it only when exhausted)
+and the last page is known by its short length (no extra empty search). Tested
 with the official client against a small HTTP server that speaks the endpoints used
 (tests/integration/test_es_store_paging.py); not yet against a live cluster.
 """
