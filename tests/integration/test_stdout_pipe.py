@@ -2,7 +2,7 @@
 
 With ``TASKQ_LOG_FILE`` unset a worker writes its lines to stdout, and every prefork pool
 child inherits that one pipe. Here a real Celery worker (prefork, two children) writes to a
-real ``os.pipe()``; two children fail at the same time with ~30 KB tracebacks while the
+real ``os.pipe()``; four tasks on its two children fail with ~30 KB tracebacks while the
 main process writes its own lines. The pipe is read as Docker does and the file is read as
 Filebeat does, both re-implemented from their sources:
 
