@@ -10,7 +10,9 @@ this layer).
 
 The line of an error answer carries ``error.type``: the ``error.code`` of the JSON body the
 client received, read from that body, so the log says exactly what the client was told
-whichever layer produced it. A request on a task's URL carries that ``task_id``.
+whichever layer produced it. An HTML error page (the browser UI's) names its code in the
+``X-Error-Code`` header it sends (:data:`ERROR_CODE_HEADER`). A request on a task's URL
+carries that ``task_id``.
 """
 
 from __future__ import annotations
@@ -70,11 +72,12 @@ class CorrelationMiddleware:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
                 state["started"] = True
+                state["error"] = _header_code(message.get("headers", []))
                 headers = [h for h in message.get("headers", []) if h[0].lower() != _HEADER_KEY]
                 message = {**message, "headers": [*headers, header]}
             elif message["type"] == "http.response.body":
                 body = message.get("body", b"")
-                if state["status"] >= 400 and state["bytes"] == 0:
+                if state["status"] >= 400 and state["bytes"] == 0 and state["error"] is None:
                     state["error"] = error_code_of(body)
                 state["bytes"] += len(body)
             await send(message)
@@ -101,6 +104,19 @@ class CorrelationMiddleware:
             key_id_var.reset(key_token)
             exchange_id_var.reset(exchange_token)
             correlation_id_var.reset(token)
+
+
+#: The code of an error answer whose body is not taskq's JSON (an HTML page).
+ERROR_CODE_HEADER = "X-Error-Code"
+_ERROR_CODE_KEY = ERROR_CODE_HEADER.lower().encode("latin-1")
+
+
+def _header_code(headers: Any) -> str | None:
+    for key, value in headers:
+        if key.lower() == _ERROR_CODE_KEY:
+            code = value.decode("latin-1")
+            return code if is_valid_id(code) else None
+    return None
 
 
 def error_code_of(body: bytes) -> str:

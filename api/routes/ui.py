@@ -37,8 +37,10 @@ from markupsafe import Markup
 from api.auth import API_KEY_HEADER, ApiKeyDep, CallerDep
 from api.deps import ApiResources, ResourcesDep
 from api.errors import ApiError
+from api.middleware import ERROR_CODE_HEADER
 from api.routes.traces import open_for, require_gate
 from taskq.correlation import ID_PATTERN
+from taskq.logs.schema import ShedCode
 from taskq.search.explorer.lookup import QueryError, parse_query, run_query
 from taskq.search.explorer.refs import REF_PATTERN, find_line, line_ref
 from taskq.search.explorer.waterfall import build_waterfall, seconds
@@ -162,13 +164,17 @@ class _Store:
 def _failure(exc: LogStoreError, settings: Settings, kql: str | None = None) -> HTMLResponse:
     unsupported = isinstance(exc, UnsupportedQueryError)
     kibana = query_url(settings.kibana_url, kql) if settings.kibana_url and kql else None
-    return render(
+    response = render(
         "error.html",
         status=501 if unsupported else 503,
         title="Not available with this backend" if unsupported else "The logs cannot be read",
         message=str(exc),
         kibana=kibana,
     )
+    if not unsupported:
+        # The access line's error.type, as for the JSON API's 503 (api/middleware.py).
+        response.headers[ERROR_CODE_HEADER] = ShedCode.LOG_STORE_UNAVAILABLE
+    return response
 
 
 Offset = Annotated[int, Query(ge=0)]
@@ -183,6 +189,7 @@ async def _gated(resources: ApiResources, view: Callable[[], HTMLResponse]) -> H
             raise
         response = render("error.html", 503, title="Busy", message=exc.message)
         response.headers.update(exc.headers or {})
+        response.headers[ERROR_CODE_HEADER] = exc.code
         return response
 
 
