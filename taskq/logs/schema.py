@@ -251,7 +251,8 @@ class ShedCode(StrEnum):
     """Every ``error.code`` of a 429 or 503 the stack can answer (nothing was accepted; the
     client should retry later), plus 413: declared here and only here. nginx's own answers
     (nginx/nginx.conf.template's named locations, checked by
-    tests/contract/test_shed_codes.py) and the API's (which raises these members) use them.
+    tests/contract/test_kibana_dashboards.py) and the API's, which raises these members
+    (tests/contract/test_shed_codes.py), use them.
     """
 
     #: nginx ``limit_req`` (``limit_req_status 429``).
