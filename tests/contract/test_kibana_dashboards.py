@@ -234,5 +234,8 @@ def test_terminal_panels_group_by_the_status_not_the_event(
     assert first["type"] == metric
     if metric == "cardinality":
         assert first["params"]["field"] == "task_id"
+        # Exact below the threshold, approximate above; 40,000 is the largest allowed
+        # (Elasticsearch docs, "Cardinality aggregation", "Precision control").
+        assert json.loads(first["params"]["json"]) == {"precision_threshold": 40_000}
     fields = [a["params"]["field"] for a in buckets if a["type"] == "terms"]
     assert fields[-1] == "task.state" and "event.action" not in fields, fields
