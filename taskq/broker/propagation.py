@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from contextvars import Token
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import signals
@@ -73,9 +74,17 @@ def log_published(headers: dict[str, Any], routing_key: str | None) -> None:
             "task_name": headers.get("task"),
             "queue": routing_key,
             "task.retries": int(headers.get("retries") or 0),
+            **_published_at(headers.get(PUBLISHED_AT_HEADER)),
             **_parent_of(headers.get("id")),
         },
     )
+
+
+def _published_at(stamp: Any) -> dict[str, str]:
+    """``task.published_at`` from the message's own stamp (epoch seconds), if it has one."""
+    if not isinstance(stamp, int | float) or isinstance(stamp, bool):
+        return {}
+    return {"task.published_at": datetime.fromtimestamp(stamp, UTC).isoformat()}
 
 
 def _parent_of(task_id: Any) -> dict[str, str]:
