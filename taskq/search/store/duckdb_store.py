@@ -19,9 +19,9 @@ from taskq.logs.schema import (
     ATTEMPT_OUTCOMES,
     EXECUTION_ENDS,
     FIELDS,
+    PROBE_USER_AGENT,
     TERMINAL_EVENTS,
     TERMINAL_STATUSES,
-    PROBE_USER_AGENT,
     Event,
     FieldType,
 )
