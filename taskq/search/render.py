@@ -210,6 +210,8 @@ def render_trace(trace: Trace, page: PageInfo | None = None) -> None:
             f"{len(trace.tasks)} task(s): {statuses}"
         )
     )
+    if trace.page_url:
+        out.print(plain(f"Trace page: {trace.page_url}"))
     if trace.kibana_url:
         out.print(plain(f"Kibana: {trace.kibana_url}"))
 

@@ -143,6 +143,9 @@ class Trace:
     #: Correlation ids of the original requests when this one replayed their tasks.
     replay_of: list[str] = field(default_factory=list)
     kibana_url: str | None = None
+    #: The trace page of the API's UI (taskq.search.trace.links), when the caller knows
+    #: the public base URL.
+    page_url: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict; datetimes as ISO 8601 strings."""
