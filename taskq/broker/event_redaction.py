@@ -10,6 +10,8 @@ keyword names, how many bytes), never shown.
 * :class:`RedactingAMQP` is the Celery app's ``amqp`` class: every message this app builds
   (API submissions, retries, child tasks, beat) gets the descriptions, so the ``task-sent``
   event, built from the same values, carries them too.
+* :func:`tag_correlation` puts the request's correlation id in front of ``argsrepr`` when
+  the message is stamped (:mod:`taskq.broker.propagation`, :mod:`taskq.broker.fast_publish`).
 * :func:`redact_event_fields` is applied by the worker's request class to the events it
   sends (results, exception messages and tracebacks, which may quote inputs).
 """
@@ -47,6 +49,20 @@ def describe_kwargs(kwargs: Mapping[str, Any] | None) -> str:
         return "{}"
     names = ", ".join(sorted(str(k) for k in items))
     return f"<{{{names}}}, {_size(items)} bytes: redacted>"
+
+
+#: How ``argsrepr`` names the request that published the task: Flower shows ``argsrepr`` as
+#: the task's "args" (list, task page, search box), where an on-call engineer then finds
+#: the correlation id to trace. Ids are of a URL- and repr-safe charset (taskq.correlation).
+CORRELATION_PREFIX = "correlation_id="
+
+
+def tag_correlation(argsrepr: str, correlation_id: str) -> str:
+    """``correlation_id=<id> ()``: ``argsrepr`` (already a description) led by the id;
+    an ``argsrepr`` that names one already gets the given one instead."""
+    if argsrepr.startswith(CORRELATION_PREFIX):
+        argsrepr = argsrepr.split(" ", 1)[1] if " " in argsrepr else "()"
+    return f"{CORRELATION_PREFIX}{correlation_id} {argsrepr}"
 
 
 def describe_exception(text: str) -> str:

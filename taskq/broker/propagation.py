@@ -20,6 +20,8 @@ from typing import Any
 
 from celery import signals
 
+from taskq.broker.event_redaction import tag_correlation
+
 from taskq.correlation import (
     ATTEMPT_HEADER,
     CELERY_HEADER,
@@ -42,6 +44,8 @@ def stamp_headers(headers: dict[str, Any]) -> str:
     correlation_id = headers.get(CELERY_HEADER) or correlation_id_var.get() or new_id()
     headers[CELERY_HEADER] = correlation_id
     headers[PUBLISHED_AT_HEADER] = time.time()
+    if isinstance(headers.get("argsrepr"), str):
+        headers["argsrepr"] = tag_correlation(headers["argsrepr"], str(correlation_id))
     return str(correlation_id)
 
 

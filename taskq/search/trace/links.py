@@ -20,7 +20,7 @@ TRACE_LINK_REL = "related"
 
 def trace_path(correlation_id: str) -> str:
     """``/ui/traces/<id>``: the trace page, relative to the public base URL."""
-    return TRACE_PAGE_PREFIX + quote(correlation_id, safe="")
+    return TRACE_PAGE_PREFIX + quote(correlation_id, safe=":")
 
 
 def trace_page_url(base_url: str, correlation_id: str) -> str:
