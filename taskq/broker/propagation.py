@@ -21,7 +21,6 @@ from typing import Any
 from celery import signals
 
 from taskq.broker.event_redaction import tag_correlation
-
 from taskq.correlation import (
     ATTEMPT_HEADER,
     CELERY_HEADER,
