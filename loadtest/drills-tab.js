@@ -81,6 +81,8 @@
     const t0 = t[0], span = Math.max(t[t.length - 1] - t0, 1);
     const top = known.reduce((m, p) => Math.max(m, p[1]), 1);
     fig.dataset.max = String(top);
+    fig.querySelector('figcaption').textContent =
+      name + ': ' + last + ' (max ' + top + ', ' + Math.round(span) + ' s)';
     const points = known.map(([x, y]) =>
       (PAD + (x - t0) / span * (W - 2 * PAD)).toFixed(1) + ',' +
       (H - PAD - y / top * (H - 2 * PAD)).toFixed(1));

@@ -26,11 +26,11 @@ import contextlib
 import hmac
 import json
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import gevent
 from flask import Response, jsonify, request
 from locust import events
 from locust.env import Environment
@@ -147,13 +147,13 @@ def on_locust_init(environment: Environment, **_: Any) -> None:
     history = History(started)
 
     def sample_forever() -> None:
-        # A greenlet of the web UI's process (Locust runs on gevent): one sample a second
-        # for as long as the UI lives, whether or not a page is open.
+        # One sample a second for as long as the UI lives, whether or not a page is open.
+        # Locust patches threading and sleep with gevent: this runs as a greenlet.
         while True:
             history.record(time.time(), live.sample())
-            gevent.sleep(HISTORY_INTERVAL_S)
+            time.sleep(HISTORY_INTERVAL_S)
 
-    gevent.spawn(sample_forever)
+    threading.Thread(target=sample_forever, name="drills-history", daemon=True).start()
 
     @web_ui.app.route("/drills/panel.js")
     def panel_js() -> Response:
