@@ -39,7 +39,8 @@ _tokens: dict[str, tuple[Token[str | None], ...]] = {}
 
 
 def stamp_headers(headers: dict[str, Any]) -> str:
-    """Put the current (or a new) correlation id and the publish time into ``headers``."""
+    """Put the current (or a new) correlation id and the publish time into ``headers``, and
+    the id in front of ``argsrepr`` (what Flower shows as the task's args)."""
     correlation_id = headers.get(CELERY_HEADER) or correlation_id_var.get() or new_id()
     headers[CELERY_HEADER] = correlation_id
     headers[PUBLISHED_AT_HEADER] = time.time()
