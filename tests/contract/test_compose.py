@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
+from taskq.logs.schema import PROBE_USER_AGENT
 from taskq.stack.layout import NGINX_TEMPLATE
 from taskq.stack.render import WORKERS, render_template
 from tests.contract.compose_model import (
@@ -338,7 +339,5 @@ def test_the_nginx_healthcheck_is_marked_as_our_own_probe(
     services: dict[str, dict[str, Any]],
 ) -> None:
     """Its answers are not counted as clients' by ``taskq stats`` (taskq.logs.schema)."""
-    from taskq.logs.schema import PROBE_USER_AGENT
-
     command = services["nginx"]["healthcheck"]["test"]
     assert command[command.index("-U") + 1] == PROBE_USER_AGENT
