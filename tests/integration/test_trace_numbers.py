@@ -7,7 +7,8 @@ stamped), every receive wait >= 0, the queue wait within publish -> end, the pub
 the message's own stamp (before the line written after Redis answered). The 202 names the
 trace page in its body and its ``Link`` header, nginx serves that page, and ``taskq trace``
 prints it, at the width ``COLUMNS`` gives. ``taskq stats`` leaves out the probes of
-taskq's own tools (``taskq up``'s readiness wait), counted in nginx's own lines.
+taskq's own tools (``taskq up``'s readiness wait), counted in nginx's own lines. And the
+other side: a worker under ``faketime -3s`` (two clocks that really differ) gets the note.
 """
 
 from __future__ import annotations
@@ -15,17 +16,21 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from taskq.cli import main as taskq_main
+from taskq.drills.skewed_worker import SkewedWorker
 from taskq.logs.schema import PROBE_USER_AGENT
 from taskq.search.trace.model import parse_time
 from tests.integration.stack_client import TERMINAL_STATES, RunningStack, log_files, run_taskq
+from tests.missing_tool import tool_missing
 
 N = 30
 
@@ -160,3 +165,32 @@ def test_stats_leave_out_the_readiness_probes_of_taskq_up(stack: RunningStack) -
     assert probes >= 1, "no request of taskq up's readiness wait in nginx's lines"
     assert probe_requests == probes
     assert {int(k): v for k, v in http_status.items()} == clients
+
+
+def test_a_worker_whose_clock_is_behind_gets_the_note(stack: RunningStack, tmp_path: Path) -> None:
+    """Two clocks that really differ: worker-general replaced by the same worker under
+    ``faketime -3s`` (the clock-skew drill's stand-in). It receives a low-priority task
+    (only worker-general serves that queue) 3 s "before" the API stamped it; the trace says
+    so, with at least the gap the stamp proves, and shows the wait as 0."""
+    if shutil.which("faketime") is None:
+        tool_missing("faketime is missing: apt-get install -y faketime")
+    skewed = SkewedWorker(stack.layout, stack.settings, -3.0, tmp_path / "skewed.log")
+    try:
+        skewed.begin()
+        correlation_id = f"skewed-{uuid.uuid4().hex[:8]}"
+        answer = stack.submit(
+            "drill_echo", {"payload": "x"}, priority="low", headers={"X-Request-ID": correlation_id}
+        )
+        assert answer.status_code == 202, answer.text
+        assert stack.wait_for_task(answer.json()["task_id"])["status"] == "SUCCESS"
+        trace = _settled_trace(stack, correlation_id, "SUCCESS")
+    finally:
+        skewed.end()
+    (task,) = trace["tasks"]
+    (attempt,) = task["attempts"]
+    assert attempt["worker"] == "worker-general"
+    assert attempt["receive_wait_ms"] == 0.0
+    (note,) = task["notes"]
+    gap = float(note.split(" was received ", 1)[1].split(" ms ", 1)[0].replace(",", ""))
+    assert 2000.0 < gap <= 3000.0, note
+    assert "clocks differ by at least that much" in note
