@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 from celery.app.amqp import AMQP
 
+from taskq.correlation import correlation_id_var
+
 _REDACTED_FIELDS = ("result", "exception", "traceback")
 
 
@@ -99,5 +101,12 @@ class RedactingAMQP(AMQP):  # type: ignore[misc]
         **options: Any,
     ) -> Any:
         options["argsrepr"] = describe_args(args)
+        correlation_id = correlation_id_var.get()
+        if correlation_id:
+            # Tagged here too, not only when the headers are stamped: the ``task-sent`` event
+            # is built from this value, and Flower keeps a late one's args over the tagged
+            # ``task-received``'s (seen with retries). Without a current id (beat) the stamp
+            # picks one and tags the message only.
+            options["argsrepr"] = tag_correlation(options["argsrepr"], correlation_id)
         options["kwargsrepr"] = describe_kwargs(kwargs)
         return super().as_task_v2(task_id, name, args, kwargs, *rest, **options)
