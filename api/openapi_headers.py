@@ -4,8 +4,8 @@
 request, not by a route parameter: a route parameter would let FastAPI reject an invalid
 id with 422, while the contract is to replace it. So it is declared here, as an optional
 header parameter of every operation and a header of every response. The same goes for the
-response headers the handlers set on a ``Response`` (``Location``, ``Idempotent-Replayed``)
-or that error paths add (``Retry-After``).
+response headers the handlers set on a ``Response`` (``Location``, ``Link``,
+``Idempotent-Replayed``) or that error paths add (``Retry-After``).
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ COMPONENT_HEADERS: dict[str, dict[str, Any]] = {
         "description": "The task's status URL.",
         "schema": {"type": "string"},
     },
+    "Link": {
+        "description": 'The request\'s trace page: `</ui/traces/{correlation_id}>; rel="related"; '
+        'title="trace"` (RFC 8288); the same URL as the body\'s `trace_url`.',
+        "schema": {"type": "string"},
+    },
     idempotency.REPLAY_HEADER: {
         "description": "`true` when this is the stored answer to an earlier request with "
         "the same Idempotency-Key.",
@@ -73,6 +78,7 @@ def add_headers(schema: dict[str, Any]) -> dict[str, Any]:
                     headers["Retry-After"] = {"$ref": _HEADER_REF + "Retry-After"}
                 if submit and status == "202":
                     headers["Location"] = {"$ref": _HEADER_REF + "Location"}
+                    headers["Link"] = {"$ref": _HEADER_REF + "Link"}
                     headers[idempotency.REPLAY_HEADER] = {
                         "$ref": _HEADER_REF + idempotency.REPLAY_HEADER
                     }

@@ -46,6 +46,8 @@ class TaskAccepted(BaseModel):
     queue: Priority
     correlation_id: str
     status_url: str
+    #: The request's trace page (also in the ``Link`` header, rel="related").
+    trace_url: str
 
 
 class TaskError(BaseModel):

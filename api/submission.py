@@ -48,6 +48,7 @@ from taskq.broker import fast_publish
 from taskq.broker.propagation import log_published
 from taskq.correlation import correlation_id_var
 from taskq.logs.schema import Event
+from taskq.search.trace.links import trace_link_header, trace_path
 from taskq.tasks.types import TaskType
 from taskq.tenants import Caller
 
@@ -101,6 +102,7 @@ async def submit(
         queue=queue,
         correlation_id=correlation_id,
         status_url=f"/api/v1/tasks/{task_id}",
+        trace_url=trace_path(correlation_id),
     )
     headers, message = resources.templates[task_type.celery_name].build(
         task_id, params.model_dump(mode="json"), queue, correlation_id
@@ -120,7 +122,7 @@ async def submit(
         message,
         "1" if admitted else "0",
     ]
-    answer_headers = {"Location": accepted.status_url}
+    answer_headers = {"Location": accepted.status_url, "Link": trace_link_header(correlation_id)}
     keyed = None
     if key is not None and resources.idempotency is not None:
         keyed = _keyed(client_api_key, key, body, accepted, answer_headers)

@@ -12,6 +12,10 @@ the compose Locust image). In an ``init`` listener, only when there is a web UI:
   written into the page's HTML (which another site cannot read) and sent back by the
   buttons in ``X-Drills-Token``; a request without it, with another ``Origin`` or that the
   browser marks cross-site (``Sec-Fetch-Site``) is answered 403 and nothing is injected;
+* small charts of queue depth, in flight, accepted and lost over the run
+  (:mod:`taskq.drills.live_history`, sampled every second, ``/drills/history.json``),
+  drawn as inline SVG by ``drills-tab.js`` above the figures, where the fault buttons sit
+  too: in the page's flow, never over the values;
 * ``/drills/report.json``: the live figures and the faults injected, linked from
   "Download data".
 """
@@ -22,7 +26,9 @@ import contextlib
 import hmac
 import json
 import secrets
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from flask import Response, jsonify, request
@@ -31,6 +37,7 @@ from locust.env import Environment
 
 from taskq.drills.inject_faults import FAULT_KINDS, FaultRecord, inject_fault
 from taskq.drills.live import LiveFigures
+from taskq.drills.live_history import SERIES, History
 from taskq.faults.inject import FaultError, program_pid
 from taskq.settings import get_settings
 from taskq.stack.layout import StackLayout
@@ -45,43 +52,10 @@ DEFAULT_TARGETS = {
 }
 _live: LiveFigures | None = None
 
-PANEL_JS = """
-(function () {
-  const kinds = %(kinds)s;
-  function panel() {
-    let box = document.getElementById('drill-faults');
-    const onTab = new URLSearchParams(location.search).get('tab') === 'drills';
-    if (!onTab) { if (box) box.style.display = 'none'; return; }
-    if (!box) {
-      box = document.createElement('div');
-      box.id = 'drill-faults';
-      box.style.cssText = 'position:fixed;bottom:12px;right:12px;z-index:2000;padding:8px;' +
-        'background:#222;color:#fff;border-radius:6px;font:13px sans-serif';
-      box.appendChild(document.createTextNode('Inject a fault: '));
-      for (const kind of kinds) {
-        const b = document.createElement('button');
-        b.id = 'drill-fault-' + kind; b.textContent = kind; b.style.margin = '0 3px';
-        b.onclick = async () => {
-          out.textContent = kind + '...';
-          const token = document.querySelector('meta[name="taskq-drills-token"]').content;
-          const r = await fetch('./drills/fault/' + kind,
-                                {method: 'POST', headers: {'X-Drills-Token': token}});
-          const body = await r.json();
-          out.textContent = r.ok ? (body.kind + ' ' + body.target + ' pid ' + body.pid)
-                                 : ('refused: ' + body.error);
-        };
-        box.appendChild(b);
-      }
-      const out = document.createElement('span');
-      out.id = 'drill-fault-result'; out.style.marginLeft = '6px';
-      box.appendChild(out);
-      document.body.appendChild(box);
-    }
-    box.style.display = 'block';
-  }
-  setInterval(panel, 500);
-})();
-"""
+#: The tab's fault buttons and charts (served at ``/drills/panel.js``; placeholders filled once).
+PANEL_JS_PATH = Path(__file__).with_name("drills-tab.js")
+#: Seconds between two samples of the charts' history.
+HISTORY_INTERVAL_S = 1.0
 
 
 TOKEN_HEADER = "X-Drills-Token"
@@ -165,10 +139,29 @@ def on_locust_init(environment: Environment, **_: Any) -> None:
             response.set_data(html.replace("</body>", tag, 1))
         return response
 
+    panel = (
+        PANEL_JS_PATH.read_text(encoding="utf-8")
+        .replace("__KINDS__", json.dumps(list(FAULT_KINDS)))
+        .replace("__SERIES__", json.dumps(list(SERIES)))
+    )
+    history = History(started)
+
+    def sample_forever() -> None:
+        # One sample a second for as long as the UI lives, whether or not a page is open.
+        # Locust patches threading and sleep with gevent: this runs as a greenlet.
+        while True:
+            history.record(time.time(), live.sample())
+            time.sleep(HISTORY_INTERVAL_S)
+
+    threading.Thread(target=sample_forever, name="drills-history", daemon=True).start()
+
     @web_ui.app.route("/drills/panel.js")
     def panel_js() -> Response:
-        body = PANEL_JS % {"kinds": json.dumps(list(FAULT_KINDS))}
-        return Response(body, mimetype="application/javascript")
+        return Response(panel, mimetype="application/javascript")
+
+    @web_ui.app.route("/drills/history.json")
+    def history_json() -> Response:
+        return Response(json.dumps(history.to_json()), mimetype="application/json")
 
     @web_ui.app.route("/drills/fault/<kind>", methods=["POST"])
     def fault(kind: str) -> Any:

@@ -267,10 +267,21 @@ class Settings(BaseSettings):
         description="Bytes of timeline lines (as JSON) in one trace answer; page on with ?offset=.",
     )
 
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL clients reach nginx at, for links to trace pages (taskq trace, "
+        "drill reports); default http://bind_host:http_port, the local stack.",
+    )
+
     kibana_url: str | None = Field(
         default=None,
         description="Kibana base URL (e.g. http://127.0.0.1:5601) for links to the Trace explorer.",
     )
+
+    @property
+    def public_base_url(self) -> str:
+        """:attr:`public_url`, else the local stack's nginx."""
+        return (self.public_url or f"http://{self.bind_host}:{self.http_port}").rstrip("/")
 
     @model_validator(mode="after")
     def _check_breaker_order(self) -> Settings:

@@ -10,6 +10,8 @@ keyword names, how many bytes), never shown.
 * :class:`RedactingAMQP` is the Celery app's ``amqp`` class: every message this app builds
   (API submissions, retries, child tasks, beat) gets the descriptions, so the ``task-sent``
   event, built from the same values, carries them too.
+* :func:`tag_correlation` puts the request's correlation id in front of ``argsrepr`` when
+  the message is stamped (:mod:`taskq.broker.propagation`, :mod:`taskq.broker.fast_publish`).
 * :func:`redact_event_fields` is applied by the worker's request class to the events it
   sends (results, exception messages and tracebacks, which may quote inputs).
 """
@@ -21,6 +23,8 @@ from typing import Any
 
 import orjson
 from celery.app.amqp import AMQP
+
+from taskq.correlation import correlation_id_var
 
 _REDACTED_FIELDS = ("result", "exception", "traceback")
 
@@ -47,6 +51,20 @@ def describe_kwargs(kwargs: Mapping[str, Any] | None) -> str:
         return "{}"
     names = ", ".join(sorted(str(k) for k in items))
     return f"<{{{names}}}, {_size(items)} bytes: redacted>"
+
+
+#: How ``argsrepr`` names the request that published the task: Flower shows ``argsrepr`` as
+#: the task's "args" (list, task page, search box), where an on-call engineer then finds
+#: the correlation id to trace. Ids are of a URL- and repr-safe charset (taskq.correlation).
+CORRELATION_PREFIX = "correlation_id="
+
+
+def tag_correlation(argsrepr: str, correlation_id: str) -> str:
+    """``correlation_id=<id> ()``: ``argsrepr`` (already a description) led by the id;
+    an ``argsrepr`` that names one already gets the given one instead."""
+    if argsrepr.startswith(CORRELATION_PREFIX):
+        argsrepr = argsrepr.split(" ", 1)[1] if " " in argsrepr else "()"
+    return f"{CORRELATION_PREFIX}{correlation_id} {argsrepr}"
 
 
 def describe_exception(text: str) -> str:
@@ -83,5 +101,12 @@ class RedactingAMQP(AMQP):  # type: ignore[misc]
         **options: Any,
     ) -> Any:
         options["argsrepr"] = describe_args(args)
+        correlation_id = correlation_id_var.get()
+        if correlation_id:
+            # Tagged here too, not only when the headers are stamped: the ``task-sent`` event
+            # is built from this value, and Flower keeps a late one's args over the tagged
+            # ``task-received``'s (seen with retries). Without a current id (beat) the stamp
+            # picks one and tags the message only.
+            options["argsrepr"] = tag_correlation(options["argsrepr"], correlation_id)
         options["kwargsrepr"] = describe_kwargs(kwargs)
         return super().as_task_v2(task_id, name, args, kwargs, *rest, **options)

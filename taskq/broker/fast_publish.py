@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 from celery import Celery
 
-from taskq.broker.event_redaction import describe_args, describe_kwargs
+from taskq.broker.event_redaction import describe_args, describe_kwargs, tag_correlation
 from taskq.broker.redis_transport import doorbell_key
 from taskq.correlation import CELERY_HEADER, PUBLISHED_AT_HEADER
 
@@ -112,7 +112,7 @@ class MessageTemplate:
         headers = dict(self._headers)
         headers["id"] = task_id
         headers["root_id"] = task_id
-        headers["argsrepr"] = self._args_repr
+        headers["argsrepr"] = tag_correlation(self._args_repr, correlation_id)
         headers["kwargsrepr"] = describe_kwargs(kwargs)
         headers[CELERY_HEADER] = correlation_id
         headers[PUBLISHED_AT_HEADER] = time.time()

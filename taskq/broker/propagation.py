@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import time
 from contextvars import Token
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import signals
 
+from taskq.broker.event_redaction import tag_correlation
 from taskq.correlation import (
     ATTEMPT_HEADER,
     CELERY_HEADER,
@@ -37,10 +39,13 @@ _tokens: dict[str, tuple[Token[str | None], ...]] = {}
 
 
 def stamp_headers(headers: dict[str, Any]) -> str:
-    """Put the current (or a new) correlation id and the publish time into ``headers``."""
+    """Put the current (or a new) correlation id and the publish time into ``headers``, and
+    the id in front of ``argsrepr`` (what Flower shows as the task's args)."""
     correlation_id = headers.get(CELERY_HEADER) or correlation_id_var.get() or new_id()
     headers[CELERY_HEADER] = correlation_id
     headers[PUBLISHED_AT_HEADER] = time.time()
+    if isinstance(headers.get("argsrepr"), str):
+        headers["argsrepr"] = tag_correlation(headers["argsrepr"], str(correlation_id))
     return str(correlation_id)
 
 
@@ -73,9 +78,17 @@ def log_published(headers: dict[str, Any], routing_key: str | None) -> None:
             "task_name": headers.get("task"),
             "queue": routing_key,
             "task.retries": int(headers.get("retries") or 0),
+            **_published_at(headers.get(PUBLISHED_AT_HEADER)),
             **_parent_of(headers.get("id")),
         },
     )
+
+
+def _published_at(stamp: Any) -> dict[str, str]:
+    """``task.published_at`` from the message's own stamp (epoch seconds), if it has one."""
+    if not isinstance(stamp, int | float) or isinstance(stamp, bool):
+        return {}
+    return {"task.published_at": datetime.fromtimestamp(stamp, UTC).isoformat()}
 
 
 def _parent_of(task_id: Any) -> dict[str, str]:

@@ -75,6 +75,31 @@ class LiveFigures:
             self._read_logs()
             return len(self.accepted), sum(1 for t in self.accepted if t in self.finished)
 
+    def sample(self) -> dict[str, int | None]:
+        """The charted figures now (taskq.drills.live_history.SERIES): waiting messages over
+        every queue and priority (None when Redis does not answer), in flight, accepted and
+        lost so far."""
+        with self._lock:
+            self._read_logs()
+            now = time.time()
+            waiting = [t for t in self.accepted if t not in self.finished]
+            figures: dict[str, int | None] = {
+                "accepted": len(self.accepted),
+                "in flight": len(waiting),
+                "lost": sum(1 for t in waiting if now - self.accepted[t] > LOST_AFTER_S),
+            }
+        client = Redis.from_url(self.layout.redis_url(), socket_timeout=0.5)
+        try:
+            read = read_priority_depths(client)
+            figures["queue depth"] = sum(
+                c for steps in read["depth"].values() for c in steps.values()
+            )
+        except (RedisError, OSError):
+            figures["queue depth"] = None
+        finally:
+            client.close()
+        return figures
+
     def rows(self) -> list[dict[str, Any]]:
         """The Drills tab's rows (figure, value)."""
         with self._lock:

@@ -234,7 +234,11 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"`taskq trace <correlation id>` (examples below).",
         "",
     ]
-    lines += [f"- `taskq trace {c}`" for c in report["examples"]["redelivered"]] or ["- (none)"]
+    pages = report["examples"].get("trace_pages", {})
+    lines += [
+        f"- `taskq trace {c}`" + (f": [trace page]({pages[c]})" if c in pages else "")
+        for c in report["examples"]["redelivered"]
+    ] or ["- (none)"]
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ import httpx
 from taskq.drills.inject_faults import FaultRecord
 from taskq.drills.running import LogFollower
 from taskq.faults import inject
+from taskq.logs.schema import PROBE_HEADERS
 from taskq.stack.layout import StackLayout
 
 #: Bound on a restarted program's boot (a worker until it logs worker.ready).
@@ -54,7 +55,10 @@ def wait_routed(layout: StackLayout, program: str, timeout_s: float = 30.0) -> f
         with httpx.Client(base_url=layout.base_url, timeout=5.0) as http:
             while time.monotonic() < deadline:
                 with contextlib.suppress(httpx.HTTPError):
-                    http.get(ROUTING_PROBE, headers={"X-Request-ID": f"probe-{uuid.uuid4().hex}"})
+                    http.get(
+                        ROUTING_PROBE,
+                        headers={**PROBE_HEADERS, "X-Request-ID": f"probe-{uuid.uuid4().hex}"},
+                    )
                 if any(served_by(raw, address) for raw in follower.read()):
                     return time.time()
                 time.sleep(0.1)

@@ -28,6 +28,7 @@ from taskq.drills.progress import Progress
 from taskq.drills.running import attach_in_flight, attach_running
 from taskq.faults.inject import FaultError
 from taskq.faults.reconcile import api_statuses, read_log_lines
+from taskq.search.trace.links import trace_page_url
 from taskq.settings import Settings
 from taskq.stack.layout import StackLayout
 
@@ -225,7 +226,12 @@ def run_drill(options: DrillOptions, settings: Settings, out: Path) -> dict[str,
             "cpu_percent_mean": round(statistics.fmean(cpu), 1) if cpu else None,
             "cpu_percent_max": round(max(cpu), 1) if cpu else None,
         },
-        "examples": {"redelivered": redelivered[:5]},
+        "examples": {
+            "redelivered": redelivered[:5],
+            "trace_pages": {
+                c: trace_page_url(settings.public_base_url, c) for c in redelivered[:5]
+            },
+        },
     }
     if options.name in WITNESSED_DRILLS:
         seen = read_executions(settings.broker_url, accepted_ids)

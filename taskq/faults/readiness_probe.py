@@ -7,13 +7,16 @@ from collections.abc import Sequence
 
 import httpx
 
+from taskq.logs.schema import PROBE_HEADERS
+
 
 def readyz_statuses(urls: Sequence[str], timeout_s: float = 2.5) -> list[int]:
     """The ``/readyz`` status of each base URL right now (0: no answer)."""
     statuses = []
     for url in urls:
         try:
-            statuses.append(httpx.get(f"{url}/readyz", timeout=timeout_s).status_code)
+            answer = httpx.get(f"{url}/readyz", timeout=timeout_s, headers=PROBE_HEADERS)
+            statuses.append(answer.status_code)
         except httpx.HTTPError:
             statuses.append(0)
     return statuses

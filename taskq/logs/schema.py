@@ -57,6 +57,9 @@ FIELDS: tuple[LogField, ...] = (
     LogField("task.countdown_s", "float", "Delay before a retry runs."),
     LogField("duration_ms", "float", "Duration of the event's operation in milliseconds."),
     LogField("queue_wait_ms", "float", "Publish to start of execution, milliseconds."),
+    # The message's own publish time (its x_published_at header, stamped when the message is
+    # built): the task.published line is written after the broker's round trip, later.
+    LogField("task.published_at", "date", "When the message was built and stamped, ISO 8601."),
     LogField("upstream.response_time_ms", "float", "nginx: time the API took, milliseconds."),
     LogField("upstream.address", "keyword", "nginx: the API replica that answered."),
     LogField("http.request.id", "keyword", "One HTTP exchange: nginx's and the API's line."),
@@ -206,6 +209,12 @@ TERMINAL_EVENTS: Mapping[str, str] = {
 #: second count, for the same ending).
 ENDING_EVENTS: tuple[str, ...] = tuple(e for e in TERMINAL_EVENTS if e != Event.TASK_DUPLICATE)
 
+
+#: ``User-Agent`` of the probes taskq's own tools send (``taskq up``'s readiness wait, the
+#: drills' monitors): ``taskq stats`` leaves their answers out of the HTTP status counts, so
+#: a stack's 503s while it starts are not counted as errors of clients.
+PROBE_USER_AGENT = "taskq-probe/1"
+PROBE_HEADERS: Mapping[str, str] = {"User-Agent": PROBE_USER_AGENT}
 
 FIELDS_BY_NAME: Mapping[str, LogField] = {f.name: f for f in FIELDS}
 REQUIRED_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.required)

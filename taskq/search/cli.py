@@ -168,6 +168,15 @@ def _trace(store: LogStore, args: argparse.Namespace) -> int:
         from taskq.search.kibana import trace_url
 
         found.kibana_url = trace_url(kibana, found.correlation_id)
+    if found.correlation_id:
+        from taskq.search.trace.links import trace_page_url
+
+        try:
+            base = Settings().public_base_url
+        except ValueError:  # settings that do not validate: no link, the trace still prints
+            base = None
+        if base is not None:
+            found.page_url = trace_page_url(base, found.correlation_id)
     page, info = page_of(found, args.offset, args.max_lines, TRACE_MAX_BYTES)
     if args.json:
         _print_json({**page.to_json(), "page": info.to_json()})

@@ -6,7 +6,9 @@ text, never markup, control characters escaped (log values are client input).
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
 
@@ -37,11 +39,32 @@ _DETAILS = (
 )
 
 
+#: Width of piped output when neither ``COLUMNS`` nor a terminal says one: wide, so that a
+#: file keeps each line on one row.
+UNBOUNDED_WIDTH = 240
+
+
+def output_width(environ: Mapping[str, str] | None = None) -> int:
+    """Columns for piped output: ``COLUMNS`` if set, else the width of the terminal the
+    command runs in (``taskq trace ID | less``: stderr or stdin is still that terminal),
+    else :data:`UNBOUNDED_WIDTH`."""
+    columns = (os.environ if environ is None else environ).get("COLUMNS", "")
+    if columns.strip().isdigit() and int(columns) > 0:
+        return int(columns)
+    for stream in (sys.stderr, sys.stdin):
+        try:
+            return os.get_terminal_size(stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            continue
+    return UNBOUNDED_WIDTH
+
+
 def console() -> Console:
-    """A console for stdout; wide and plain when stdout is not a terminal (pipes, files)."""
+    """A console for stdout; plain (no colours) when stdout is not a terminal (pipes,
+    files), as wide as :func:`output_width` says."""
     if sys.stdout.isatty():
         return Console(highlight=False)
-    return Console(width=240, no_color=True, highlight=False, soft_wrap=False)
+    return Console(width=output_width(), no_color=True, highlight=False, soft_wrap=False)
 
 
 def _time(value: Any) -> str:
@@ -138,6 +161,12 @@ def _task_block(out: Console, task: TaskSummary, correlation_id: str | None) -> 
         f"   execution {_ms(task.execution_ms)}   retries {task.retries}"
         f"   redeliveries {task.redeliveries}   publish -> end {_ms(task.end_to_end_ms)}"
     )
+    for note in task.notes:
+        out.print(plain(f"  note: {note}"))
+    if not task.attempts:
+        # Revoked before any worker took it, or still queued: no attempts table to show.
+        out.print(plain("  no attempt: no worker received it"))
+        return
     table = Table(show_edge=False, pad_edge=False)
     for name in ("attempt", "worker", "pid", "retries", "redelivered", "queue wait", "execution"):
         table.add_column(name, no_wrap=True)
@@ -146,8 +175,6 @@ def _task_block(out: Console, task: TaskSummary, correlation_id: str | None) -> 
     for attempt in task.attempts:
         table.add_row(*map(plain, _attempt_row(attempt)))
     out.print(table)
-    for note in task.notes:
-        out.print(plain(f"  note: {note}"))
 
 
 def render_trace(trace: Trace, page: PageInfo | None = None) -> None:
@@ -190,6 +217,8 @@ def render_trace(trace: Trace, page: PageInfo | None = None) -> None:
             f"{len(trace.tasks)} task(s): {statuses}"
         )
     )
+    if trace.page_url:
+        out.print(plain(f"Trace page: {trace.page_url}"))
     if trace.kibana_url:
         out.print(plain(f"Kibana: {trace.kibana_url}"))
 
@@ -207,7 +236,12 @@ def render_stats(report: StatsReport) -> None:
     status = ", ".join(f"{k} {v:,}" for k, v in report.tasks_by_status.items()) or "none"
     out.print(plain(f"tasks by final status: {status}"))
     http = ", ".join(f"{k}: {v:,}" for k, v in report.http_status.items()) or "none"
-    out.print(plain(f"HTTP status (nginx): {http}\n"))
+    probes = (
+        f" ({report.probe_requests:,} probe(s) of taskq's own tools not counted)"
+        if report.probe_requests
+        else ""
+    )
+    out.print(plain(f"HTTP status (nginx): {http}{probes}\n"))
     table = Table(title="by task name", show_edge=False, pad_edge=False)
     columns = ("task_name", "runs", "exec p50", "exec p95", "exec p99")
     for name in (*columns, "wait p50", "wait p95", "wait p99", "retries", "failed", "redeliv."):

@@ -17,6 +17,7 @@ from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
 
+from taskq.logs.schema import PROBE_HEADERS
 from taskq.settings import Settings
 from taskq.stack import render
 from taskq.stack.layout import REPO_ROOT, StackLayout
@@ -164,7 +165,8 @@ def wait_ready(
         if process is not None and process.poll() is not None:
             raise StackError(f"supervisord exited with {process.returncode}\n{log_tail(layout)}")
         try:
-            with urllib.request.urlopen(layout.base_url + "/readyz", timeout=3) as answer:
+            probe = urllib.request.Request(layout.base_url + "/readyz", headers=PROBE_HEADERS)
+            with urllib.request.urlopen(probe, timeout=3) as answer:
                 if answer.status == 200:
                     return
         except urllib.error.HTTPError as exc:

@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
+from taskq.logs.schema import PROBE_USER_AGENT
 from taskq.stack.layout import NGINX_TEMPLATE
 from taskq.stack.render import WORKERS, render_template
 from tests.contract.compose_model import (
@@ -332,3 +333,11 @@ def test_prometheus_is_behind_a_profile_and_scrapes_every_replica(
         env = _environment(services[name])
         assert env["TASKQ_WORKER_METRICS_PORT"] == str(worker_sd["port"]), name
         assert env["TASKQ_BIND_HOST"] == "0.0.0.0", name
+
+
+def test_the_nginx_healthcheck_is_marked_as_our_own_probe(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Its answers are not counted as clients' by ``taskq stats`` (taskq.logs.schema)."""
+    command = services["nginx"]["healthcheck"]["test"]
+    assert command[command.index("-U") + 1] == PROBE_USER_AGENT

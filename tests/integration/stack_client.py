@@ -201,13 +201,17 @@ def nginx_accepted(log_dir: Path, id_prefix: str | None = None) -> int:
     return count
 
 
-def run_taskq(stack: RunningStack, *args: str) -> subprocess.CompletedProcess[str]:
-    """The ``taskq`` CLI over ``stack``'s logs (embedded backend), in a fresh process."""
+def run_taskq(
+    stack: RunningStack, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The ``taskq`` CLI over ``stack``'s logs (embedded backend), in a fresh process;
+    ``env`` adds to (or overrides) the environment."""
     env = {
         **os.environ,
         "TASKQ_VAR_DIR": str(stack.layout.var_dir),
         "TASKQ_LOG_DIR": str(stack.layout.log_dir),
         "TASKQ_LOGSTORE_BACKEND": "duckdb",
+        **(env or {}),
     }
     return subprocess.run(
         [sys.executable, "-m", "taskq.cli", *args],

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from taskq.stack import control
@@ -51,7 +52,16 @@ def test_worker_kill_drill_loses_nothing(drill_stack: RunningStack, tmp_path: Pa
     assert all(f["recovery_s"]["readyz_200"] is not None for f in report["faults"])
     for name in ("report.md", "timeline.png", "queue-depth.png"):
         assert (out / name).stat().st_size > 0
-    assert (out / "report.md").read_text().startswith("# Drill `worker-kill`: **PASSED**")
+    markdown = (out / "report.md").read_text()
+    assert markdown.startswith("# Drill `worker-kill`: **PASSED**")
+    # Each example links to its trace page, which the stack serves.
+    examples = report["examples"]
+    assert examples["redelivered"], "a passed kill drill has redelivered tasks to show"
+    assert set(examples["trace_pages"]) == set(examples["redelivered"])
+    for correlation_id, url in examples["trace_pages"].items():
+        assert url == f"{drill_stack.layout.base_url}/ui/traces/{correlation_id}"
+        assert f"- `taskq trace {correlation_id}`: [trace page]({url})" in markdown
+        assert httpx.get(url, timeout=10).status_code == 200
 
 
 def test_drill_against_a_stopped_stack_exits_2(tmp_path: Path) -> None:

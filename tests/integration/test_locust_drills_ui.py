@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -105,7 +105,10 @@ def test_drills_tab_and_fault_button(ui_stack: RunningStack, locust_ui: str) -> 
     from taskq.faults.inject import program_pid
 
     before = program_pid(ui_stack.layout, "worker-general")
+    requested: list[str] = []
     with chromium_page() as page:
+        # Everything the tab shows is served by Locust itself: no CDN, no other host.
+        page.on("request", lambda r: requested.append(r.url))
         page.goto(locust_ui)
         # The scenario picker: shapes and user classes are named in the start form.
         expect(page.get_by_text("ThunderingHerd").first).to_be_attached()
@@ -116,12 +119,18 @@ def test_drills_tab_and_fault_button(ui_stack: RunningStack, locust_ui: str) -> 
         status = page.get_by_role("banner").get_by_text("running", exact=True)
         expect(status).to_be_visible(timeout=60_000)
         page.get_by_role("tab", name="Drills").click()
-        expect(page.get_by_text("in flight")).to_be_visible()
-        expect(page.get_by_text("queue high priority 0")).to_be_visible()
+        expect(page.get_by_text("in flight", exact=True)).to_be_visible()
+        expect(page.get_by_text("queue high priority 0", exact=True)).to_be_visible()
+        _charts_drawn_from_the_history(page, locust_ui)
+        _nothing_covers_the_values(page)
         page.locator("#drill-fault-worker-kill").click()
         expect(page.locator("#drill-fault-result")).to_contain_text(f"pid {before}")
-        expect(page.get_by_text("fault 1")).to_be_visible()
+        expect(page.get_by_text("fault 1", exact=True)).to_be_visible()
+        _nothing_covers_the_values(page)
         page.get_by_role("button", name="Stop").first.click()
+    assert all(u.startswith(locust_ui) for u in requested), [
+        u for u in requested if not u.startswith(locust_ui)
+    ]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -131,6 +140,69 @@ def test_drills_tab_and_fault_button(ui_stack: RunningStack, locust_ui: str) -> 
             pass
         time.sleep(0.2)
     assert program_pid(ui_stack.layout, "worker-general") != before
+
+
+CHARTS = ("queue depth", "in flight", "accepted", "lost")
+
+
+def _charts_drawn_from_the_history(page: Page, locust_ui: str) -> None:
+    """The four charts, each a polyline of as many points as the history has samples of
+    its figure (one a second), once the history has a few; the accepted chart's last value
+    is the history's, which counts what Locust's own 202 answers carried."""
+    from playwright.sync_api import expect
+
+    for name in CHARTS:
+        expect(
+            page.locator(f'figure.drill-chart[data-series="{name}"] svg polyline')
+        ).to_have_count(1)
+    deadline = time.monotonic() + 60
+    drawn: dict[str, str | None] = {}
+    history: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        history = httpx.get(f"{locust_ui}/drills/history.json", timeout=5).json()
+        drawn = {
+            name: page.locator(f'figure.drill-chart[data-series="{name}"]').get_attribute(
+                "data-points"
+            )
+            for name in CHARTS
+        }
+        accepted = [v for v in history["series"]["accepted"] if v is not None]
+        if accepted and accepted[-1] > 0 and all(int(n or 0) >= 3 for n in drawn.values()):
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"charts never drew 3 points of a run with tasks: {drawn}, {history}")
+    assert len(history["t"]) >= 3 and history["t"] == sorted(history["t"])
+    for name in CHARTS:
+        assert len(history["series"][name]) == len(history["t"]), name
+    accepted = history["series"]["accepted"]
+    assert accepted == sorted(accepted), "accepted never goes down"
+    points = page.locator('figure.drill-chart[data-series="accepted"] polyline').get_attribute(
+        "points"
+    )
+    assert points is not None and len(points.split()) >= 3
+
+
+def _nothing_covers_the_values(page: Page) -> None:
+    """No part of the fault bar or the charts overlaps a cell of the figures table (element
+    bounding boxes, as laid out in the browser)."""
+    cells = page.locator("table td").all()
+    assert cells, "the figures table has no cells"
+    mine = [page.locator("#drill-faults"), *page.locator("figure.drill-chart").all()]
+    for element in mine:
+        box = element.bounding_box()
+        assert box is not None
+        for cell in cells:
+            other = cell.bounding_box()
+            if other is None:
+                continue
+            apart = (
+                box["x"] + box["width"] <= other["x"]
+                or other["x"] + other["width"] <= box["x"]
+                or box["y"] + box["height"] <= other["y"]
+                or other["y"] + other["height"] <= box["y"]
+            )
+            assert apart, (box, other, cell.inner_text())
 
 
 def _serve_page(html: str) -> tuple[http.server.ThreadingHTTPServer, str]:

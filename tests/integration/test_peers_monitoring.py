@@ -227,18 +227,30 @@ def test_flower_lists_workers_and_tasks_without_their_arguments(
     poll("a task in Flower's /api/tasks", warm_up, 60.0, lambda: str(list(tasks))[:500])
 
     position = {"symbol": SECRET, "quantity": SECRET_NUMBER, "price": 123.456789}
+    prefix = f"flower-{uuid.uuid4().hex[:8]}"
     submissions = {
         "taskq.risk.calculate_var": stack.submit(
             "calculate_var",
             {"portfolio_data": {"positions": [position]}, "confidence_level": 0.95},
+            headers={"X-Request-ID": f"{prefix}-var"},
         ),
-        "taskq.drills.echo": stack.submit("drill_echo", {"payload": SECRET_PAYLOAD}),
-        "taskq.drills.flaky": stack.submit("drill_flaky", {"fail_times": 1}, priority="low"),
+        "taskq.drills.echo": stack.submit(
+            "drill_echo", {"payload": SECRET_PAYLOAD}, headers={"X-Request-ID": f"{prefix}-echo"}
+        ),
+        # Its retry is published by the worker (Celery's own publish): the id is there too.
+        "taskq.drills.flaky": stack.submit(
+            "drill_flaky",
+            {"fail_times": 1},
+            priority="low",
+            headers={"X-Request-ID": f"{prefix}-flaky"},
+        ),
     }
     ids = {}
+    correlation = {}
     for name, answer in submissions.items():
         assert answer.status_code == 202, answer.text
         ids[str(answer.json()["task_id"])] = name
+        correlation[str(answer.json()["task_id"])] = str(answer.json()["correlation_id"])
     for task_id in ids:
         assert stack.wait_for_task(task_id, timeout_s=60.0)["status"] == "SUCCESS"
 
@@ -262,6 +274,8 @@ def test_flower_lists_workers_and_tasks_without_their_arguments(
         assert task["runtime"] > 0
         assert str(task["worker"]).split("@", 1)[0] in _worker_names()
         assert "bytes: redacted" in str(task["kwargs"]), task["kwargs"]
+        # What Flower shows as the task's args names the request to trace.
+        assert str(task["args"]).startswith(f"correlation_id={correlation[task_id]} "), task
     flaky = flower.get(f"/api/task/info/{next(t for t, n in ids.items() if n.endswith('flaky'))}")
     assert flaky["state"] == "SUCCESS"
 

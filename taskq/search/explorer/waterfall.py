@@ -275,8 +275,13 @@ def _nested(tasks: list[TaskSummary]) -> list[tuple[TaskSummary, int]]:
     return out
 
 
+#: Plurals that are not the word plus "s".
+_PLURALS = {"retry": "retries", "redelivery": "redeliveries", "child task": "child tasks"}
+
+
 def _count(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+    """``1 retry``, ``2 retries``."""
+    return f"{n} {word if n == 1 else _PLURALS.get(word, word + 's')}"
 
 
 def verdict(trace: Trace) -> str:
@@ -311,11 +316,19 @@ def verdict(trace: Trace) -> str:
     if len(roots) > 3:
         parts.append(f"and {_count(len(roots) - 3, 'more task')}")
     if not tasks:
-        kinds = sorted({f"{r.kind} -> {r.status}" for r in trace.requests})
+        kinds = sorted({_exchange_label(r) for r in trace.requests})
         parts.append(
             (", ".join(kinds) if kinds else _count(len(trace.lines), "line")) + ", no task"
         )
     return "; ".join(parts)
+
+
+def _exchange_label(request: Request) -> str:
+    """``POST /api/v1/tasks -> 422 validation_error``: what was asked and answered (an
+    exchange that did nothing to a task has no better name than its method and path)."""
+    asked = " ".join(x for x in (request.method, request.path) if x) or request.kind
+    error = f" {request.error_type}" if request.error_type else ""
+    return f"{asked} -> {request.status or '?'}{error}"
 
 
 def build_waterfall(trace: Trace) -> Waterfall:

@@ -123,7 +123,10 @@ class StatsReport:
     lines: int
     tasks_by_status: dict[str, int] = field(default_factory=dict)
     by_task_name: list[TaskNameStats] = field(default_factory=list)
+    #: nginx's answers to clients, by status; taskq's own probes left out (below).
     http_status: dict[int, int] = field(default_factory=dict)
+    #: Requests of taskq's own probes (``PROBE_USER_AGENT``): readiness waits, monitors.
+    probe_requests: int = 0
     busiest_correlation_ids: list[tuple[str, int]] = field(default_factory=list)
 
 

@@ -19,6 +19,7 @@ from taskq.logs.schema import (
     ATTEMPT_OUTCOMES,
     EXECUTION_ENDS,
     FIELDS,
+    PROBE_USER_AGENT,
     TERMINAL_EVENTS,
     TERMINAL_STATUSES,
     Event,
@@ -295,6 +296,7 @@ class DuckDBStore:
             "queue_wait_ms",
             "task.redelivered",
             "http.response.status_code",
+            "user_agent.original",
         ]
         if not log_files(self._config.log_dir):
             return StatsReport(since=since, until=until, lines=0)
@@ -334,11 +336,19 @@ class DuckDBStore:
             f" count(*) FILTER (WHERE {ev} = '{Event.TASK_STARTED}' AND {q('task.redelivered')})"
             " FROM w WHERE task_name IS NOT NULL GROUP BY task_name ORDER BY 2 DESC, 1"
         ).fetchall()
+        nginx = (
+            f"FROM w WHERE {q('service.name')} = 'nginx' AND {ev} = '{Event.HTTP_COMPLETED}'"
+            f" AND {q('http.response.status_code')} IS NOT NULL"
+        )
+        probe = f"{q('user_agent.original')} IS NOT DISTINCT FROM ?"
         http = fetch(
-            f"SELECT {q('http.response.status_code')}, count(*) FROM w"
-            f" WHERE {q('service.name')} = 'nginx' AND {ev} = '{Event.HTTP_COMPLETED}'"
-            f" AND {q('http.response.status_code')} IS NOT NULL GROUP BY 1 ORDER BY 1"
+            f"SELECT {q('http.response.status_code')}, count(*) {nginx} AND NOT ({probe})"
+            " GROUP BY 1 ORDER BY 1",
+            [PROBE_USER_AGENT],
         ).fetchall()
+        (probes,) = fetch(
+            f"SELECT count(*) {nginx} AND {probe}", [PROBE_USER_AGENT]
+        ).fetchone() or (0,)
         busiest = fetch(
             "SELECT correlation_id, count(*) FROM w WHERE correlation_id IS NOT NULL"
             " GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10"
@@ -361,6 +371,7 @@ class DuckDBStore:
                 for row in per_name
             ],
             http_status={int(s): int(n) for s, n in http},
+            probe_requests=int(probes),
             busiest_correlation_ids=[(str(c), int(n)) for c, n in busiest],
         )
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from taskq.logs.schema import EXECUTION_ENDS, TERMINAL_EVENTS, Event
+from taskq.logs.schema import EXECUTION_ENDS, PROBE_USER_AGENT, TERMINAL_EVENTS, Event
 from taskq.search.store.base import (
     LogFilter,
     LogLine,
@@ -195,10 +195,22 @@ def stats_body(since: datetime | None, until: datetime | None) -> Body:
                         "filter": [
                             {"term": {"service.name": "nginx"}},
                             {"term": {"event.action": Event.HTTP_COMPLETED}},
-                        ]
+                        ],
+                        "must_not": [{"term": {"user_agent.original": PROBE_USER_AGENT}}],
                     }
                 },
                 "aggs": {"status": {"terms": {"field": "http.response.status_code", "size": 50}}},
+            },
+            "probes": {
+                "filter": {
+                    "bool": {
+                        "filter": [
+                            {"term": {"service.name": "nginx"}},
+                            {"term": {"event.action": Event.HTTP_COMPLETED}},
+                            {"term": {"user_agent.original": PROBE_USER_AGENT}},
+                        ]
+                    }
+                }
             },
             "busiest": {"terms": {"field": "correlation_id", "size": 10}},
         },
@@ -287,5 +299,6 @@ def response_to_stats(
         tasks_by_status=dict(sorted(statuses.items(), key=lambda kv: -kv[1])),
         by_task_name=by_name,
         http_status=dict(sorted(http.items())),
+        probe_requests=_count(aggs.get("probes")),
         busiest_correlation_ids=busiest,
     )

@@ -26,7 +26,14 @@ from datetime import datetime
 
 from taskq.logs.schema import ATTEMPT_OUTCOMES, TERMINAL_STATUSES, Event
 from taskq.search.store.base import LogLine
-from taskq.search.trace.model import Attempt, TaskSummary, line_time, ms_between, number
+from taskq.search.trace.model import (
+    Attempt,
+    TaskSummary,
+    line_time,
+    ms_between,
+    number,
+    publish_time,
+)
 
 #: Strength of an attempt's outcome when one attempt has several end lines.
 _OUTCOME_RANK = {
@@ -74,7 +81,7 @@ def summarize_task(task_id: str, lines: Iterable[LogLine], own_id: str | None) -
     task.task_name = _pick(x.get("task_name") for x in lines)
     publish = _original_publish(lines)
     if publish is not None:
-        task.published_at = line_time(publish)
+        task.published_at = publish_time(publish)
         task.published_by = _str(publish.get("correlation_id"))
         task.queue = _str(publish.get("queue"))
         task.parent_task_id = _parent(publish, task_id)
@@ -224,10 +231,12 @@ def _settle(task: TaskSummary, revocations: list[LogLine]) -> None:
     task.end_to_end_ms = ms_between(task.ended_at, task.published_at)
     for attempt in attempts:
         if attempt.receive_wait_ms is not None and attempt.receive_wait_ms < 0:
+            # The message is stamped before it is pushed and received after it is popped:
+            # on one clock the gap is never negative, so a negative one measures two clocks.
             task.notes.append(
                 f"attempt #{attempt.number} was received {-attempt.receive_wait_ms:.1f} ms "
-                "before the publish line's time: the two processes' clocks or log writes "
-                "differ; its wait is shown as 0"
+                "before the message's own publish time: the publisher's and the worker's "
+                "clocks differ by at least that much; its wait is shown as 0"
             )
             attempt.receive_wait_ms = 0.0
 

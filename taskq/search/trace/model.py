@@ -39,6 +39,13 @@ def line_time(line: LogLine) -> datetime | None:
     return parse_time(line.get("@timestamp"))
 
 
+def publish_time(line: LogLine) -> datetime | None:
+    """When a ``task.published`` line's message was published: the message's own stamp
+    (``task.published_at``), else, for lines written before it was logged, the line's time
+    (written after the broker's round trip, so later than the publish)."""
+    return parse_time(line.get("task.published_at")) or line_time(line)
+
+
 def line_started(line: LogLine, at: datetime | None) -> datetime | None:
     """When the operation a line reports began: its time minus its ``duration_ms``."""
     duration = number(line.get("duration_ms"))
@@ -139,6 +146,9 @@ class Trace:
     #: The log store returned only this many lines of one of the trace's reads (there were
     #: more); None when the trace is whole.
     capped_at: int | None = None
+    #: The trace page of the API's UI (taskq.search.trace.links), when the caller knows
+    #: the public base URL.
+    page_url: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict; datetimes as ISO 8601 strings."""

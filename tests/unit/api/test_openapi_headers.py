@@ -61,6 +61,7 @@ def test_submit_202_declares_location_and_idempotent_replayed(schema: dict[str, 
     headers = schema["paths"]["/api/v1/tasks"]["post"]["responses"]["202"]["headers"]
     assert _resolve(schema, headers["Location"])["schema"]["type"] == "string"
     assert _resolve(schema, headers["Idempotent-Replayed"])["schema"]["enum"] == ["true"]
+    assert 'rel="related"' in _resolve(schema, headers["Link"])["description"]
 
 
 def test_retry_after_on_429_503_and_the_submit_409(schema: dict[str, Any]) -> None:

@@ -68,3 +68,11 @@ def test_each_queue_has_its_own_exchange_and_routing_key() -> None:
         Settings(redis_url="redis://127.0.0.1:1/0", worker_task_events=True)
     )
     assert events_on.conf.worker_send_task_events
+
+
+def test_argsrepr_leads_with_the_correlation_id_once() -> None:
+    from taskq.broker.event_redaction import tag_correlation
+
+    tagged = tag_correlation("()", "req-1")
+    assert tagged == "correlation_id=req-1 ()"
+    assert tag_correlation(tagged, "req-2") == "correlation_id=req-2 ()"

@@ -140,3 +140,11 @@ def test_report_md_shows_the_executions_and_what_each_fault_caught() -> None:
     assert "duplicate_task_ids: `t-1`" in text
     assert "running tasks caught |" in text.splitlines()[text.splitlines().index("## Faults") + 2]
     assert dict(summary_rows(data))["running tasks caught per fault"] == "2, -"
+
+
+def test_each_example_links_to_its_trace_page() -> None:
+    data = report()
+    page = "http://127.0.0.1:8080/ui/traces/deploy-abc-7"
+    data["examples"] = {"redelivered": ["deploy-abc-7"], "trace_pages": {"deploy-abc-7": page}}
+    text = markdown({**data, "reasons": []})
+    assert f"- `taskq trace deploy-abc-7`: [trace page]({page})" in text.splitlines()

@@ -82,7 +82,7 @@ def test_a_trace_without_tasks_still_has_an_axis() -> None:
 
     trace = build_trace("req-1", exchange(1.0, "ex-1", "GET", "/healthz", 200))
     fall = build_waterfall(trace)
-    assert fall.verdict == "other -> 200, no task"
+    assert fall.verdict == "GET /healthz -> 200, no task"
     assert [b.kind for b in fall.bars] == ["nginx", "api"]
     assert seconds(840) == "840 ms" and seconds(2400) == "2.4 s" and seconds(None) == "?"
 
