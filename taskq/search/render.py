@@ -17,7 +17,7 @@ from rich.text import Text
 from taskq.search.plain import plain
 from taskq.search.store.base import LogLine, Percentiles, StatsReport
 from taskq.search.trace.build import Attempt, Request, TaskSummary, Trace, parse_time
-from taskq.search.trace.page import PageInfo
+from taskq.search.trace.page import LOOKUP_CAPPED_NOTE, PageInfo
 
 #: Fields worth showing beside the message in a timeline row.
 _DETAILS = (
@@ -163,6 +163,8 @@ def render_trace(trace: Trace, page: PageInfo | None = None) -> None:
                 f"{page.lines_total}, requests {page.requests} of {page.requests_total}{more}"
             )
         )
+        if page.lookup_capped:
+            out.print(plain(LOOKUP_CAPPED_NOTE))
     if trace.replay_of:
         out.print(plain(f"\nreplay of {', '.join(trace.replay_of)} (same Idempotency-Key)"))
     if trace.requests:

@@ -1,7 +1,8 @@
 """The embedded backend: the JSON-lines files of the log directory, read where they lie.
 
 - Lookups by id (``trace``) go through :class:`~taskq.search.store.lineindex.LineIndex`,
-  refreshed before every lookup, then read the few lines by offset: no scan, no DuckDB.
+  refreshed before every lookup, then read the few lines by offset: no scan, no DuckDB;
+  at most ``LOOKUP_MAX_LINES``/``LOOKUP_MAX_BYTES`` of them, bounded in the index query.
 - Filters (``logs``) and aggregations (``stats``) are DuckDB scans of the files, with
   malformed lines (a torn last line being written) skipped, and the file list taken again
   if a file is rotated away mid-query.
@@ -26,9 +27,12 @@ from taskq.logs.schema import (
 )
 from taskq.search.store.base import (
     GREP_FIELDS,
+    LOOKUP_MAX_BYTES,
+    LOOKUP_MAX_LINES,
     MAX_MATCHES,
     TASK_SEARCHES,
     CorrelationMatch,
+    Lines,
     LogFilter,
     LogLine,
     LogStoreError,
@@ -139,9 +143,9 @@ class DuckDBStore:
                 ) from exc
         return self._index
 
-    def _read(self, keys: set[str]) -> list[LogLine]:
+    def _read(self, keys: set[str]) -> Lines:
         try:
-            raw = self._line_index().read(keys)
+            raw, capped = self._line_index().read_first(keys, LOOKUP_MAX_LINES, LOOKUP_MAX_BYTES)
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc):
                 raise LogStoreError(f"log index {self._config.index_path}: {exc}") from exc
@@ -155,7 +159,7 @@ class DuckDBStore:
             ) from exc
         except (OSError, StaleIndexError) as exc:
             raise LogStoreError(f"cannot read the log files: {exc}") from exc
-        lines: list[LogLine] = []
+        lines = Lines(capped=capped)
         for data in raw:
             try:
                 line = json.loads(data)
@@ -165,13 +169,15 @@ class DuckDBStore:
                 lines.append(line)
         return lines
 
-    def lines_for_correlation(self, correlation_id: str) -> list[LogLine]:
-        return [
-            x for x in self._read({correlation_id}) if x.get("correlation_id") == correlation_id
-        ]
+    def lines_for_correlation(self, correlation_id: str) -> Lines:
+        found = self._read({correlation_id})
+        return Lines(
+            (x for x in found if x.get("correlation_id") == correlation_id), capped=found.capped
+        )
 
-    def lines_for_tasks(self, task_ids: set[str]) -> list[LogLine]:
-        return [x for x in self._read(task_ids) if x.get("task_id") in task_ids]
+    def lines_for_tasks(self, task_ids: set[str]) -> Lines:
+        found = self._read(task_ids)
+        return Lines((x for x in found if x.get("task_id") in task_ids), capped=found.capped)
 
     def surrounding(self, line: LogLine, n: int) -> Surrounding | None:
         keys = {v for k in ("correlation_id", "task_id") if isinstance(v := line.get(k), str)}

@@ -12,6 +12,7 @@ from typing import Any
 from taskq.search.store import es_query
 from taskq.search.store.base import (
     CorrelationMatch,
+    Lines,
     LogFilter,
     LogLine,
     LogStoreError,
@@ -53,11 +54,11 @@ class ElasticsearchStore:
         body_of = getattr(response, "body", response)  # ObjectApiResponse or a plain dict
         return dict(body_of)
 
-    def lines_for_correlation(self, correlation_id: str) -> list[LogLine]:
-        return es_query.hits_to_lines(self._search(es_query.trace_body(correlation_id)))
+    def lines_for_correlation(self, correlation_id: str) -> Lines:
+        return _capped(es_query.hits_to_lines(self._search(es_query.trace_body(correlation_id))))
 
-    def lines_for_tasks(self, task_ids: set[str]) -> list[LogLine]:
-        return es_query.hits_to_lines(self._search(es_query.tasks_body(task_ids)))
+    def lines_for_tasks(self, task_ids: set[str]) -> Lines:
+        return _capped(es_query.hits_to_lines(self._search(es_query.tasks_body(task_ids))))
 
     def search(self, log_filter: LogFilter) -> list[LogLine]:
         try:
@@ -87,3 +88,8 @@ _USE_KIBANA = (
     "{} are not implemented for the Elasticsearch backend: use Kibana"
     " (the explorer's 'open in Kibana' link), or the embedded backend"
 )
+
+
+def _capped(lines: list[LogLine]) -> Lines:
+    """A full page of hits (``size`` reached): more lines may carry the id."""
+    return Lines(lines, capped=len(lines) >= es_query.MAX_HITS)
