@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +71,12 @@ class Settings(BaseSettings):
         description="Password of the local stack's Redis; default the one generated at its "
         "first start (var_dir/secrets/redis-password). Ignored when redis_url is set (the "
         "password is then part of it).",
+    )
+    redis_password_file: Path | None = Field(
+        default=None,
+        description="File holding the Redis password (compose: written by the redis-secret "
+        "job at the first start); fills in the password of redis_url when it has none. "
+        "Default for the local stack: var_dir/secrets/redis-password.",
     )
     redis_sentinels: str = Field(
         default="",
@@ -343,8 +349,11 @@ class Settings(BaseSettings):
         return self.lease_renew_s
 
     @property
-    def redis_password_file(self) -> Path:
-        """Where the local stack keeps the Redis password it generated at its first start."""
+    def redis_password_path(self) -> Path:
+        """Where the Redis password is kept: ``redis_password_file``, else the one the
+        local stack generated at its first start."""
+        if self.redis_password_file is not None:
+            return self.redis_password_file
         return self.var_dir / "secrets" / "redis-password"
 
     @property
@@ -352,14 +361,16 @@ class Settings(BaseSettings):
         """The local stack's Redis password: the explicit one, else the generated file's."""
         if self.redis_password is not None:
             return self.redis_password.get_secret_value()
-        return read_password_file(self.redis_password_file)
+        return read_password_file(self.redis_password_path)
 
     @property
     def broker_url(self) -> str:
-        """The Redis URL for broker and results (with the local stack's password);
-        ``sentinel://...`` when sentinels are set."""
-        direct = self.redis_url or local_redis_url(
-            self.bind_host, self.redis_port, self.local_redis_password
+        """The Redis URL for broker and results (with the local stack's password, or the
+        password file's); ``sentinel://...`` when sentinels are set."""
+        direct = (
+            with_password_file(self.redis_url, self.redis_password_file)
+            if self.redis_url
+            else local_redis_url(self.bind_host, self.redis_port, self.local_redis_password)
         )
         if not self.redis_sentinels:
             return direct
@@ -383,6 +394,21 @@ def read_password_file(path: Path) -> str | None:
         return path.read_text(encoding="utf-8").strip() or None
     except FileNotFoundError:
         return None
+
+
+def with_password_file(url: str, path: Path | None) -> str:
+    """``url`` with the password of the file at ``path`` when the URL has none."""
+    parts = urlsplit(url)
+    if path is None or parts.password:
+        return url
+    password = read_password_file(path)
+    if password is None:
+        # The secret is written before any client starts (compose's depends_on): a missing
+        # file is a broken deployment, not "no password".
+        raise ValueError(f"the Redis password file {path} is missing or empty")
+    user = quote(parts.username or "", safe="")
+    netloc = f"{user}:{quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def local_redis_url(host: str, port: int, password: str | None, db: int = 0) -> str:

@@ -227,9 +227,7 @@ def test_a_large_refresh_writes_straight_to_the_main_table(
     assert db.execute("SELECT count(*) FROM recent").fetchone()[0] == 0
 
 
-def test_bounded_read_keeps_each_files_earliest_lines_in_turn(
-    logs: Path, index: LineIndex
-) -> None:
+def test_bounded_read_keeps_each_files_earliest_lines_in_turn(logs: Path, index: LineIndex) -> None:
     # One process's file inflated with 50 lines of the id, another with 3: a bound of 8
     # keeps the 3 of the quiet file and the 5 earliest of the loud one.
     (logs / "nginx.jsonl").write_text("".join(line("v", n=i) for i in range(50)))
