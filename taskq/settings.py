@@ -238,6 +238,13 @@ class Settings(BaseSettings):
     rate_limit_exempt: str = Field(
         default="", description="Comma-separated addresses/CIDRs nginx never rate-limits."
     )
+    rate_limit_conn: int = Field(
+        default=96,
+        ge=1,
+        description="nginx limit_conn: requests one address has in nginx at once (exempt "
+        "addresses are not counted), so one client, slow bodies included, never holds every "
+        "in-flight place; more get a fast 503 overloaded.",
+    )
     client_max_body_size: str = Field(
         default="256k",
         pattern=r"^[0-9]{1,6}[kKmM]?$",
