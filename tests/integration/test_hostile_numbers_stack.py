@@ -18,6 +18,19 @@ NAN_BODY = (
 )
 
 
+def _assert_nothing_published(stack: RunningStack, api_line: Line, correlation_id: str) -> None:
+    """No ``task.published`` of this request: the replica that answered writes its publish
+    line before its request line, in the same file, so after the request line it would show."""
+    published = stack.lines(
+        lambda line: (
+            line.get("event.action") == Event.TASK_PUBLISHED
+            and line.get("correlation_id") == correlation_id
+        )
+    )
+    assert published == [], published
+    assert api_line["http.response.status_code"] == 422
+
+
 def _api_line(stack: RunningStack, correlation_id: str) -> Line:
     def is_it(line: Line) -> bool:
         return (
@@ -44,7 +57,31 @@ def test_non_finite_numbers_are_refused_naming_the_field(stack: RunningStack) ->
         ("data.expected_returns.0", "finite_number"),
         ("data.covariance.1.1", "finite_number"),
     }
-    assert _api_line(stack, marker)["error.type"] == "validation_error"
+    line = _api_line(stack, marker)
+    assert line["error.type"] == "validation_error"
+    _assert_nothing_published(stack, line, marker)
+
+
+@pytest.mark.parametrize("literal", ["1e999", "-1e999", "Infinity", "-Infinity"])
+def test_overflowing_and_infinite_literals_are_refused_naming_the_field(
+    stack: RunningStack, literal: str
+) -> None:
+    marker = f"inf-{uuid.uuid4().hex[:12]}"
+    body = (
+        '{"task_type": "monte_carlo_pricing", "data": {"spot": 100, "strike": 100, '
+        f'"volatility": 0.2, "maturity": {literal}}}}}'
+    )
+    answer = stack.http.post(
+        "/api/v1/tasks",
+        content=body,
+        headers={"Content-Type": "application/json", "X-Request-ID": marker},
+    )
+    assert answer.status_code == 422, answer.text
+    details = answer.json()["error"]["details"]
+    assert {(d["field"], d["type"]) for d in details} == {("data.maturity", "finite_number")}
+    line = _api_line(stack, marker)
+    assert line["error.type"] == "validation_error"
+    _assert_nothing_published(stack, line, marker)
 
 
 def test_giant_monte_carlo_work_is_task_too_large(stack: RunningStack) -> None:
@@ -57,7 +94,9 @@ def test_giant_monte_carlo_work_is_task_too_large(stack: RunningStack) -> None:
     assert answer.status_code == 422
     assert answer.json()["error"]["code"] == "task_too_large"
     assert "500000000" in answer.json()["error"]["message"]
-    assert _api_line(stack, marker)["error.type"] == "task_too_large"
+    line = _api_line(stack, marker)
+    assert line["error.type"] == "task_too_large"
+    _assert_nothing_published(stack, line, marker)
 
 
 @pytest.mark.parametrize(
