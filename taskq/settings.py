@@ -280,6 +280,20 @@ class Settings(BaseSettings):
         description="Bytes of timeline lines (as JSON) in one trace answer; page on with ?offset=.",
     )
 
+    # Defaults equal to LOOKUP_MAX_LINES/_BYTES of taskq/search/store/base.py (a unit test
+    # keeps them so; importing the search package here would slow every process start).
+    trace_lookup_max_lines: int = Field(
+        default=10_000,
+        ge=10,
+        description="Lines one trace lookup reads at most (the earliest of each log file), "
+        "however many carry the id; the answer says lookup_capped when it stopped there.",
+    )
+    trace_lookup_max_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Bytes of lines one trace lookup reads at most.",
+    )
+
     kibana_url: str | None = Field(
         default=None,
         description="Kibana base URL (e.g. http://127.0.0.1:5601) for links to the Trace explorer.",

@@ -32,7 +32,8 @@ TASK_SEARCHES: dict[str, str] = {
 #: At most this many matches for a prefix or status search.
 MAX_MATCHES = 50
 #: A lookup by id (``lines_for_correlation``, ``lines_for_tasks``) reads at most this many
-#: lines, and the embedded backend at most :data:`LOOKUP_MAX_BYTES` of them: clients choose
+#: lines, and the embedded backend at most :data:`LOOKUP_MAX_BYTES` of them (defaults of
+#: ``TASKQ_TRACE_LOOKUP_MAX_LINES``/``_BYTES``; Elasticsearch: its ``size``): clients choose
 #: their ``X-Request-ID``, so anyone can inflate anyone's trace with cheap requests, and
 #: the cost of a lookup must not grow with that (Elasticsearch's ``size`` is the same).
 LOOKUP_MAX_LINES = 10_000

@@ -2,7 +2,7 @@
 
 - Lookups by id (``trace``) go through :class:`~taskq.search.store.lineindex.LineIndex`,
   refreshed before every lookup, then read the few lines by offset: no scan, no DuckDB;
-  at most ``LOOKUP_MAX_LINES``/``LOOKUP_MAX_BYTES`` of them, bounded in the index query.
+  at most ``config.lookup_max_lines``/``_bytes`` of them, bounded in the index query.
 - Filters (``logs``) and aggregations (``stats``) are DuckDB scans of the files, with
   malformed lines (a torn last line being written) skipped, and the file list taken again
   if a file is rotated away mid-query.
@@ -27,8 +27,6 @@ from taskq.logs.schema import (
 )
 from taskq.search.store.base import (
     GREP_FIELDS,
-    LOOKUP_MAX_BYTES,
-    LOOKUP_MAX_LINES,
     MAX_MATCHES,
     TASK_SEARCHES,
     CorrelationMatch,
@@ -145,7 +143,9 @@ class DuckDBStore:
 
     def _read(self, keys: set[str]) -> Lines:
         try:
-            raw, capped = self._line_index().read_first(keys, LOOKUP_MAX_LINES, LOOKUP_MAX_BYTES)
+            raw, capped = self._line_index().read_first(
+                keys, self._config.lookup_max_lines, self._config.lookup_max_bytes
+            )
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc):
                 raise LogStoreError(f"log index {self._config.index_path}: {exc}") from exc

@@ -155,10 +155,9 @@ def test_empty_log_dir(tmp_path: Path) -> None:
     assert store.search(LogFilter()) == [] and store.stats(None, None).lines == 0
 
 
-def test_an_inflated_trace_is_read_up_to_the_lookup_bound_and_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from taskq.search.store import duckdb_store
+def test_an_inflated_trace_is_read_up_to_the_lookup_bound_and_says_so(tmp_path: Path) -> None:
+    from dataclasses import replace
+
     from taskq.search.trace.build import find_trace
     from taskq.search.trace.page import page_of
 
@@ -175,8 +174,7 @@ def test_an_inflated_trace_is_read_up_to_the_lookup_bound_and_says_so(
         for i in range(200)
     ]
     write(logs / "nginx-access.jsonl", noise)
-    monkeypatch.setattr(duckdb_store, "LOOKUP_MAX_LINES", 20)
-    store = DuckDBStore(StoreConfig.for_dirs(tmp_path, logs))
+    store = DuckDBStore(replace(StoreConfig.for_dirs(tmp_path, logs), lookup_max_lines=20))
     try:
         found = store.lines_for_correlation("victim")
         trace = find_trace(store, "victim")
