@@ -309,6 +309,13 @@ def test_published_ports_bind_to_the_configured_address(
             assert str(port).startswith("127.0.0.1:"), f"{name}: {port}"
 
 
+def test_compose_keeps_drill_tasks_off(services: dict[str, dict[str, Any]]) -> None:
+    values = {entry.key: entry.value for entry in parse_env_file()}
+    assert values["TASKQ_ENABLE_DRILL_TASKS"] == "false"
+    for name in APP_SERVICES:
+        assert _environment(services[name])["TASKQ_ENABLE_DRILL_TASKS"] == "false", name
+
+
 def test_replicas_workers_and_redis_publish_no_port(services: dict[str, dict[str, Any]]) -> None:
     # The API replicas serve /docs and /metrics, the workers /metrics: inside the compose
     # network only; the public entry is nginx.

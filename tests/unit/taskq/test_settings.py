@@ -50,3 +50,15 @@ def test_production_refuses_drill_tasks() -> None:
 def test_drill_tasks_are_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TASKQ_ENABLE_DRILL_TASKS", raising=False)
     assert Settings().enable_drill_tasks is False
+
+
+def test_the_local_stack_turns_drill_tasks_on_unless_told_or_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from taskq.stack.control import local_stack_settings
+
+    monkeypatch.delenv("TASKQ_ENABLE_DRILL_TASKS", raising=False)
+    assert local_stack_settings(Settings()).enable_drill_tasks is True
+    assert local_stack_settings(Settings(enable_drill_tasks=False)).enable_drill_tasks is False
+    production = local_stack_settings(Settings(environment="production"))
+    assert production.enable_drill_tasks is False
