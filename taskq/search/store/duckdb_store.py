@@ -184,10 +184,16 @@ class DuckDBStore:
         if not keys:
             return None  # only lines carrying an id are indexed
         index = self._line_index()
+        bounds = (self._config.lookup_max_lines, self._config.lookup_max_bytes)
         for _ in range(3):
             try:
                 index.refresh()
-                for loc in index.locate(keys):
+                # Within the bounded lookup of one of its ids, where a trace found it: an
+                # inflated id costs at most the bound here too.
+                candidates = [
+                    loc for key in sorted(keys) for loc in index.locate_first([key], *bounds)[0]
+                ]
+                for loc in candidates:
                     (raw,) = read_locations([loc])
                     try:
                         if json.loads(raw) != line:

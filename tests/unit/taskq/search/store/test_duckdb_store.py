@@ -187,3 +187,25 @@ def test_an_inflated_trace_is_read_up_to_the_lookup_bound_and_says_so(tmp_path: 
     assert trace.tasks[0].final_status == "SUCCESS"
     _, info = page_of(trace, 0, 1000, 1 << 20)
     assert info.truncated and info.to_json()["lookup_capped"] is True
+
+
+def test_surrounding_lines_are_found_within_the_lookup_bound(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    logs = tmp_path / "log"
+    logs.mkdir()
+    lines = [
+        ln(f"10:00:{i:02d}.000", "api-1", "http.request.completed", correlation_id="v", n=i)
+        for i in range(50)
+    ]
+    write(logs / "api-1.jsonl", lines)
+    store = DuckDBStore(replace(StoreConfig.for_dirs(tmp_path, logs), lookup_max_lines=20))
+    try:
+        around = store.surrounding(lines[5], 2)
+        # A line past the bound is not one a trace shows: not looked for either.
+        beyond = store.surrounding(lines[40], 2)
+    finally:
+        store.close()
+    assert around is not None
+    assert [x["n"] for x in around.before] == [3, 4] and [x["n"] for x in around.after] == [6, 7]
+    assert beyond is None
