@@ -1,7 +1,7 @@
 """nginx against slow and greedy clients, on a real stack, judged by what the sockets got.
 
-- A client that sends half a request header and then nothing is disconnected (the client
-  timeouts are nginx's, not the upstream 60 s... or never).
+- A client that sends half a request header and then nothing is disconnected by nginx
+  (``client_header_timeout``), instead of holding its connection.
 - One address holding ``rate_limit_conn`` requests open (headers sent, body pending) gets a
   fast 503 ``overloaded`` for one more, while another address is served meanwhile, and is
   served again once it lets go.
