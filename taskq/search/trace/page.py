@@ -2,7 +2,8 @@
 
 Invariant: an answer about a trace (API, explorer, ``taskq trace``) holds at most
 ``max_lines`` timeline lines, whose JSON takes at most ``max_bytes`` (at least one line is
-always shown, however long), and at most ``max_lines`` requests. What was left out is never
+always shown, however long), and at most ``max_lines`` requests, whose JSON takes at most
+``max_bytes`` too. What was left out is never
 silent: :class:`PageInfo` gives the totals, ``truncated`` and the ``next_offset`` to ask for
 (``None`` on the last page). The summaries (verdict, tasks, timings) are computed from every
 line the lookup read, whatever the page; a lookup is bounded too
@@ -11,12 +12,12 @@ line the lookup read, whatever the page; a lookup is bounded too
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import orjson
 
 from taskq.search.store.base import LogLine
-from taskq.search.trace.model import Trace
+from taskq.search.trace.model import Request, Trace
 
 #: What ``taskq trace`` and the explorer say when the lookup stopped at its bound.
 LOOKUP_CAPPED_NOTE = (
@@ -72,7 +73,15 @@ def page_of(trace: Trace, offset: int, max_lines: int, max_bytes: int) -> tuple[
             break
         shown.append(line)
     end = start + len(shown)
-    requests = trace.requests[:max_lines]
+    # The exchanges have their own budget of the same size: a path is the client's choice
+    # (up to nginx's header buffers, kilobytes), so a count alone would not bound them.
+    requests: list[Request] = []
+    size = 0
+    for request in trace.requests[:max_lines]:
+        size += len(orjson.dumps(asdict(request), default=str)) + 1
+        if requests and size > max_bytes:
+            break
+        requests.append(request)
     info = PageInfo(
         offset=start,
         lines=len(shown),
