@@ -98,6 +98,8 @@ bench: system-deps venv  ## benchmarks (minutes; not in CI): ratios measured wit
 	$(BIN)/python benchmarks/bench_worker_tracing.py --tasks 4000 --rounds 5
 	$(BIN)/python benchmarks/bench_submit.py --seconds 4 --rounds 3 --concurrency 32
 	$(BIN)/python benchmarks/bench_search.py --lines 1000000 --ids 50000
+	$(BIN)/python benchmarks/bench_trace_inflated.py --lines 100000 --rounds 3
+	$(BIN)/python benchmarks/bench_task_memory.py --rounds 3
 	$(BIN)/python benchmarks/bench_kill_storm.py --worker-kills 30 --redis-kills 3 --seconds 120 --rounds 2
 	$(BIN)/python benchmarks/bench_delivery_drills.py --restarts 20 --rounds 2
 	$(BIN)/python benchmarks/bench_stall_resume.py --seconds 5 10 30 --mode stop

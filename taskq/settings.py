@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +71,12 @@ class Settings(BaseSettings):
         description="Password of the local stack's Redis; default the one generated at its "
         "first start (var_dir/secrets/redis-password). Ignored when redis_url is set (the "
         "password is then part of it).",
+    )
+    redis_password_file: Path | None = Field(
+        default=None,
+        description="File holding the Redis password (compose: written by the redis-secret "
+        "job at the first start); fills in the password of redis_url when it has none. "
+        "Default for the local stack: var_dir/secrets/redis-password.",
     )
     redis_sentinels: str = Field(
         default="",
@@ -232,6 +238,13 @@ class Settings(BaseSettings):
     rate_limit_exempt: str = Field(
         default="", description="Comma-separated addresses/CIDRs nginx never rate-limits."
     )
+    rate_limit_conn: int = Field(
+        default=96,
+        ge=1,
+        description="nginx limit_conn: requests one address has in nginx at once (exempt "
+        "addresses are not counted), so one client, slow bodies included, never holds every "
+        "in-flight place; more get a fast 503 overloaded.",
+    )
     client_max_body_size: str = Field(
         default="256k",
         pattern=r"^[0-9]{1,6}[kKmM]?$",
@@ -271,6 +284,19 @@ class Settings(BaseSettings):
         default=None,
         description="Base URL clients reach nginx at, for links to trace pages (taskq trace, "
         "drill reports); default http://bind_host:http_port, the local stack.",
+    )
+    # Defaults equal to LOOKUP_MAX_LINES/_BYTES of taskq/search/store/base.py (a unit test
+    # keeps them so; importing the search package here would slow every process start).
+    trace_lookup_max_lines: int = Field(
+        default=10_000,
+        ge=10,
+        description="Lines one trace lookup reads at most (the earliest of each log file), "
+        "however many carry the id; the answer says lookup_capped when it stopped there.",
+    )
+    trace_lookup_max_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Bytes of lines one trace lookup reads at most.",
     )
 
     kibana_url: str | None = Field(
@@ -354,8 +380,11 @@ class Settings(BaseSettings):
         return self.lease_renew_s
 
     @property
-    def redis_password_file(self) -> Path:
-        """Where the local stack keeps the Redis password it generated at its first start."""
+    def redis_password_path(self) -> Path:
+        """Where the Redis password is kept: ``redis_password_file``, else the one the
+        local stack generated at its first start."""
+        if self.redis_password_file is not None:
+            return self.redis_password_file
         return self.var_dir / "secrets" / "redis-password"
 
     @property
@@ -363,14 +392,16 @@ class Settings(BaseSettings):
         """The local stack's Redis password: the explicit one, else the generated file's."""
         if self.redis_password is not None:
             return self.redis_password.get_secret_value()
-        return read_password_file(self.redis_password_file)
+        return read_password_file(self.redis_password_path)
 
     @property
     def broker_url(self) -> str:
-        """The Redis URL for broker and results (with the local stack's password);
-        ``sentinel://...`` when sentinels are set."""
-        direct = self.redis_url or local_redis_url(
-            self.bind_host, self.redis_port, self.local_redis_password
+        """The Redis URL for broker and results (with the local stack's password, or the
+        password file's); ``sentinel://...`` when sentinels are set."""
+        direct = (
+            with_password_file(self.redis_url, self.redis_password_file)
+            if self.redis_url
+            else local_redis_url(self.bind_host, self.redis_port, self.local_redis_password)
         )
         if not self.redis_sentinels:
             return direct
@@ -394,6 +425,21 @@ def read_password_file(path: Path) -> str | None:
         return path.read_text(encoding="utf-8").strip() or None
     except FileNotFoundError:
         return None
+
+
+def with_password_file(url: str, path: Path | None) -> str:
+    """``url`` with the password of the file at ``path`` when the URL has none."""
+    parts = urlsplit(url)
+    if path is None or parts.password:
+        return url
+    password = read_password_file(path)
+    if password is None:
+        # The secret is written before any client starts (compose's depends_on): a missing
+        # file is a broken deployment, not "no password".
+        raise ValueError(f"the Redis password file {path} is missing or empty")
+    user = quote(parts.username or "", safe="")
+    netloc = f"{user}:{quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def local_redis_url(host: str, port: int, password: str | None, db: int = 0) -> str:

@@ -41,7 +41,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code 
 
 def store_config(settings: Settings) -> StoreConfig:
     """The backend from the environment; the embedded one over this stack's log dir."""
-    config = StoreConfig.from_env()
+    config = replace(
+        StoreConfig.from_env(),
+        lookup_max_lines=settings.trace_lookup_max_lines,
+        lookup_max_bytes=settings.trace_lookup_max_bytes,
+    )
     if config.backend != "duckdb":
         return config
     return replace(

@@ -36,9 +36,7 @@ def compose_commands(fault: PlannedFault, options: DrillOptions | None = None) -
     if fault.kind == "redis-kill":
         return [["docker", "compose", "kill", "-s", "SIGKILL", "redis"]]
     if fault.kind == "redis-pause":
-        # The redis service sets REDISCLI_AUTH, so redis-cli authenticates by itself.
-        pause = ["redis-cli", "CLIENT", "PAUSE", str(REDIS_PAUSE_MS), "ALL"]
-        return [["docker", "compose", "exec", "-T", "redis", *pause]]
+        return [redis_cli(f"CLIENT PAUSE {REDIS_PAUSE_MS} ALL")]
     if fault.kind == "api-kill":
         return [
             ["docker", "compose", "ps", "-q", fault.target],
@@ -69,8 +67,7 @@ def _witnessed_compose_commands(fault: PlannedFault, options: DrillOptions) -> l
     if fault.kind == "redis-oom":
         return [["docker", "compose", "exec", "-T", "redis", "sh", "-c", oom_script(options)]]
     if fault.kind == "redis-stall":
-        pause = ["redis-cli", "CLIENT", "PAUSE", str(options.stall_ms), "ALL"]
-        return [["docker", "compose", "exec", "-T", "redis", *pause]]
+        return [redis_cli(f"CLIENT PAUSE {options.stall_ms} ALL")]
     if fault.kind == "clock-skew":
         # The image has no libfaketime: the host's (Debian bookworm, as the image) is mounted.
         # Wall clock only, and a time.sleep that libfaketime 0.9.10 does not break, as in the
@@ -93,12 +90,31 @@ def _witnessed_compose_commands(fault: PlannedFault, options: DrillOptions) -> l
     ]
 
 
+#: Inside the redis container: redis-cli authenticates by REDISCLI_AUTH, read from the
+#: password the redis-secret job generated (docker-compose.yml); never on a command line.
+REDIS_CLI_AUTH = 'export REDISCLI_AUTH="$(cat /run/taskq-secrets/redis-password)"; '
+
+
+def redis_cli(arguments: str) -> list[str]:
+    """``docker compose exec`` of ``redis-cli arguments`` in the redis container."""
+    return [
+        "docker",
+        "compose",
+        "exec",
+        "-T",
+        "redis",
+        "sh",
+        "-c",
+        REDIS_CLI_AUTH + "exec redis-cli " + arguments,
+    ]
+
+
 def oom_script(options: DrillOptions) -> str:
     """``redis-oom`` inside the redis container: maxmemory to where the API sheds (the
     default breaker ratio, 0.9), held ``--hold`` seconds, then the old limit back (also when
     interrupted). redis-cli authenticates by REDISCLI_AUTH."""
     return (
-        "old=$(redis-cli CONFIG GET maxmemory | tail -n 1); "
+        REDIS_CLI_AUTH + "old=$(redis-cli CONFIG GET maxmemory | tail -n 1); "
         "trap 'redis-cli CONFIG SET maxmemory $old' EXIT; "
         "used=$(redis-cli INFO memory | sed -n 's/^used_memory:\\([0-9]*\\).*/\\1/p'); "
         "redis-cli CONFIG SET maxmemory $((used * 10 / 9)); "

@@ -19,7 +19,7 @@ from rich.text import Text
 from taskq.search.plain import plain
 from taskq.search.store.base import LogLine, Percentiles, StatsReport
 from taskq.search.trace.build import Attempt, Request, TaskSummary, Trace, parse_time
-from taskq.search.trace.page import PageInfo
+from taskq.search.trace.page import LOOKUP_CAPPED_NOTE, PageInfo
 
 #: Fields worth showing beside the message in a timeline row.
 _DETAILS = (
@@ -182,13 +182,6 @@ def render_trace(trace: Trace, page: PageInfo | None = None) -> None:
     out = console()
     title = plain(f"correlation id {trace.correlation_id or '?'}")
     out.print(lines_table(trace.lines, title=title))
-    if trace.capped_at is not None:
-        out.print(
-            plain(
-                f"CAPPED: the log store returned the first {trace.capped_at} lines of a read"
-                " of this trace; later lines are missing"
-            )
-        )
     if page is not None and page.truncated:
         more = f"; next: --offset {page.next_offset}" if page.next_offset is not None else ""
         out.print(
@@ -197,6 +190,8 @@ def render_trace(trace: Trace, page: PageInfo | None = None) -> None:
                 f"{page.lines_total}, requests {page.requests} of {page.requests_total}{more}"
             )
         )
+        if page.lookup_capped:
+            out.print(plain(LOOKUP_CAPPED_NOTE))
     if trace.replay_of:
         out.print(plain(f"\nreplay of {', '.join(trace.replay_of)} (same Idempotency-Key)"))
     if trace.requests:

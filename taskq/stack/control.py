@@ -63,7 +63,7 @@ def write_configs(layout: StackLayout, settings: Settings) -> None:
     the first start; redis.conf, which holds it, readable by its owner only)."""
     layout.ensure_dirs()
     layout.nginx_conf.write_text(render.nginx_conf(layout, settings))
-    password = layout.password or ensure_redis_password(settings.redis_password_file.resolve())
+    password = layout.password or ensure_redis_password(settings.redis_password_path.resolve())
     layout.redis_conf.touch(mode=0o600)
     layout.redis_conf.chmod(0o600)
     layout.redis_conf.write_text(render.redis_conf(layout, password))
@@ -88,7 +88,7 @@ def stack_environment(layout: StackLayout, settings: Settings) -> dict[str, str]
     """Environment of supervisord, inherited by every program: every setting, explicitly,
     so each process sees exactly the configuration the stack was started with. The Redis
     password is not among them: each process reads it from the stack's secrets file
-    (:attr:`~taskq.settings.Settings.redis_password_file`), unless one was given."""
+    (:attr:`~taskq.settings.Settings.redis_password_path`), unless one was given."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
         key = f"TASKQ_{name.upper()}"

@@ -40,7 +40,7 @@ class StackLayout:
             api_ports=tuple(settings.api_ports()),
             bind_host=settings.bind_host,
             worker_metrics_base_port=settings.worker_metrics_base_port,
-            redis_password_file=settings.redis_password_file.resolve(),
+            redis_password_file=settings.redis_password_path.resolve(),
             redis_password=(
                 settings.redis_password.get_secret_value() if settings.redis_password else None
             ),

@@ -64,6 +64,7 @@ def nginx_values(layout: StackLayout, settings: Settings | None = None) -> dict[
             settings.api_max_followup_inflight * settings.api_replicas
         ),
         "NGINX_RATE_LIMIT_EXEMPT": rate_limit_exempt_lines(settings.rate_limit_exempt),
+        "NGINX_MAX_CONN_PER_ADDRESS": str(settings.rate_limit_conn),
     }
 
 

@@ -30,9 +30,8 @@ from tests.missing_tool import tool_missing
 
 APP_SERVICES = ("api", "worker-high", "worker-general", "beat")
 ELASTIC_SERVICES = ("elasticsearch", "logstash", "kibana", "filebeat")
-ONE_SHOT = ("setup",)
+ONE_SHOT = ("setup", "redis-secret")
 SECRETS = (
-    "REDIS_PASSWORD",
     "ELASTIC_PASSWORD",
     "LOGSTASH_WRITER_PASSWORD",
     "KIBANA_SYSTEM_PASSWORD",
@@ -193,7 +192,7 @@ def test_workers_consume_the_same_queues_as_the_local_stack(
 def test_app_services_log_json_to_stdout_and_share_one_image(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    for name in (*APP_SERVICES, *ONE_SHOT):
+    for name in (*APP_SERVICES, "setup"):
         service = services[name]
         assert service["image"] == "taskq:local", name
         assert service["build"]["context"] == ".", name
@@ -239,12 +238,58 @@ def test_images_are_pinned_and_elastic_uses_one_version(
 
 def test_redis_is_durable_and_password_protected(services: dict[str, dict[str, Any]]) -> None:
     command = services["redis"]["command"]
-    pairs = dict(zip(command[1::2], command[2::2], strict=True))
+    # The config file the redis-secret job writes holds requirepass: no password in .env.
+    assert command[1] == "/run/taskq-secrets/redis-auth.conf"
+    pairs = dict(zip(command[2::2], command[3::2], strict=True))
     assert pairs["--appendonly"] == "yes"
     assert pairs["--maxmemory-policy"] == "noeviction"
-    assert pairs["--requirepass"].startswith("changeme")
-    url = _environment(services["api"])["TASKQ_REDIS_URL"]
-    assert url == f"redis://:{pairs['--requirepass']}@redis:6379/0"
+    assert "--requirepass" not in pairs
+    assert "REDIS_PASSWORD" not in {entry.key for entry in parse_env_file()}
+    for name in APP_SERVICES:
+        env = _environment(services[name])
+        assert env["TASKQ_REDIS_URL"] == "redis://redis:6379/0", name
+        assert env["TASKQ_REDIS_PASSWORD_FILE"] == "/run/taskq-secrets/redis-password", name
+        assert "redis-secret:/run/taskq-secrets:ro" in services[name]["volumes"], name
+        assert services[name]["depends_on"]["redis-secret"] == {
+            "condition": "service_completed_successfully"
+        }, name
+
+
+def _secret_script(services: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
+    service = services["redis-secret"]
+    assert service["command"][:2] == ["sh", "-euc"]
+    return service["command"], _environment(service)
+
+
+def test_the_redis_secret_job_generates_the_password_once_and_keeps_it(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The job's own script, run by a real sh: a random password at the first start, the
+    same one at every later start, files readable by their owner only."""
+    import os
+    import stat
+
+    command, env = _secret_script(services)
+    assert env["SECRETS_DIR"] == "/run/taskq-secrets"
+    assert "redis-secret:/run/taskq-secrets" in services["redis-secret"]["volumes"]
+    # Compose turns $$ into $; owners are this user here (the job runs as root in compose).
+    script = command[2].replace("$$", "$")
+    me = str(os.getuid())
+    run_env = {**os.environ, "SECRETS_DIR": str(tmp_path), "REDIS_OWNER": me, "CLIENT_OWNER": me}
+    passwords = []
+    for directory in (tmp_path, tmp_path, tmp_path / "other"):
+        directory.mkdir(exist_ok=True)
+        run_env["SECRETS_DIR"] = str(directory)
+        subprocess.run(["sh", "-euc", script], env=run_env, check=True, timeout=10)
+        password = (directory / "redis-password").read_text()
+        conf = (directory / "redis-auth.conf").read_text()
+        assert conf == f"requirepass {password}\nmasterauth {password}\n"
+        for name in ("redis-password", "redis-auth.conf"):
+            assert stat.S_IMODE((directory / name).stat().st_mode) == 0o400
+        passwords.append(password)
+    assert re.fullmatch(r"[0-9a-f]{64}", passwords[0])
+    assert passwords[0] == passwords[1]  # kept across starts
+    assert passwords[2] != passwords[0]  # a new volume, a new password
 
 
 def test_setup_and_logstash_never_use_the_elastic_superuser(
@@ -263,6 +308,21 @@ def test_published_ports_bind_to_the_configured_address(
     for name, service in services.items():
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name}: {port}"
+
+
+def test_compose_keeps_drill_tasks_off(services: dict[str, dict[str, Any]]) -> None:
+    values = {entry.key: entry.value for entry in parse_env_file()}
+    assert values["TASKQ_ENABLE_DRILL_TASKS"] == "false"
+    for name in APP_SERVICES:
+        assert _environment(services[name])["TASKQ_ENABLE_DRILL_TASKS"] == "false", name
+
+
+def test_replicas_workers_and_redis_publish_no_port(services: dict[str, dict[str, Any]]) -> None:
+    # The API replicas serve /docs and /metrics, the workers /metrics: inside the compose
+    # network only; the public entry is nginx.
+    for name in (*APP_SERVICES, "redis", "redis-secret", "redis-ha-0", "sentinel-0"):
+        assert not services[name].get("ports"), name
+        assert not services[name].get("network_mode"), name
 
 
 def test_locust_is_behind_a_profile(services: dict[str, dict[str, Any]]) -> None:

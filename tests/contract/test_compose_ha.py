@@ -18,6 +18,7 @@ from taskq.settings import Settings
 from tests.contract.compose_model import load_compose
 
 REDIS_NODES = ("redis-ha-0", "redis-ha-1", "redis-ha-2")
+REDIS_AUTH_CONF = "/run/taskq-secrets/redis-auth.conf"
 SENTINELS = ("sentinel-0", "sentinel-1", "sentinel-2")
 
 
@@ -48,14 +49,19 @@ def test_the_ha_services_are_behind_their_profile(services: dict[str, dict[str, 
 def test_every_node_is_durable_refuses_writes_alone_and_node_0_is_the_master(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    password = _flags(services["redis"]["command"])["--requirepass"]
     for name in REDIS_NODES:
-        flags = _flags(services[name]["command"])
+        # The generated password and masterauth come from the redis-secret job's config.
+        assert services[name]["command"][1] == REDIS_AUTH_CONF, name
+        assert services[name]["depends_on"]["redis-secret"] == {
+            "condition": "service_completed_successfully"
+        }, name
+        command = services[name]["command"]
+        flags = _flags([command[0], *command[2:]])
         assert flags["--appendonly"] == ["yes"], name
         assert flags["--maxmemory-policy"] == ["noeviction"], name
         assert int(flags["--min-replicas-to-write"][0]) >= 1, name
         assert int(flags["--min-replicas-max-lag"][0]) > 0, name
-        assert flags["--requirepass"] == flags["--masterauth"] == password, name
+        assert "--requirepass" not in flags and "--masterauth" not in flags, name
         expected = None if name == "redis-ha-0" else ["redis-ha-0", "6379"]
         assert flags.get("--replicaof") == expected, name
 
@@ -63,14 +69,14 @@ def test_every_node_is_durable_refuses_writes_alone_and_node_0_is_the_master(
 def test_the_sentinels_monitor_node_0_by_a_majority_with_its_password(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    password = _flags(services["redis"]["command"])["--requirepass"][0]
     for name in SENTINELS:
         script = " ".join(services[name]["command"])
         monitor = script.split("'sentinel monitor ", 1)[1].split("'", 1)[0].split()
         master, host, port, quorum = monitor
         assert (host, port) == ("redis-ha-0", "6379"), name
         assert int(quorum) > len(SENTINELS) // 2, name
-        assert f"'sentinel auth-pass {master} {password}'" in script, name
+        auth = f'"sentinel auth-pass {master} $(cat /run/taskq-secrets/redis-password)"'
+        assert auth in script, name
         assert "exec redis-sentinel" in script, name
 
 

@@ -18,6 +18,7 @@ from taskq.drills.compose import (
     IMAGE_SITE_DIR,
     SKEW_CONTAINER,
     compose_plan,
+    redis_cli,
 )
 from taskq.drills.plan import DEPLOY_WORKERS, DRILLS, WITNESSED_DRILLS, DrillOptions
 from tests.contract.compose_model import REPO_ROOT, load_compose, load_raw_compose, parse_env_file
@@ -61,9 +62,14 @@ def test_compose_commands_name_real_services(drill: str) -> None:
 
 def test_redis_pause_authenticates_through_the_service_environment() -> None:
     redis = load_raw_compose()["services"]["redis"]
-    assert "REDISCLI_AUTH" in redis.get("environment", {})
+    # The password file of the redis-secret job, mounted in the redis container.
+    assert "redis-secret:/run/taskq-secrets:ro" in redis["volumes"]
     (_, commands), *_ = compose_plan(DrillOptions("redis-pause", kills=1))
-    assert commands[0][-5:] == ["redis-cli", "CLIENT", "PAUSE", "3000", "ALL"]
+    assert commands[0][-3:-1] == ["sh", "-c"]
+    assert commands[0][-1] == (
+        'export REDISCLI_AUTH="$(cat /run/taskq-secrets/redis-password)"; '
+        "exec redis-cli CLIENT PAUSE 3000 ALL"
+    )
 
 
 def test_deploy_restarts_every_worker_then_each_api_replica_within_its_grace() -> None:
@@ -105,9 +111,9 @@ def test_redis_stall_hangs_redis_for_the_given_time(mode: str, ms: int) -> None:
     for fault, commands in plan:
         assert fault.target == "redis"
         if mode == "pause":
-            pause = ["redis-cli", "CLIENT", "PAUSE", str(ms), "ALL"]
-            assert commands == [["docker", "compose", "exec", "-T", "redis", *pause]]
-            assert "REDISCLI_AUTH" in services["redis"].get("environment", {})
+            assert commands == [redis_cli(f"CLIENT PAUSE {ms} ALL")]
+            assert commands[0][-1].endswith(f"exec redis-cli CLIENT PAUSE {ms} ALL")
+            assert "redis-secret:/run/taskq-secrets:ro" in services["redis"]["volumes"]
             continue
         assert commands == [
             ["docker", "compose", "kill", "-s", "SIGSTOP", "redis"],

@@ -24,7 +24,6 @@ SECRETS = {
     "LOGSTASH_WRITER_PASSWORD": "ls-secret-2",
     "KIBANA_SYSTEM_PASSWORD": "kb-secret-3",
     "KIBANA_ENCRYPTION_KEY": "k" * 32,
-    "REDIS_PASSWORD": "redis-secret-4",
     "TASKQ_API_KEYS": "api-key-5",
     "TASKQ_VIEWER_PASSWORD": "viewer-secret-6",
 }

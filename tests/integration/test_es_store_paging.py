@@ -196,7 +196,7 @@ def test_a_trace_longer_than_the_result_window_is_read_whole(
         store.close()
     messages = [str(x["message"]) for x in lines]
     assert messages == [f"big-{i}" for i in range(TRACE_LINES)]  # each once, in order
-    assert store.capped_at is None
+    assert not lines.capped
     pages = state.searches[before:]
     assert len(pages) == -(-TRACE_LINES // MAX_RESULT_WINDOW)
     assert "search_after" not in pages[0] and all("search_after" in p for p in pages[1:])
@@ -211,7 +211,7 @@ def test_a_trace_past_the_cap_is_cut_and_says_so(cluster: tuple[Cluster, str]) -
     finally:
         store.close()
     assert trace is not None
-    assert trace.capped_at == 12_000
+    assert trace.lookup_capped
     assert len(trace.lines) == 12_000
     assert state.open_pits == set()
 
@@ -223,4 +223,4 @@ def test_a_trace_of_exactly_the_cap_is_whole(cluster: tuple[Cluster, str]) -> No
         lines = store.lines_for_correlation("big")
     finally:
         store.close()
-    assert len(lines) == TRACE_LINES and store.capped_at is None
+    assert len(lines) == TRACE_LINES and not lines.capped

@@ -212,7 +212,7 @@ def test_an_inflated_trace_is_answered_in_pages(tenants: RunningStack) -> None:
     assert re.search(rf"TRUNCATED: lines 1-10 of {total}\b.*--offset 10", printed.stdout)
 
 
-def test_trace_calls_never_hold_up_probes_or_status_polls(tenants: RunningStack) -> None:
+def test_trace_calls_never_hold_up_probes_polls_or_submissions(tenants: RunningStack) -> None:
     cid = f"held-{uuid.uuid4().hex[:8]}"
     replica = tenants.replica_url(1)
     with client(tenants, SECRETS["alice"], replica) as alice:
@@ -250,13 +250,15 @@ def test_trace_calls_never_hold_up_probes_or_status_polls(tenants: RunningStack)
                 assert all("retry-after" in r.headers for r in refused)
                 held = [f for f in calls if f not in done]
                 assert len(held) == SLOTS
-                # While every slot is held, probes and status polls are answered.
+                # While every slot is held, probes, status polls and submissions are answered.
                 answered = 0
                 for _ in range(20):
                     assert alice.get("/readyz").status_code == 200
                     assert alice.get(f"/api/v1/tasks/{task_id}").status_code == 200
                     answered += 2
                 assert answered == 40
+                submitted = [submit(alice, f"{cid}-new") for _ in range(5)]
+                assert len(set(submitted)) == 5
                 assert not any(f.done() for f in held), "the held lookups must still be waiting"
             finally:
                 index.execute("ROLLBACK")

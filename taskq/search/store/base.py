@@ -6,6 +6,7 @@ A log line is the parsed JSON object of one line, keyed by the flat field names 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -30,6 +31,22 @@ TASK_SEARCHES: dict[str, str] = {
 }
 #: At most this many matches for a prefix or status search.
 MAX_MATCHES = 50
+#: A lookup by id (``lines_for_correlation``, ``lines_for_tasks``) reads at most this many
+#: lines, and the embedded backend at most :data:`LOOKUP_MAX_BYTES` of them (defaults of
+#: ``TASKQ_TRACE_LOOKUP_MAX_LINES``/``_BYTES``; Elasticsearch: its ``size``): clients choose
+#: their ``X-Request-ID``, so anyone can inflate anyone's trace with cheap requests, and
+#: the cost of a lookup must not grow with that (Elasticsearch's ``size`` is the same).
+LOOKUP_MAX_LINES = 10_000
+LOOKUP_MAX_BYTES = 16 * 1024 * 1024
+
+
+class Lines(list[dict[str, Any]]):
+    """The lines of one lookup by id; ``capped`` when it stopped at its bound and more
+    lines carry the id."""
+
+    def __init__(self, lines: Iterable[LogLine] = (), *, capped: bool = False) -> None:
+        super().__init__(lines)
+        self.capped = capped
 
 
 @dataclass(frozen=True)
@@ -133,18 +150,14 @@ class StatsReport:
 class LogStore(Protocol):
     """One backend. Every method raises :class:`LogStoreError` when it cannot answer."""
 
-    @property
-    def capped_at(self) -> int | None:
-        """After ``lines_for_correlation``/``lines_for_tasks``: the line cap that read
-        reached (it returned that many and there were more), None when it returned all."""
+    def lines_for_correlation(self, correlation_id: str) -> Lines:
+        """The lines carrying ``correlation_id`` (at most :data:`LOOKUP_MAX_LINES`, the
+        oldest first kept), in no particular order."""
         ...
 
-    def lines_for_correlation(self, correlation_id: str) -> list[LogLine]:
-        """Every line carrying ``correlation_id``, in no particular order."""
-        ...
-
-    def lines_for_tasks(self, task_ids: set[str]) -> list[LogLine]:
-        """Every line whose ``task_id`` is one of ``task_ids``, in no particular order."""
+    def lines_for_tasks(self, task_ids: set[str]) -> Lines:
+        """The lines whose ``task_id`` is one of ``task_ids`` (bounded as
+        :meth:`lines_for_correlation`), in no particular order."""
         ...
 
     def search(self, log_filter: LogFilter) -> list[LogLine]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from taskq.search.store.base import LOOKUP_MAX_BYTES, LOOKUP_MAX_LINES
+
 Backend = Literal["duckdb", "elasticsearch"]
 BACKENDS: tuple[Backend, ...] = ("duckdb", "elasticsearch")
 #: The data stream / index pattern the full stack ships these logs to.
@@ -36,11 +38,15 @@ class StoreConfig:
     es_index: str = DEFAULT_ES_INDEX
     es_api_key: str | None = None
     timeout_s: float = 10.0
+    #: Bounds of one lookup by id (``TASKQ_TRACE_LOOKUP_MAX_LINES``/``_BYTES``).
+    lookup_max_lines: int = LOOKUP_MAX_LINES
+    lookup_max_bytes: int = LOOKUP_MAX_BYTES
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StoreConfig:
         """Resolve from ``TASKQ_VAR_DIR``, ``TASKQ_LOG_DIR``, ``TASKQ_LOG_INDEX``,
-        ``TASKQ_LOGSTORE_BACKEND``, ``TASKQ_ES_URL``, ``TASKQ_ES_INDEX``, ``TASKQ_ES_API_KEY``."""
+        ``TASKQ_LOGSTORE_BACKEND``, ``TASKQ_ES_URL``, ``TASKQ_ES_INDEX``, ``TASKQ_ES_API_KEY``,
+        ``TASKQ_TRACE_LOOKUP_MAX_LINES``, ``TASKQ_TRACE_LOOKUP_MAX_BYTES``."""
         env = os.environ if environ is None else environ
         var_dir = Path(env.get("TASKQ_VAR_DIR") or "var")
         log_dir = Path(env["TASKQ_LOG_DIR"]) if env.get("TASKQ_LOG_DIR") else var_dir / "log"
@@ -55,6 +61,8 @@ class StoreConfig:
             es_url=env.get("TASKQ_ES_URL") or DEFAULT_ES_URL,
             es_index=env.get("TASKQ_ES_INDEX") or DEFAULT_ES_INDEX,
             es_api_key=env.get("TASKQ_ES_API_KEY") or None,
+            lookup_max_lines=int(env.get("TASKQ_TRACE_LOOKUP_MAX_LINES") or LOOKUP_MAX_LINES),
+            lookup_max_bytes=int(env.get("TASKQ_TRACE_LOOKUP_MAX_BYTES") or LOOKUP_MAX_BYTES),
         )
 
     @classmethod

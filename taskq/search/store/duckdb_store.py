@@ -1,7 +1,8 @@
 """The embedded backend: the JSON-lines files of the log directory, read where they lie.
 
 - Lookups by id (``trace``) go through :class:`~taskq.search.store.lineindex.LineIndex`,
-  refreshed before every lookup, then read the few lines by offset: no scan, no DuckDB.
+  refreshed before every lookup, then read the few lines by offset: no scan, no DuckDB;
+  at most ``config.lookup_max_lines``/``_bytes`` of them, bounded in the index query.
 - Filters (``logs``) and aggregations (``stats``) are DuckDB scans of the files, with
   malformed lines (a torn last line being written) skipped, and the file list taken again
   if a file is rotated away mid-query.
@@ -30,6 +31,7 @@ from taskq.search.store.base import (
     MAX_MATCHES,
     TASK_SEARCHES,
     CorrelationMatch,
+    Lines,
     LogFilter,
     LogLine,
     LogStoreError,
@@ -115,9 +117,6 @@ def q(name: str) -> str:
 class DuckDBStore:
     """See module docstring. Not thread-safe: one instance per thread or request."""
 
-    #: DuckDB reads every matching line: a trace is never capped here.
-    capped_at: int | None = None
-
     def __init__(self, config: StoreConfig) -> None:
         if not config.log_dir.is_dir():
             raise LogStoreError(f"log directory {config.log_dir} does not exist")
@@ -143,9 +142,11 @@ class DuckDBStore:
                 ) from exc
         return self._index
 
-    def _read(self, keys: set[str]) -> list[LogLine]:
+    def _read(self, keys: set[str]) -> Lines:
         try:
-            raw = self._line_index().read(keys)
+            raw, capped = self._line_index().read_first(
+                keys, self._config.lookup_max_lines, self._config.lookup_max_bytes
+            )
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc):
                 raise LogStoreError(f"log index {self._config.index_path}: {exc}") from exc
@@ -159,7 +160,7 @@ class DuckDBStore:
             ) from exc
         except (OSError, StaleIndexError) as exc:
             raise LogStoreError(f"cannot read the log files: {exc}") from exc
-        lines: list[LogLine] = []
+        lines = Lines(capped=capped)
         for data in raw:
             try:
                 line = json.loads(data)
@@ -169,23 +170,31 @@ class DuckDBStore:
                 lines.append(line)
         return lines
 
-    def lines_for_correlation(self, correlation_id: str) -> list[LogLine]:
-        return [
-            x for x in self._read({correlation_id}) if x.get("correlation_id") == correlation_id
-        ]
+    def lines_for_correlation(self, correlation_id: str) -> Lines:
+        found = self._read({correlation_id})
+        return Lines(
+            (x for x in found if x.get("correlation_id") == correlation_id), capped=found.capped
+        )
 
-    def lines_for_tasks(self, task_ids: set[str]) -> list[LogLine]:
-        return [x for x in self._read(task_ids) if x.get("task_id") in task_ids]
+    def lines_for_tasks(self, task_ids: set[str]) -> Lines:
+        found = self._read(task_ids)
+        return Lines((x for x in found if x.get("task_id") in task_ids), capped=found.capped)
 
     def surrounding(self, line: LogLine, n: int) -> Surrounding | None:
         keys = {v for k in ("correlation_id", "task_id") if isinstance(v := line.get(k), str)}
         if not keys:
             return None  # only lines carrying an id are indexed
         index = self._line_index()
+        bounds = (self._config.lookup_max_lines, self._config.lookup_max_bytes)
         for _ in range(3):
             try:
                 index.refresh()
-                for loc in index.locate(keys):
+                # Within the bounded lookup of one of its ids, where a trace found it: an
+                # inflated id costs at most the bound here too.
+                candidates = [
+                    loc for key in sorted(keys) for loc in index.locate_first([key], *bounds)[0]
+                ]
+                for loc in candidates:
                     (raw,) = read_locations([loc])
                     try:
                         if json.loads(raw) != line:

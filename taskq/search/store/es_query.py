@@ -25,7 +25,7 @@ from taskq.search.store.base import (
 #: of one page of a trace read.
 MAX_HITS = 10_000
 #: The most lines one trace read returns; a trace with more is cut here and says so
-#: (``ElasticsearchStore.capped_at``, shown by ``taskq trace``).
+#: (``Lines.capped``, shown by ``taskq trace`` as LOOKUP CAPPED).
 TRACE_MAX_LINES = 200_000
 #: How long a point in time stays open between two pages (renewed by each page).
 PIT_KEEP_ALIVE = "1m"

@@ -2,7 +2,7 @@
 
 A trace is read whole, page by page: ``search_after`` in a point in time (Elasticsearch
 docs, "Paginate search results"), not one search capped at ``index.max_result_window``;
-past :data:`es_query.TRACE_MAX_LINES` it stops and says so (:attr:`capped_at`). The loop is
+past :data:`es_query.TRACE_MAX_LINES` it stops and says so (``Lines.capped``). The loop is
 the one ``elasticsearch.dsl``'s ``Search.iterate`` runs, written out so that the point in time
 is closed also when the read stops at the cap (``iterate`` closes it only when exhausted)
 and the last page is known by its short length (no extra empty search). Tested
@@ -19,6 +19,7 @@ from typing import Any
 from taskq.search.store import es_query
 from taskq.search.store.base import (
     CorrelationMatch,
+    Lines,
     LogFilter,
     LogLine,
     LogStoreError,
@@ -42,9 +43,6 @@ class ElasticsearchStore:
         self._index = config.es_index
         self._url = config.es_url
         self._max_lines = max_lines
-        #: The cap the last trace read reached (it returned that many lines and there were
-        #: more), or None when it read every line.
-        self.capped_at: int | None = None
         if client is None:
             from elasticsearch import Elasticsearch
 
@@ -72,10 +70,9 @@ class ElasticsearchStore:
     def _search(self, body: es_query.Body) -> dict[str, Any]:
         return self._call(self._client.search, index=self._index, **body)
 
-    def _read_all(self, query: es_query.Body) -> list[LogLine]:
+    def _read_all(self, query: es_query.Body) -> Lines:
         """Every line matching ``query``, up to ``max_lines``, page by page in one point in
         time: a consistent view however fast lines are being indexed meanwhile."""
-        self.capped_at = None
         opened = self._call(
             self._client.open_point_in_time, index=self._index, keep_alive=es_query.PIT_KEEP_ALIVE
         )
@@ -94,10 +91,9 @@ class ElasticsearchStore:
                 lines.extend(got)
                 after = es_query.last_sort(page)
                 if len(got) < size or after is None:
-                    return lines
+                    return Lines(lines)
                 if len(lines) > self._max_lines:
-                    self.capped_at = self._max_lines
-                    return lines[: self._max_lines]
+                    return Lines(lines[: self._max_lines], capped=True)
         finally:
             self._close_pit(pit_id)
 
@@ -108,10 +104,10 @@ class ElasticsearchStore:
         with contextlib.suppress(ApiError, TransportError):
             self._client.close_point_in_time(id=pit_id)
 
-    def lines_for_correlation(self, correlation_id: str) -> list[LogLine]:
+    def lines_for_correlation(self, correlation_id: str) -> Lines:
         return self._read_all(es_query.trace_query(correlation_id))
 
-    def lines_for_tasks(self, task_ids: set[str]) -> list[LogLine]:
+    def lines_for_tasks(self, task_ids: set[str]) -> Lines:
         return self._read_all(es_query.tasks_query(task_ids))
 
     def search(self, log_filter: LogFilter) -> list[LogLine]:

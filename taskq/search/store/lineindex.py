@@ -173,6 +173,48 @@ class LineIndex:
         rows.sort(key=lambda loc: (loc.path, loc.offset))
         return rows
 
+    def locate_first(
+        self, keys: Iterable[str], max_lines: int, max_bytes: int
+    ) -> tuple[list[Location], bool]:
+        """At most ``max_lines`` candidate lines for ``keys`` of at most ``max_bytes`` in
+        all (at least one), in file order, and whether more were left out.
+
+        The bound is applied in the query, so an id with a million lines costs what
+        ``max_lines`` do. Kept first: the earliest lines of every file, taken in turn
+        (each file's 1st line, then each one's 2nd, ...): each process's part of the
+        journey, from its start, whoever inflated the id in one of them.
+        """
+        hashes = sorted({key_hash(k.encode()) for k in keys})
+        if not hashes:
+            return [], False
+        picked: list[tuple[int, str, Location]] = []
+        for start in range(0, len(hashes), 500):
+            batch = hashes[start : start + 500]
+            marks = ",".join("?" * len(batch))
+            cursor = self._db.execute(
+                "SELECT rn, path, dev, ino, offset, length FROM ("
+                " SELECT f.path, f.dev, f.ino, e.offset, e.length,"
+                " row_number() OVER (PARTITION BY e.file_id ORDER BY e.offset) AS rn FROM ("
+                f"SELECT file_id, offset, length FROM entries WHERE h IN ({marks}) UNION ALL"
+                f" SELECT file_id, offset, length FROM recent WHERE h IN ({marks})) e"
+                " JOIN files f ON f.id = e.file_id WHERE substr(f.path, 1, ?) = ?)"
+                " ORDER BY rn, path LIMIT ?",
+                [*batch, *batch, len(self._prefix), self._prefix, max_lines + 1],
+            )
+            picked.extend((rn, path, Location(path, *rest)) for rn, path, *rest in cursor)
+        picked.sort(key=lambda row: (row[0], row[1]))
+        capped = len(picked) > max_lines
+        rows: list[Location] = []
+        size = 0
+        for _, _, loc in picked[:max_lines]:
+            size += loc.length + 1
+            if rows and size > max_bytes:
+                capped = True
+                break
+            rows.append(loc)
+        rows.sort(key=lambda loc: (loc.path, loc.offset))
+        return rows, capped
+
     def read(self, keys: Iterable[str]) -> list[bytes]:
         """The raw candidate lines for ``keys``; refreshes first, retries if files move."""
         wanted = list(keys)
@@ -180,6 +222,20 @@ class LineIndex:
             self.refresh()
             try:
                 return read_locations(self.locate(wanted))
+            except StaleIndexError:
+                continue
+        raise StaleIndexError("log files kept changing while being read")
+
+    def read_first(
+        self, keys: Iterable[str], max_lines: int, max_bytes: int
+    ) -> tuple[list[bytes], bool]:
+        """:meth:`read` bounded as :meth:`locate_first`: the lines and whether more exist."""
+        wanted = list(keys)
+        for _ in range(3):
+            self.refresh()
+            locations, capped = self.locate_first(wanted, max_lines, max_bytes)
+            try:
+                return read_locations(locations), capped
             except StaleIndexError:
                 continue
         raise StaleIndexError("log files kept changing while being read")

@@ -24,6 +24,7 @@ from taskq.logs.schema import Event
 from taskq.search.store.base import (
     MAX_MATCHES,
     CorrelationMatch,
+    Lines,
     LogFilter,
     LogLine,
     LogStore,
@@ -79,15 +80,14 @@ class TenantStore:
         self._store = store
         self._key_id = key_id
         self._task_lines: dict[str, list[LogLine]] = {}
-
-    @property
-    def capped_at(self) -> int | None:
-        return self._store.capped_at
+        #: A lookup of task lines stopped at its bound (some task lines were left out).
+        self._tasks_capped = False
 
     def _lines_of_tasks(self, task_ids: set[str]) -> list[LogLine]:
         missing = task_ids - self._task_lines.keys()
         if missing:
             fetched = self._store.lines_for_tasks(missing)
+            self._tasks_capped |= fetched.capped
             for wanted in missing:
                 self._task_lines[wanted] = []
             for line in fetched:
@@ -101,15 +101,16 @@ class TenantStore:
         owners = task_owners(self._lines_of_tasks(task_ids)) if task_ids else {}
         return visible_lines(lines, self._key_id, owners)
 
-    def lines_for_correlation(self, correlation_id: str) -> list[LogLine]:
-        return self._visible(self._store.lines_for_correlation(correlation_id))
+    def lines_for_correlation(self, correlation_id: str) -> Lines:
+        found = self._store.lines_for_correlation(correlation_id)
+        return Lines(self._visible(found), capped=found.capped)
 
-    def lines_for_tasks(self, task_ids: set[str]) -> list[LogLine]:
+    def lines_for_tasks(self, task_ids: set[str]) -> Lines:
         # Only the caller's tasks: its poll of another's task id finds nothing by that id.
         lines = self._lines_of_tasks(task_ids)
         owners = task_owners(lines)
         own = [x for x in lines if owners.get(str(x.get("task_id"))) == self._key_id]
-        return visible_lines(own, self._key_id, owners)
+        return Lines(visible_lines(own, self._key_id, owners), capped=self._tasks_capped)
 
     def correlation_ids(self, prefix: str, limit: int = MAX_MATCHES) -> list[CorrelationMatch]:
         found = self._store.correlation_ids(prefix, limit * SCAN_FACTOR)

@@ -154,13 +154,15 @@ def find_trace(store: LogStore, correlation_id: str) -> Trace | None:
     lines = store.lines_for_correlation(correlation_id)
     if not lines:
         return None
-    capped = store.capped_at
+    capped = lines.capped
     task_ids = {str(x["task_id"]) for x in lines if x.get("task_id")}
     if task_ids:
-        lines.extend(store.lines_for_tasks(task_ids))
-        capped = capped or store.capped_at
+        task_lines = store.lines_for_tasks(task_ids)
+        capped |= task_lines.capped
+        lines.extend(task_lines)
     trace = build_trace(correlation_id, lines)
-    trace.capped_at = capped
+    # Summaries and pages then cover the lines read, and say that there were more.
+    trace.lookup_capped = capped
     return trace
 
 

@@ -143,12 +143,12 @@ class Trace:
     #: Correlation ids of the original requests when this one replayed their tasks.
     replay_of: list[str] = field(default_factory=list)
     kibana_url: str | None = None
-    #: The log store returned only this many lines of one of the trace's reads (there were
-    #: more); None when the trace is whole.
-    capped_at: int | None = None
     #: The trace page of the API's UI (taskq.search.trace.links), when the caller knows
     #: the public base URL.
     page_url: str | None = None
+    #: The store's lookup stopped at its bound (``LOOKUP_MAX_LINES``/``_BYTES``): more lines
+    #: carry this id than were read; the earliest of each process were kept.
+    lookup_capped: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict; datetimes as ISO 8601 strings."""

@@ -43,3 +43,17 @@ def test_body_size_is_a_setting(tmp_path: Path) -> None:
 def test_every_placeholder_has_a_value(tmp_path: Path) -> None:
     values = render.nginx_values(StackLayout.from_settings(Settings(var_dir=tmp_path)))
     render.render_template(NGINX_TEMPLATE.read_text(), values)  # raises on a missing one
+
+
+def test_client_timeouts_and_a_per_address_request_limit(tmp_path: Path) -> None:
+    conf = _conf(tmp_path, rate_limit_conn=7)
+    for directive in (
+        "client_header_timeout 10s;",
+        "client_body_timeout 10s;",
+        "send_timeout 10s;",
+        "keepalive_timeout 15s;",
+    ):
+        assert directive in conf
+    # Keyed like the rate limit: exempt addresses (empty key) are not counted.
+    assert "limit_conn_zone $rate_limit_key zone=per_client_conn:10m;" in conf
+    assert "limit_conn per_client_conn 7;" in conf

@@ -46,3 +46,19 @@ def test_backend_and_elasticsearch_options() -> None:
     assert config.index_path == Path("/tmp/i.sqlite3")
     with pytest.raises(ValueError, match="TASKQ_LOGSTORE_BACKEND"):
         StoreConfig.from_env({"TASKQ_LOGSTORE_BACKEND": "kibana"})
+
+
+def test_lookup_bounds_come_from_the_environment_with_the_settings_defaults() -> None:
+    from taskq.search.store.base import LOOKUP_MAX_BYTES, LOOKUP_MAX_LINES
+    from taskq.settings import Settings
+
+    assert Settings.model_fields["trace_lookup_max_lines"].default == LOOKUP_MAX_LINES
+    assert Settings.model_fields["trace_lookup_max_bytes"].default == LOOKUP_MAX_BYTES
+    default = StoreConfig.from_env({})
+    assert (default.lookup_max_lines, default.lookup_max_bytes) == (
+        LOOKUP_MAX_LINES,
+        LOOKUP_MAX_BYTES,
+    )
+    env = {"TASKQ_TRACE_LOOKUP_MAX_LINES": "50", "TASKQ_TRACE_LOOKUP_MAX_BYTES": "70000"}
+    assert StoreConfig.from_env(env).lookup_max_lines == 50
+    assert StoreConfig.from_env(env).lookup_max_bytes == 70000

@@ -153,3 +153,59 @@ def test_missing_log_dir_is_an_error(tmp_path: Path) -> None:
 def test_empty_log_dir(tmp_path: Path) -> None:
     store = DuckDBStore(StoreConfig.for_dirs(tmp_path, tmp_path))
     assert store.search(LogFilter()) == [] and store.stats(None, None).lines == 0
+
+
+def test_an_inflated_trace_is_read_up_to_the_lookup_bound_and_says_so(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from taskq.search.trace.build import find_trace
+    from taskq.search.trace.page import page_of
+
+    logs = tmp_path / "log"
+    logs.mkdir()
+    task = {"correlation_id": "victim", "task_id": "t-1"}
+    write(logs / "api-1.jsonl", [ln("10:00:00.000", "api-1", "task.published", **task)])
+    write(
+        logs / "worker-1.jsonl",
+        [ln("10:00:01.000", "worker-1", "task.succeeded", **task, duration_ms=5.0)],
+    )
+    noise = [
+        ln(f"10:00:02.{i:03d}", "nginx", "http.request.completed", correlation_id="victim")
+        for i in range(200)
+    ]
+    write(logs / "nginx-access.jsonl", noise)
+    store = DuckDBStore(replace(StoreConfig.for_dirs(tmp_path, logs), lookup_max_lines=20))
+    try:
+        found = store.lines_for_correlation("victim")
+        trace = find_trace(store, "victim")
+    finally:
+        store.close()
+    assert found.capped and len(found) == 20
+    assert trace is not None and trace.lookup_capped
+    # The quiet processes' lines survive the inflation: the task is still seen to succeed.
+    assert [t.task_id for t in trace.tasks] == ["t-1"]
+    assert trace.tasks[0].final_status == "SUCCESS"
+    _, info = page_of(trace, 0, 1000, 1 << 20)
+    assert info.truncated and info.to_json()["lookup_capped"] is True
+
+
+def test_surrounding_lines_are_found_within_the_lookup_bound(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    logs = tmp_path / "log"
+    logs.mkdir()
+    lines = [
+        ln(f"10:00:{i:02d}.000", "api-1", "http.request.completed", correlation_id="v", n=i)
+        for i in range(50)
+    ]
+    write(logs / "api-1.jsonl", lines)
+    store = DuckDBStore(replace(StoreConfig.for_dirs(tmp_path, logs), lookup_max_lines=20))
+    try:
+        around = store.surrounding(lines[5], 2)
+        # A line past the bound is not one a trace shows: not looked for either.
+        beyond = store.surrounding(lines[40], 2)
+    finally:
+        store.close()
+    assert around is not None
+    assert [x["n"] for x in around.before] == [3, 4] and [x["n"] for x in around.after] == [6, 7]
+    assert beyond is None

@@ -239,10 +239,10 @@ def test_store_passes_index_and_body_and_reverses_search_hits() -> None:
     )
     store = ElasticsearchStore(StoreConfig(backend="elasticsearch", es_index="logs-x-*"), client)
     assert [x["@timestamp"] for x in store.search(LogFilter(limit=2))] == ["t1", "t2"]
-    assert store.lines_for_correlation("req-1") == [{"@timestamp": "t1", "correlation_id": "req-1"}]
+    lines = store.lines_for_correlation("req-1")
+    assert lines == [{"@timestamp": "t1", "correlation_id": "req-1"}] and not lines.capped
     assert client.calls[0]["index"] == "logs-x-*"
     assert client.calls[1]["query"] == es_query.trace_query("req-1")
-    assert store.capped_at is None
 
 
 def test_transport_errors_become_store_errors() -> None:

@@ -225,3 +225,33 @@ def test_a_large_refresh_writes_straight_to_the_main_table(
     assert len(cids(index, "bulk")) == 3
     db = sqlite3.connect(tmp_path / "run" / "index.sqlite3")
     assert db.execute("SELECT count(*) FROM recent").fetchone()[0] == 0
+
+
+def test_bounded_read_keeps_each_files_earliest_lines_in_turn(logs: Path, index: LineIndex) -> None:
+    # One process's file inflated with 50 lines of the id, another with 3: a bound of 8
+    # keeps the 3 of the quiet file and the 5 earliest of the loud one.
+    (logs / "nginx.jsonl").write_text("".join(line("v", n=i) for i in range(50)))
+    (logs / "worker-1.jsonl").write_text("".join(line("v", n=100 + i) for i in range(3)))
+    raw, capped = index.read_first(["v"], max_lines=8, max_bytes=1 << 20)
+    assert capped
+    assert sorted(json.loads(x)["n"] for x in raw) == [0, 1, 2, 3, 4, 100, 101, 102]
+
+
+def test_bounded_read_is_not_capped_when_everything_fits(logs: Path, index: LineIndex) -> None:
+    (logs / "api-1.jsonl").write_text("".join(line("v", n=i) for i in range(8)))
+    raw, capped = index.read_first(["v"], max_lines=8, max_bytes=1 << 20)
+    assert not capped
+    assert [json.loads(x)["n"] for x in raw] == list(range(8))
+
+
+def test_bounded_read_stops_at_the_byte_budget_but_keeps_one_line(
+    logs: Path, index: LineIndex
+) -> None:
+    big = "x" * 1000
+    (logs / "api-1.jsonl").write_text("".join(line("v", n=i, pad=big) for i in range(10)))
+    raw, capped = index.read_first(["v"], max_lines=100, max_bytes=3500)
+    assert capped
+    assert [json.loads(x)["n"] for x in raw] == [0, 1, 2]
+    raw, capped = index.read_first(["v"], max_lines=100, max_bytes=10)
+    assert capped
+    assert [json.loads(x)["n"] for x in raw] == [0]
