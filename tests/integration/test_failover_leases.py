@@ -178,7 +178,7 @@ def _held_by(client: Redis, task_id: str) -> str | None:
         payload = json.loads(raw)[0]
         if payload.get("headers", {}).get("id") == task_id:
             holder = client.hget(keys.HOLDERS, tag)
-            return holder.decode() if holder else ""
+            return holder.decode() if isinstance(holder, bytes) else str(holder or "")
     return None
 
 
