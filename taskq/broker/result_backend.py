@@ -29,6 +29,7 @@ from typing import Any
 
 from celery.backends.redis import RedisBackend, SentinelBackend
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from taskq.redis_urls import is_sentinel
 
@@ -143,7 +144,13 @@ class TaskqRedisBackend(RedisBackend):  # type: ignore[misc]
         pipe = self.client.pipeline(transaction=False)
         self._set_unless_succeeded(keys=[key], args=[value, seconds], client=pipe)
         pipe.wait(replicas, timeout_ms)
-        _, acked = pipe.execute()
+        try:
+            _, acked = pipe.execute()
+        except ResponseError as exc:
+            # A master without a caught-up replica refuses the write: the same case, later.
+            if str(exc).startswith("NOREPLICAS"):
+                raise ResultNotReplicated("a state write was refused: no replica") from exc
+            raise
         if int(acked) < replicas:
             raise ResultNotReplicated("a state write was not confirmed by a replica")
 

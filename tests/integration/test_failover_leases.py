@@ -11,13 +11,16 @@ itself stores, read with a plain client of that node.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -25,8 +28,10 @@ from redis import Redis
 
 from taskq.broker.app import create_celery_app
 from taskq.broker.delivery import keys
+from taskq.broker.delivery.guard import ExecutionGuard
 from taskq.faults.witness import RUNNING_PREFIX, WITNESS_DB, executions
 from taskq.hosts.redis_group import Node, RedisGroup, redis_group
+from taskq.redis_clients import sync_client
 from taskq.settings import Settings
 from taskq.stack.ports import free_port_block
 from tests.integration import clock_shift
@@ -182,6 +187,10 @@ def _held_by(client: Redis, task_id: str) -> str | None:
     return None
 
 
+def _has(client: Redis, key: str) -> bool:
+    return client.get(key) is not None
+
+
 def _replicated(group: RedisGroup, index: int) -> None:
     """Until both replicas have every write the master took so far (a marker, then WAIT)."""
     client = _client(group, index)
@@ -267,3 +276,51 @@ def test_a_success_answered_before_the_master_dies_stays_and_never_runs_again(
     seen = executions(_client(group, new, WITNESS_DB), [task])
     assert seen.runs.get(task) == 1, f"the task ran again after the failover: {seen}"
     truth.close()
+
+
+def test_with_frozen_replicas_nothing_starts_and_a_result_is_written_until_one_has_it(
+    group: RedisGroup, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_celery_app(_settings(group))
+    backend = app.backend
+    client = sync_client(group.url, master=MASTER, socket_timeout=2, socket_connect_timeout=2)
+    guard = ExecutionGuard(
+        client, backend.get_key_for_task, 60, 3, wait_replicas=1, wait_timeout_ms=200
+    )
+    assert guard.begin("replicated", 0, "tag-1").verdict == "run"
+    done = json.dumps({"status": "SUCCESS", "result": 1, "task_id": "stored", "retries": 0})
+    key = backend.get_key_for_task("stored")
+    writer: list[BaseException | None] = []
+    # Replicas frozen: the master cannot get a WAIT acknowledgement (or, once their lag is
+    # over min-replicas-max-lag, refuses the write with NOREPLICAS).
+    for process in group.redis[1:]:
+        process.send_signal(signal.SIGSTOP)
+    try:
+        assert guard.begin("frozen", 0, "tag-2").verdict == "unsure"
+
+        def store() -> None:
+            try:
+                backend.set(key, done)
+                writer.append(None)
+            except BaseException as exc:  # reported to the test below
+                writer.append(exc)
+
+        thread = threading.Thread(target=store)
+        with caplog.at_level(logging.ERROR, logger="celery.backends.redis"):
+            thread.start()
+            _until(
+                lambda: any("Retry" in r.getMessage() for r in caplog.records) or bool(writer),
+                "the result write is retried",
+                30,
+            )
+            assert not writer, f"the write ended while no replica could have it: {writer}"
+    finally:
+        for process in group.redis[1:]:
+            process.send_signal(signal.SIGCONT)
+    thread.join(timeout=60)
+    assert writer == [None], writer
+    for index in (1, 2):  # the replicas themselves have it
+        replica = _client(group, index)
+        _until(partial(_has, replica, key), f"replica {index} has the result", 30)
+        replica.close()
+    client.close()
