@@ -1,7 +1,7 @@
 """Leases and results across a Sentinel failover, with real workers and a real Redis group.
 
 The group is three redis-server + redis-sentinel pairs on loopback. In the clock tests both
-replicas run with their wall clock 5 s ahead or behind (:mod:`tests.integration.clock_shift`),
+replicas run with their wall clock 5 s ahead or 30 s behind (:mod:`tests.integration.clock_shift`),
 so the promoted master's ``TIME`` and key expiry are another clock than the one the leases
 and held records were written with. Truth is the execution witness (taskq/faults/witness.py:
 how often each task's code ran, and whether two runs overlapped) and what the new master
@@ -29,6 +29,7 @@ from redis import Redis
 from taskq.broker.app import create_celery_app
 from taskq.broker.delivery import keys
 from taskq.broker.delivery.guard import ExecutionGuard
+from taskq.broker.delivery.lease import DEFAULT_TIMING
 from taskq.faults.witness import RUNNING_PREFIX, WITNESS_DB, executions
 from taskq.hosts.redis_group import Node, RedisGroup, redis_group
 from taskq.redis_clients import sync_client
@@ -112,12 +113,13 @@ def _group(tmp_path: Path, wrap: Callable[[int], list[str]]) -> Iterator[RedisGr
         yield running
 
 
-@pytest.fixture(params=[5_000, -5_000], ids=["replicas-5s-ahead", "replicas-5s-behind"])
+@pytest.fixture(params=[5_000, -30_000], ids=["replicas-5s-ahead", "replicas-30s-behind"])
 def skewed_group(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisGroup]:
     shim = clock_shift.build(tmp_path)
     shift = int(request.param)
     # Both replicas are off by the same amount: whichever Sentinel promotes, the new
-    # master's clock is 5 s from the one every lease and record was written with.
+    # master's clock is off from the one every lease and record was written with. Behind
+    # by 30 s, the dead holder's lease would outlive it by 30 s on the new master.
     yield from _group(tmp_path, lambda i: clock_shift.wrap(shim, shift) if i else [])
 
 
@@ -223,6 +225,7 @@ def test_a_failover_to_a_skewed_clock_redelivers_the_dead_and_only_the_dead(
     _until(lambda: _running(witness, cut), "the doomed worker runs its task")
     waiting = app.send_task("taskq.drills.sleep", kwargs={"seconds": 0.1}, queue="low").id
     _until(lambda: bool(_held_by(master, waiting)), "the doomed worker holds the second task")
+    doomed_lease = keys.lease_key(str(_held_by(master, waiting)))
     # The holder that lives through the failover, running a task across it.
     pool.start("survivor", "high,low")
     live = app.send_task("taskq.drills.sleep", kwargs={"seconds": LIVE_TASK_S}, queue="high").id
@@ -234,6 +237,11 @@ def test_a_failover_to_a_skewed_clock_redelivers_the_dead_and_only_the_dead(
 
     new = _kill_master(group)
     truth = _client(group, new)
+    stamp = truth.hget(keys.CLOCK, "last")
+    _until(lambda: truth.hget(keys.CLOCK, "last") != stamp, "a lease is renewed on the new master")
+    # From the first renewal there on, no lease outlives one grace, whatever the clock it
+    # was written with.
+    assert truth.pttl(doomed_lease) <= DEFAULT_TIMING.grace_ms, "a dead holder looks alive"
     tasks = (cut, waiting, live)
     _until(
         lambda: all(_status(truth, task) == "SUCCESS" for task in tasks),
