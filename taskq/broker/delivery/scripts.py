@@ -15,9 +15,9 @@ from taskq.broker.result_backend import WRITE_META_LUA
 #: no holder renewed for ``gap`` ms (the broker or every worker was away: a grace opens),
 #: the clock record was written by another Redis process (its ``epoch``, the writer's
 #: ``run_id``: a promoted replica or a restart, whose clock is not the writer's), or the
-#: clock went back, or such a grace is still open. A new epoch or a clock gone back also cut every
-#: holder's lease to one grace (``cap_leases``): a lease written with a clock ahead of this
-#: one would otherwise outlive its holder by the difference.
+#: clock went back, or such a grace is still open. A new epoch or a clock gone back also
+#: cut every holder's lease to one grace (``cap_leases``): a lease written with a clock
+#: ahead of this one would otherwise outlive its holder by the difference.
 _PRELUDE = f"""
 local function now_ms()
   local t = redis.call('TIME')
