@@ -264,20 +264,40 @@ def test_a_success_answered_before_the_master_dies_stays_and_never_runs_again(
     pool = workers(group)
     first = pool.start("first", "medium")
     master = _client(group, 0)
-    task = app.send_task("taskq.drills.echo", kwargs={"payload": "n"}, queue="medium").id
-    # The client is answered SUCCESS (its poll reads the master), and at once the master dies.
-    _until(lambda: _status(master, task) == "SUCCESS", "the task is answered SUCCESS")
-    new = _kill_master(group)
+    witness = _client(group, 0, WITNESS_DB)
+    # For this test only the master takes writes without its replicas, so the client can
+    # be answered a SUCCESS that no replica has: the window in which a failover loses a
+    # result, held open as long as the test needs.
+    master.config_set("min-replicas-to-write", 0)
+    task = app.send_task("taskq.drills.sleep", kwargs={"seconds": 2.0}, queue="medium").id
+    _until(lambda: _running(witness, task), "the task runs")
+    _replicated(group, 0)  # its start is on both replicas
+    # Replicas frozen, then cut off: what the master takes now reaches no replica (a frozen
+    # one would still find it in its socket buffer when it wakes).
+    for process in group.redis[1:]:
+        process.send_signal(signal.SIGSTOP)
+    try:
+        master.client_kill_filter(_type="replica")
+        assert _status(master, task) != "SUCCESS", "the task ended before the replicas were cut"
+        _until(lambda: _status(master, task) == "SUCCESS", "the task is answered SUCCESS")
+        group.redis[0].send_signal(signal.SIGKILL)
+        group.redis[0].wait(timeout=10)
+    finally:
+        for process in group.redis[1:]:
+            process.send_signal(signal.SIGCONT)
     master.close()
+    witness.close()
+    new = _promoted(group, 0)
     truth = _client(group, new)
-    # Whatever the old master had not passed on (the ack, say) is the new master's now: the
-    # worker that ran the task dies too, a fresh one sweeps what it held.
+    # The promoted replica never had that SUCCESS: the worker writes it again there.
+    _until(lambda: _status(truth, task) == "SUCCESS", "the result is SUCCESS on the new master")
+    # Whatever else the old master had not passed on (the ack, say) is the new master's
+    # now: the worker that ran the task dies too, a fresh one sweeps what it held.
     pool.kill(first)
     pool.start("second", "medium")
 
     def settled() -> bool:
-        queued = truth.llen("medium")
-        return _held_by(truth, task) is None and queued == 0
+        return _held_by(truth, task) is None and truth.llen("medium") == 0
 
     _until(settled, "nothing of the task is held or queued on the new master")
     assert _status(truth, task) == "SUCCESS"
