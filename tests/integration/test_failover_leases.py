@@ -325,6 +325,8 @@ def test_with_frozen_replicas_nothing_starts_and_a_result_is_written_until_one_h
         process.send_signal(signal.SIGSTOP)
     try:
         assert guard.begin("frozen", 0, "tag-2").verdict == "unsure"
+        # A start that does not run is not a delivery (else a slow replica makes poison).
+        assert int(client.get(keys.deliveries_key("frozen", 0)) or 0) == 0
 
         def store() -> None:
             try:

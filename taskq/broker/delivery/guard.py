@@ -17,11 +17,14 @@ only once a replica has the run lease and, being earlier in the master's stream,
 held record. Short of that (WAIT timed out, or the connection broke: the master may be
 gone and its writes with it) the verdict is ``unsure``: nothing runs, the message goes back
 to its queue by compare-and-move, and the copy that runs is the only one (a new master
-that lacks the held record has the message in its queue anyway).
+that lacks the held record has the message in its queue anyway). A master that is still
+there gets the delivery's count taken back: requeues for a slow replica are no deliveries
+toward the poison cap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -118,6 +121,8 @@ class ExecutionGuard:
                 pipe.wait(replicas, timeout_ms)
                 (verdict, raw, deliveries), acked = pipe.execute()
                 if int(acked) < replicas:
+                    if int(deliveries) > 0:
+                        self._uncount(task_id, retries)
                     return self._unsure(task_id)
         except (RedisError, OSError):
             if replicas > 0:
@@ -129,6 +134,13 @@ class ExecutionGuard:
             return Begun("done", result, int(deliveries))
         verdict_of: dict[str, Verdict] = {"busy": "busy", "revoked": "revoked", "fenced": "fenced"}
         return Begun(verdict_of.get(name, "run"), None, int(deliveries))
+
+    def _uncount(self, task_id: str, retries: int) -> None:
+        """Take back the count of a delivery that will not run: a replica slow for a while
+        must not make a task poison by requeueing it."""
+        # Failing, the master is gone, and with it (most likely) the count.
+        with contextlib.suppress(RedisError, OSError):
+            self._client.decr(keys.deliveries_key(task_id, retries))
 
     def _unsure(self, task_id: str) -> Begun:
         logger.warning(
