@@ -109,8 +109,14 @@ class ExecutionGuard:
             keys.run_key(task_id, retries),
             keys.revoked_key(task_id),
         ]
-        args = [current_holder(), tag, self._ttl_s, 1 if count else 0, started_meta]
-        args.append(meta_expires_s)
+        args = [
+            current_holder(),
+            tag,
+            self._ttl_s,
+            1 if count else 0,
+            started_meta,
+            meta_expires_s,
+        ]
         replicas, timeout_ms = self._wait
         try:
             if replicas <= 0:
