@@ -65,8 +65,10 @@ system-deps:
 # - docker-compose: validates docker-compose.yml offline (no engine) in the contract tests;
 # - prometheus: its promtool checks and unit-tests monitoring/prometheus/alert-rules.yml;
 # - chromium: the browser test of /docs and /redoc (driven by Playwright, never downloaded);
-# - faketime: a sweeper with a skewed clock (tests/integration/test_delivery_contract.py).
-TEST_APT_PACKAGES := docker-compose prometheus chromium faketime
+# - faketime: a sweeper with a skewed clock (tests/integration/test_delivery_contract.py);
+# - gcc: builds the clock shim of redis-server's skewed replicas (tests/integration/clock_shift.c;
+#   libfaketime hangs redis-server, whose jemalloc calls clock_gettime while it initialises).
+TEST_APT_PACKAGES := docker-compose prometheus chromium faketime gcc
 
 test-deps:
 	@missing=""; \
@@ -74,6 +76,7 @@ test-deps:
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v faketime >/dev/null 2>&1 || missing="$$missing faketime"; \
+	command -v cc >/dev/null 2>&1 || missing="$$missing gcc"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "installing$$missing with apt-get"; \

@@ -90,7 +90,8 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         description="A submission is answered only once this many replicas have its write "
-        "(WAIT after each batch); 0: one Redis, durable by its appendfsync.",
+        "(WAIT after each batch); a task starts, and its result counts as stored, only once "
+        "they have those too; 0: one Redis, durable by its appendfsync.",
     )
     redis_wait_timeout_ms: int = Field(
         default=1_000,

@@ -85,6 +85,8 @@ def _delivery_guard(app: Celery) -> ExecutionGuard:
             lambda task_id: backend.get_key_for_task(task_id),
             settings.worker_dedup_ttl_s,
             settings.max_redeliveries,
+            settings.redis_wait_replicas,
+            settings.redis_wait_timeout_ms,
         )
         _guards[id(app)] = guard
     return guard

@@ -59,7 +59,7 @@ def run_guarded(
     ``started_meta`` gives the STARTED state to store and its expiry."""
     meta, expires_s = started_meta()
     begun = guard.begin(task_id, retries, tag, meta, expires_s)
-    if begun.verdict not in ("revoked", "fenced"):  # they never start, not even on paper
+    if begun.verdict not in ("revoked", "fenced", "unsure"):  # they never start, not even on paper
         on_start(begun.deliveries)
     if begun.verdict == "busy":
         begun = guard.wait_turn(task_id, retries, tag, begun.deliveries)
@@ -71,6 +71,9 @@ def run_guarded(
         # Back to its queue (or already there: the sweep gave it back); this worker, presumed
         # dead, must not run it beside the copy that runs elsewhere.
         raise Reject("this worker's lease expired", requeue=True)
+    if begun.verdict == "unsure":
+        # The master may lose this start in a failover: back to the queue, to run once there.
+        raise Reject("start not confirmed by a replica", requeue=True)
     if begun.verdict == "revoked":
         logger.warning(
             "revoked task not run",

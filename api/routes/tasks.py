@@ -31,7 +31,22 @@ TaskIdPath = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 503)
 }
+#: The 202's promise, per broker set-up (README "Durability: which writes wait for what").
+ACCEPTED_DESCRIPTION = (
+    "Accepted: the task is queued and will run. Which write stands behind it depends on "
+    "the set-up:\n\n"
+    "* **one Redis** (the default, `TASKQ_REDIS_WAIT_REPLICAS=0`): in Redis's append-only "
+    "file before Redis answered, fsynced every second (`appendfsync everysec`): a SIGKILL "
+    "of Redis loses no 202, a power loss of its host at most the last second;\n"
+    "* **replicas** (`TASKQ_REDIS_WAIT_REPLICAS=N`): on N replicas (`WAIT N`) before the "
+    "answer, and the master refuses writes without a caught-up replica "
+    "(`min-replicas-to-write`): the loss of the master's host loses no 202. Short of a "
+    "replica's confirmation the answer is `503 submission_outcome_unknown`, never 202.\n\n"
+    "Either way the task then starts only once its start is as durable (replicated, with "
+    "replicas) and its result is stored the same way before its message is acknowledged."
+)
 _SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    202: {"description": ACCEPTED_DESCRIPTION},
     400: {"model": ErrorBody, "description": "Malformed Idempotency-Key."},
     413: {"model": ErrorBody, "description": "Body over client_max_body_size (nginx)."},
     429: {"model": ErrorBody, "description": "Rate limited (nginx)."},

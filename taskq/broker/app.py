@@ -88,6 +88,9 @@ def create_celery_app(
         redis_socket_timeout=settings.redis_socket_timeout_s,
         redis_socket_connect_timeout=settings.redis_socket_timeout_s,
         broker_connection_retry_on_startup=True,
+        # Read by the result backend: state writes wait for this many replicas.
+        taskq_wait_replicas=settings.redis_wait_replicas,
+        taskq_wait_timeout_ms=settings.redis_wait_timeout_ms,
         # Publishing from the API must fail fast when Redis is away, not retry for seconds.
         task_publish_retry_policy={
             "max_retries": 2,

@@ -14,6 +14,12 @@
   another worker while the first one is still recording RETRY, and the task's status stays
   RETRY forever. Here the check and the write are one Lua script: a stored SUCCESS is never
   replaced, nor a state whose ``retries`` is higher than the one being written.
+* With replicas (``taskq_wait_replicas`` > 0 in the app's configuration) every state write
+  is pipelined with ``WAIT``: it returns only once that many replicas have it, else it
+  raises :class:`ResultNotReplicated`, a connection error, so Celery's backend retry
+  (``ensure``: up to 20 times, 1 s apart) writes it again, on the new master after a
+  failover. The worker acknowledges a message only after its result is stored, so a
+  SUCCESS that a failover could still lose never lets its message go.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import math
 from typing import Any
 
 from celery.backends.redis import RedisBackend, SentinelBackend
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from taskq.redis_urls import is_sentinel
 
@@ -66,6 +74,10 @@ _SET_UNLESS_SUCCEEDED = (
     + WRITE_META_LUA
     + "return write_meta(KEYS[1], ARGV[1], tonumber(ARGV[2]))\n"
 )
+
+
+class ResultNotReplicated(RedisConnectionError):
+    """Too few replicas confirmed a state write within the WAIT timeout."""
 
 
 class TaskqRedisBackend(RedisBackend):  # type: ignore[misc]
@@ -124,7 +136,23 @@ class TaskqRedisBackend(RedisBackend):  # type: ignore[misc]
         if self._set_unless_succeeded is None:
             self._set_unless_succeeded = self.client.register_script(_SET_UNLESS_SUCCEEDED)
         seconds = math.ceil(float(expires)) if expires else 0
-        self._set_unless_succeeded(keys=[key], args=[value, seconds])
+        replicas = int(self.app.conf.get("taskq_wait_replicas") or 0)
+        if replicas <= 0:
+            self._set_unless_succeeded(keys=[key], args=[value, seconds])
+            return
+        timeout_ms = int(self.app.conf.get("taskq_wait_timeout_ms") or 1_000)
+        pipe = self.client.pipeline(transaction=False)
+        self._set_unless_succeeded(keys=[key], args=[value, seconds], client=pipe)
+        pipe.wait(replicas, timeout_ms)
+        try:
+            _, acked = pipe.execute()
+        except ResponseError as exc:
+            # A master without a caught-up replica refuses the write: the same case, later.
+            if str(exc).startswith("NOREPLICAS"):
+                raise ResultNotReplicated("a state write was refused: no replica") from exc
+            raise
+        if int(acked) < replicas:
+            raise ResultNotReplicated("a state write was not confirmed by a replica")
 
 
 class TaskqSentinelBackend(TaskqRedisBackend, SentinelBackend):  # type: ignore[misc]

@@ -135,6 +135,9 @@ class Event(StrEnum):
     RUN_LEASE_NOT_RELEASED = "task.run_lease_not_released"
     #: A worker whose own broker lease expired refused to start a delivery (requeued).
     TASK_FENCED = "task.fenced"
+    #: With replicas: no replica confirmed a delivery's start (WAIT timed out, or the master
+    #: went away); it is requeued, not run.
+    TASK_START_UNCONFIRMED = "task.start_unconfirmed"
     #: A copy of an attempt waits for the copy that a live holder is running.
     TASK_WAITING = "task.waiting"
     #: A held (delivered, unacknowledged) message went back to its queue.

@@ -57,9 +57,10 @@ def renew(client: Redis, holder: str) -> None:
     """One lease renewal of ``holder``, as its keeper thread does it."""
     client.eval(
         scripts.RENEW,
-        2,
+        3,
         keys.lease_key(holder),
         keys.CLOCK,
+        keys.HOLDERS,
         TIMING.ttl_ms,
         TIMING.gap_ms,
         TIMING.grace_ms,
@@ -70,7 +71,8 @@ def end_grace(client: Redis) -> None:
     """A broker that has been answering renewals for a while: no stall, no grace."""
     seconds, micros = client.time()
     now = int(seconds) * 1000 + int(micros) // 1000
-    client.hset(keys.CLOCK, mapping={"last": now, "grace_until": 0})
+    epoch = client.info("server")["run_id"]
+    client.hset(keys.CLOCK, mapping={"last": now, "grace_until": 0, "epoch": epoch})
 
 
 def hold(redis_port: int, client: Redis, queue: Queue, holder: str) -> tuple[str, dict[str, Any]]:
@@ -149,7 +151,9 @@ def test_after_a_stall_nobody_is_presumed_dead_for_a_grace(
     client.delete(keys.lease_key("silent"))  # expired while Redis was away
     # The last renewal anyone made is older than the stall gap: Redis was away.
     seconds, _ = client.time()
-    client.hset(keys.CLOCK, mapping={"last": (int(seconds) - 60) * 1000, "grace_until": 0})
+    epoch = client.info("server")["run_id"]
+    stamp = (int(seconds) - 60) * 1000
+    client.hset(keys.CLOCK, mapping={"last": stamp, "grace_until": 0, "epoch": epoch})
     sweep(redis_port)
     assert client.hexists("unacked", tag), "swept during the grace after a stall"
     grace_until = int(client.hget(keys.CLOCK, "grace_until") or 0)
@@ -266,3 +270,36 @@ def test_a_sweeper_with_a_skewed_clock_restores_nothing_alive(
     unshifted = float(done.stdout.strip().splitlines()[0]) - float(offset.removesuffix("s"))
     assert before <= unshifted <= after, f"faketime did not shift the clock by {offset}"
     assert client.hexists("unacked", tag) and client.llen(queue.name) == 0
+
+
+def test_a_new_master_opens_the_grace_whatever_its_clock_says(
+    redis_port: int, client: Redis, queue: Queue
+) -> None:
+    # The clock record as a replica carries it after a failover: a fresh stamp (no stall
+    # visible) written by another server, whose clock may be ahead of this one's.
+    tag, _ = hold(redis_port, client, queue, "live-elsewhere")
+    client.delete(keys.lease_key("live-elsewhere"))  # expired by the new master's clock
+    end_grace(client)
+    client.hset(keys.CLOCK, "epoch", "the-old-masters-run-id")
+    sweep(redis_port)
+    assert client.hexists("unacked", tag), "swept at once on a new master"
+    assert client.hget(keys.CLOCK, "epoch") == client.info("server")["run_id"].encode()
+    end_grace(client)
+    sweep(redis_port)
+    assert not client.hexists("unacked", tag) and client.llen(queue.name) == 1
+
+
+def test_a_clock_that_went_back_caps_every_lease_at_one_grace(
+    redis_port: int, client: Redis, queue: Queue
+) -> None:
+    # A new master whose clock is behind: leases written in the old master's clock would
+    # outlive their holder by the difference; they are cut to one grace instead.
+    tag, _ = hold(redis_port, client, queue, "died-before-failover")
+    client.pexpire(keys.lease_key("died-before-failover"), 60_000)
+    end_grace(client)
+    client.hincrby(keys.CLOCK, "last", 60_000)  # stamped by a clock a minute ahead
+    renew(client, "someone-else")
+    left = client.pttl(keys.lease_key("died-before-failover"))
+    assert 0 < left <= TIMING.grace_ms, left
+    sweep(redis_port)
+    assert client.hexists("unacked", tag), "swept during the grace"

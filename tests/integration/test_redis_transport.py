@@ -169,7 +169,11 @@ def test_restore_puts_a_held_message_back_and_rings(
     client.set(dead, 1, px=60_000)
     _, _, tag = client.eval(POP_AND_HOLD, len(keys), *keys, "dead-holder", dead)
     client.delete(dead)  # its worker died
-    client.hset(delivery_keys.CLOCK, mapping={"last": _redis_ms(client), "grace_until": 0})
+    epoch = client.info("server")["run_id"]
+    client.hset(
+        delivery_keys.CLOCK,
+        mapping={"last": _redis_ms(client), "grace_until": 0, "epoch": epoch},
+    )
     with _connection(redis_port) as conn:
         channel = conn.default_channel
         channel.qos.restore_visible(num=10, interval=1)

@@ -11,10 +11,20 @@ backend, answers every later copy).
 
 When Redis cannot be reached the attempt runs unguarded: the broker that could have
 redelivered it is unreachable too (its message stays held by this worker's lease).
+
+With replicas (``wait_replicas`` > 0) the start is pipelined with ``WAIT``: the code runs
+only once a replica has the run lease and, being earlier in the master's stream, the pop's
+held record. Short of that (WAIT timed out, or the connection broke: the master may be
+gone and its writes with it) the verdict is ``unsure``: nothing runs, the message goes back
+to its queue by compare-and-move, and the copy that runs is the only one (a new master
+that lacks the held record has the message in its queue anyway). A master that is still
+there gets the delivery's count taken back: requeues for a slow replica are no deliveries
+toward the poison cap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -29,7 +39,7 @@ from taskq.logs.schema import Event
 
 logger = logging.getLogger("taskq.broker.guard")
 
-Verdict = Literal["run", "done", "busy", "revoked", "fenced"]
+Verdict = Literal["run", "done", "busy", "revoked", "fenced", "unsure"]
 
 #: The request field (set by the worker's request class) naming the message's delivery tag.
 REQUEST_TAG_FIELD = "x_delivery_tag"
@@ -63,12 +73,22 @@ def decode_completion(raw: bytes | str | None) -> tuple[bool, Any]:
 class ExecutionGuard:
     """Run leases and delivery counters in Redis, beside the result backend's metas."""
 
-    def __init__(self, client: Any, meta_key: Any, ttl_s: int, max_redeliveries: int) -> None:
-        """``meta_key(task_id)`` names a task's result meta (the backend's key)."""
+    def __init__(
+        self,
+        client: Any,
+        meta_key: Any,
+        ttl_s: int,
+        max_redeliveries: int,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1_000,
+    ) -> None:
+        """``meta_key(task_id)`` names a task's result meta (the backend's key);
+        ``wait_replicas`` > 0: a start counts only once that many replicas have it."""
         self._client = client
         self._meta_key = meta_key
         self._ttl_s = ttl_s
         self.max_redeliveries = max_redeliveries
+        self._wait = (wait_replicas, wait_timeout_ms)
         self._begin = client.register_script(scripts.BEGIN) if client is not None else None
         self._release = client.register_script(scripts.RELEASE_RUN) if client is not None else None
 
@@ -83,24 +103,36 @@ class ExecutionGuard:
     ) -> Begun:
         """Count this delivery (``count``), read the completion, take the run lease and
         write ``started_meta``."""
+        script_keys = [
+            self._meta_key(task_id),
+            keys.deliveries_key(task_id, retries),
+            keys.run_key(task_id, retries),
+            keys.revoked_key(task_id),
+        ]
+        args = [
+            current_holder(),
+            tag,
+            self._ttl_s,
+            1 if count else 0,
+            started_meta,
+            meta_expires_s,
+        ]
+        replicas, timeout_ms = self._wait
         try:
-            verdict, raw, deliveries = self._begin(  # type: ignore[misc]
-                keys=[
-                    self._meta_key(task_id),
-                    keys.deliveries_key(task_id, retries),
-                    keys.run_key(task_id, retries),
-                    keys.revoked_key(task_id),
-                ],
-                args=[
-                    current_holder(),
-                    tag,
-                    self._ttl_s,
-                    1 if count else 0,
-                    started_meta,
-                    meta_expires_s,
-                ],
-            )
+            if replicas <= 0:
+                verdict, raw, deliveries = self._begin(keys=script_keys, args=args)  # type: ignore[misc]
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                self._begin(keys=script_keys, args=args, client=pipe)  # type: ignore[misc]
+                pipe.wait(replicas, timeout_ms)
+                (verdict, raw, deliveries), acked = pipe.execute()
+                if int(acked) < replicas:
+                    if int(deliveries) > 0:
+                        self._uncount(task_id, retries)
+                    return self._unsure(task_id)
         except (RedisError, OSError):
+            if replicas > 0:
+                return self._unsure(task_id)
             return Begun("run", None, 1)
         name = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
         succeeded, result = decode_completion(raw)
@@ -108,6 +140,20 @@ class ExecutionGuard:
             return Begun("done", result, int(deliveries))
         verdict_of: dict[str, Verdict] = {"busy": "busy", "revoked": "revoked", "fenced": "fenced"}
         return Begun(verdict_of.get(name, "run"), None, int(deliveries))
+
+    def _uncount(self, task_id: str, retries: int) -> None:
+        """Take back the count of a delivery that will not run: a replica slow for a while
+        must not make a task poison by requeueing it."""
+        # Failing, the master is gone, and with it (most likely) the count.
+        with contextlib.suppress(RedisError, OSError):
+            self._client.decr(keys.deliveries_key(task_id, retries))
+
+    def _unsure(self, task_id: str) -> Begun:
+        logger.warning(
+            "start not confirmed by a replica",
+            extra={"event.action": Event.TASK_START_UNCONFIRMED, "task_id": task_id},
+        )
+        return Begun("unsure", None, 0)
 
     def wait_turn(self, task_id: str, retries: int, tag: str, deliveries: int) -> Begun:
         """Wait until the running copy succeeded (``done``), or ended otherwise or lost its

@@ -171,7 +171,7 @@ class LeaseKeeper:
         timing = self._timing
         if renew:
             _script(self._client, scripts.RENEW)(
-                keys=[keys.lease_key(self.holder), keys.CLOCK],
+                keys=[keys.lease_key(self.holder), keys.CLOCK, keys.HOLDERS],
                 args=[timing.ttl_ms, timing.gap_ms, timing.grace_ms],
             )
         self._retry_deferred()

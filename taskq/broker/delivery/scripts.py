@@ -12,8 +12,12 @@ from taskq.broker.delivery.keys import LEASE_PREFIX
 from taskq.broker.result_backend import WRITE_META_LUA
 
 #: Shared helpers. ``stalled_or_grace``: true while lease-based restores must wait, because
-#: no holder renewed for ``gap`` ms (the broker or every worker was away: a grace opens)
-#: or such a grace is still open.
+#: no holder renewed for ``gap`` ms (the broker or every worker was away: a grace opens),
+#: the clock record was written by another Redis process (its ``epoch``, the writer's
+#: ``run_id``: a promoted replica or a restart, whose clock is not the writer's), or the
+#: clock went back, or such a grace is still open. A new epoch or a clock gone back also
+#: cut every holder's lease to one grace (``cap_leases``): a lease written with a clock
+#: ahead of this one would otherwise outlive its holder by the difference.
 _PRELUDE = f"""
 local function now_ms()
   local t = redis.call('TIME')
@@ -22,11 +26,26 @@ end
 local function lease_alive(holder)
   return holder ~= '' and redis.call('EXISTS', '{LEASE_PREFIX}' .. holder) == 1
 end
-local function stalled_or_grace(clock, now, gap, grace)
-  local c = redis.call('HMGET', clock, 'last', 'grace_until')
+local function server_epoch()
+  return string.match(redis.call('INFO', 'server'), 'run_id:(%w+)') or ''
+end
+local function cap_leases(holders, cap)
+  local seen = {{}}
+  for _, holder in ipairs(redis.call('HVALS', holders)) do
+    if not seen[holder] then
+      seen[holder] = true
+      local key = '{LEASE_PREFIX}' .. holder
+      if redis.call('PTTL', key) > cap then redis.call('PEXPIRE', key, cap) end
+    end
+  end
+end
+local function stalled_or_grace(clock, now, gap, grace, holders)
+  local c = redis.call('HMGET', clock, 'last', 'grace_until', 'epoch')
   local last = tonumber(c[1])
-  if (not last) or now - last > gap then
-    redis.call('HSET', clock, 'grace_until', now + grace)
+  local epoch = server_epoch()
+  if (not last) or now - last > gap or now < last or c[3] ~= epoch then
+    redis.call('HSET', clock, 'grace_until', now + grace, 'epoch', epoch)
+    if c[3] ~= epoch or (last and now < last) then cap_leases(holders, grace) end
     return true
   end
   return now < (tonumber(c[2]) or 0)
@@ -37,14 +56,14 @@ local function run_owner(run)
 end
 """
 
-#: KEYS: lease, clock. ARGV: ttl ms, stall gap ms, grace ms. Renews the lease; a renewal
-#: that finds the last stamp older than the gap opens the grace first.
+#: KEYS: lease, clock, holders. ARGV: ttl ms, stall gap ms, grace ms. Renews the lease; a
+#: renewal that finds the last stamp older than the gap, or a new epoch, opens the grace first.
 RENEW = (
     "#!lua flags=allow-oom\n"
     + _PRELUDE
     + """
 local now = now_ms()
-stalled_or_grace(KEYS[2], now, tonumber(ARGV[2]), tonumber(ARGV[3]))
+stalled_or_grace(KEYS[2], now, tonumber(ARGV[2]), tonumber(ARGV[3]), KEYS[3])
 redis.call('HSET', KEYS[2], 'last', now)
 redis.call('SET', KEYS[1], now, 'PX', tonumber(ARGV[1]))
 return now
@@ -74,7 +93,9 @@ SWEEP = (
     + _PRELUDE
     + """
 local now = now_ms()
-if stalled_or_grace(KEYS[3], now, tonumber(ARGV[1]), tonumber(ARGV[2])) then return {} end
+if stalled_or_grace(KEYS[3], now, tonumber(ARGV[1]), tonumber(ARGV[2]), KEYS[2]) then
+  return {}
+end
 local limit = tonumber(ARGV[4])
 local found = {}
 local alive = {}
@@ -119,7 +140,9 @@ local owner, run_tag = run_owner(redis.call('GET', KEYS[5]))
 local ours = run_tag == tag
 if mode == 'sweep' then
   local now = now_ms()
-  if stalled_or_grace(KEYS[4], now, tonumber(ARGV[7]), tonumber(ARGV[8])) then return -1 end
+  if stalled_or_grace(KEYS[4], now, tonumber(ARGV[7]), tonumber(ARGV[8]), KEYS[3]) then
+    return -1
+  end
   if holder ~= '' then
     if lease_alive(holder) then return -1 end
   else

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from celery.exceptions import Reject
 
 from taskq.broker.delivery import keys
 from taskq.broker.delivery.guard import Begun, ExecutionGuard, decode_completion
@@ -99,3 +100,12 @@ def test_poison_task_fails_without_running() -> None:
     with pytest.raises(PoisonTaskError, match="delivered 4 times"):
         run_guarded(guard, "t", 0, "tag", must_not_run)
     assert guard.released == ["t"]
+
+
+def test_a_start_no_replica_confirmed_is_requeued_not_run() -> None:
+    guard = ScriptedGuard(Begun("unsure", None, 0))
+    started: list[int] = []
+    with pytest.raises(Reject) as rejected:
+        run_guarded(guard, "t", 0, "tag", must_not_run, on_start=started.append)
+    assert rejected.value.requeue is True
+    assert started == []  # it never started, not even on paper
