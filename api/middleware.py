@@ -11,6 +11,9 @@ this layer).
 The line of an error answer carries ``error.type``: the ``error.code`` of the JSON body the
 client received, read from that body, so the log says exactly what the client was told
 whichever layer produced it. A request on a task's URL carries that ``task_id``.
+
+It also begins the request's HTTP server span (:mod:`api.server_span`): every line written
+while serving the request carries its ``trace.id`` and ``span.id``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import server_span
 from api.errors import error_body
 from taskq.correlation import (
     EXCHANGE_ID_HEADER,
@@ -62,6 +66,7 @@ class CorrelationMiddleware:
         exchange_token = exchange_id_var.set(
             exchange if exchange is not None and is_valid_id(exchange) else new_id()
         )
+        span, trace_source = server_span.begin(scope)
         started = time.perf_counter()
         state: dict[str, Any] = {"status": 500, "started": False, "bytes": 0, "error": None}
         header = (_HEADER_KEY, correlation_id.encode("latin-1"))
@@ -88,6 +93,14 @@ class CorrelationMiddleware:
                         "correlation_id_source": source,
                     },
                 )
+            if trace_source == "replaced":
+                logger.warning(
+                    "invalid traceparent replaced",
+                    extra={
+                        "event.action": Event.TRACE_CONTEXT_REPLACED,
+                        "trace_context_source": trace_source,
+                    },
+                )
             await self.app(scope, receive, send_with_id)
         except Exception:
             logger.exception(
@@ -98,6 +111,7 @@ class CorrelationMiddleware:
                 await _send_internal_error(send_with_id)
         finally:
             _log_request(scope, state, started, source)
+            server_span.end(span, scope, state["status"], state["error"])
             key_id_var.reset(key_token)
             exchange_id_var.reset(exchange_token)
             correlation_id_var.reset(token)

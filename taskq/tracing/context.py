@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
@@ -122,3 +124,14 @@ def resolve_traceparent(value: str | None) -> tuple[TraceParent, TraceSource]:
         return parsed, "client"
     generated = TraceParent(new_trace_id(), new_span_id(), "01")
     return generated, "generated" if not value else "replaced"
+
+
+@contextmanager
+def bound_trace(trace_id: str | None, span_id: str | None) -> Iterator[None]:
+    """Bind a trace and span id for a block, restoring the previous values after."""
+    trace_token, span_token = trace_id_var.set(trace_id), span_id_var.set(span_id)
+    try:
+        yield
+    finally:
+        span_id_var.reset(span_token)
+        trace_id_var.reset(trace_token)

@@ -17,14 +17,17 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import Tracer, TracerProvider
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+    from opentelemetry.trace import Tracer
 
 EXPORTERS = frozenset({"otlp", "console", "none"})
 PROTOCOL = "http/protobuf"
 TRACER_NAME = "taskq"
 
 #: Ids a span about to start must take (the id that the lines of its hop already carry):
-#: read once by :class:`ChosenIdGenerator`, set by :func:`taskq.tracing.spans.begin`.
+#: read once by :class:`ChosenIdGenerator`, set by :func:`taskq.tracing.spans.begin_span`.
 chosen_span_id: ContextVar[int | None] = ContextVar("chosen_span_id", default=None)
 chosen_trace_id: ContextVar[int | None] = ContextVar("chosen_trace_id", default=None)
 
@@ -72,7 +75,7 @@ def _build_provider(default_service_name: str, names: list[str]) -> TracerProvid
     # Resource.create reads OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME (which wins).
     resource = Resource.create({"service.name": default_service_name})
     # The sampler is the SDK's default: OTEL_TRACES_SAMPLER (parentbased_always_on unset).
-    provider = TracerProvider(resource=resource, id_generator=ChosenIdGenerator())
+    provider = TracerProvider(resource=resource, id_generator=_chosen_id_generator())
     for name in names:
         if name == "console":
             provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
@@ -82,7 +85,7 @@ def _build_provider(default_service_name: str, names: list[str]) -> TracerProvid
     return provider
 
 
-def _otlp_exporter() -> object:
+def _otlp_exporter() -> SpanExporter:
     protocol = os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
     )
@@ -92,6 +95,23 @@ def _otlp_exporter() -> object:
 
     # The exporter reads OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT/HEADERS/TIMEOUT itself.
     return OTLPSpanExporter()
+
+
+def _chosen_id_generator() -> IdGenerator:
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+    class ChosenIdGenerator(RandomIdGenerator):
+        """The SDK's random ids, except a span id (or a root's trace id) chosen beforehand:
+        the worker's main process names an attempt's span before the pool child starts
+        it, and an API replica takes the span id nginx wrote on its line."""
+
+        def generate_span_id(self) -> int:
+            return chosen_span_id.get() or super().generate_span_id()
+
+        def generate_trace_id(self) -> int:
+            return chosen_trace_id.get() or super().generate_trace_id()
+
+    return ChosenIdGenerator()
 
 
 def tracer() -> Tracer | None:
@@ -109,29 +129,3 @@ def shutdown() -> None:
     """Flush and stop the exporter threads."""
     if _provider is not None:
         _provider.shutdown()
-
-
-def _make_id_generator_base() -> type:
-    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-
-    return RandomIdGenerator
-
-
-class ChosenIdGenerator:
-    """The SDK's random ids, except a span id (or root trace id) chosen beforehand: the
-    worker's main process names an attempt's span before the pool child starts it, and an
-    API replica takes the span id nginx wrote on its line for the same exchange."""
-
-    def __init__(self) -> None:
-        self._random = _make_id_generator_base()()
-
-    def generate_span_id(self) -> int:
-        chosen = chosen_span_id.get()
-        return chosen if chosen else int(self._random.generate_span_id())
-
-    def generate_trace_id(self) -> int:
-        chosen = chosen_trace_id.get()
-        return chosen if chosen else int(self._random.generate_trace_id())
-
-    def is_trace_id_random(self) -> bool:
-        return True

@@ -1,6 +1,6 @@
 """Spans of the hops: begun and ended explicitly (hooks begin in one signal, end in another).
 
-Invariant: :func:`begin` binds ``trace.id``/``span.id`` for the lines of its hop whether or
+Invariant: :func:`begin_span` binds ``trace.id``/``span.id`` for the lines of its hop whether or
 not spans are exported; with an exporter the ids are those of a real SDK span. Names,
 kinds and attributes follow OpenTelemetry's semantic conventions: HTTP server spans
 ``{method} {route}``; messaging spans ``{operation} {destination}`` with
@@ -73,7 +73,7 @@ class ActiveSpan:
             self.tokens = None
 
 
-def begin(
+def begin_span(
     name: str,
     kind: Kind,
     parent: TraceParent | None,
