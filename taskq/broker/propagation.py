@@ -36,7 +36,7 @@ from taskq.correlation import (
 )
 from taskq.logs.schema import Event
 from taskq.tracing import messaging
-from taskq.tracing.context import TRACEPARENT_HEADER, parse_traceparent
+from taskq.tracing.context import TRACEPARENT_HEADER
 from taskq.tracing.spans import ActiveSpan
 
 logger = logging.getLogger("taskq.celery")
@@ -113,8 +113,7 @@ def log_published(
 def _span_ids(headers: dict[str, Any], span: ActiveSpan | None) -> dict[str, str]:
     if span is not None:
         return {"trace.id": span.trace_id, "span.id": span.span_id}
-    parent = parse_traceparent(headers.get(TRACEPARENT_HEADER))
-    return {"trace.id": parent.trace_id, "span.id": parent.span_id} if parent else {}
+    return messaging.message_ids(headers)
 
 
 def _parent_of(task_id: Any) -> dict[str, str]:

@@ -87,3 +87,10 @@ def begin_process(request: Any, task_id: str, task_name: str, attempt_id: str | 
         trace_id=getattr(request, TRACE_ID_FIELD, None),
         span_id=getattr(request, SPAN_ID_FIELD, None),
     )
+
+
+def message_ids(headers: Mapping[str, Any]) -> dict[str, str]:
+    """``trace.id`` and ``span.id`` (its publish span's) of a message, for a line about the
+    message written outside any attempt (the broker restoring it); empty without any."""
+    parent = parse_traceparent(headers.get(TRACEPARENT_HEADER))
+    return {"trace.id": parent.trace_id, "span.id": parent.span_id} if parent else {}

@@ -83,14 +83,15 @@ def _by_kind(spans: list[ReceivedSpan], kind: str) -> list[ReceivedSpan]:
     return [s for s in spans if s.kind == kind]
 
 
-def _lines_name_exported_spans(lines: list[Line], spans: list[ReceivedSpan]) -> None:
-    """Each line's span.id is a span that was exported, except the attempts a SIGKILL ended
-    (their span died with the process) and nginx's, which is the API's server span."""
+def _lines_name_exported_spans(
+    lines: list[Line], spans: list[ReceivedSpan], lost: frozenset[str] = frozenset()
+) -> None:
+    """Each line's span.id is a span that was exported (nginx's is the API's server span),
+    except the ``lost`` attempts: a SIGKILL ended them, their span died with the process."""
     exported = {s.span_id for s in spans}
     for line in lines:
-        if line["event.action"] == "task.handler_error":
-            continue
-        assert line["span.id"] in exported, (line["service.name"], line["event.action"])
+        if line["span.id"] not in lost:
+            assert line["span.id"] in exported, (line["service.name"], line["event.action"])
 
 
 def test_client_trace_runs_through_every_hop_and_retry(traced: Traced) -> None:
@@ -214,7 +215,7 @@ def test_redelivery_after_sigkill_stays_in_the_trace(traced: Traced) -> None:
     (publish,) = [s for s in _by_kind(spans, "PRODUCER")]
     for attempt in _by_kind(spans, "CONSUMER"):
         assert attempt.parent_span_id == publish.span_id  # the same message, delivered again
-    _lines_name_exported_spans(lines, spans)
+    _lines_name_exported_spans(lines, spans, lost=frozenset({started["span.id"]}))
 
 
 def test_request_without_traceparent_gets_one_generated_trace(traced: Traced) -> None:
@@ -229,7 +230,9 @@ def test_request_without_traceparent_gets_one_generated_trace(traced: Traced) ->
     _assert_one_trace(lines, trace_id)
     nginx = next(x for x in lines if x["service.name"] == "nginx")
     assert nginx["trace_context_source"] == "generated"
-    spans = receiver.wait_for(trace_id, lambda s: bool(_by_kind(s, "CONSUMER")))
+    spans = receiver.wait_for(
+        trace_id, lambda s: bool(_by_kind(s, "CONSUMER")) and bool(_by_kind(s, "SERVER"))
+    )
     (server,) = _by_kind(spans, "SERVER")
     assert server.parent_span_id == ""  # the trace's root
     _lines_name_exported_spans(lines, spans)
@@ -282,3 +285,23 @@ def test_api_replaces_a_malformed_traceparent_sent_to_it_directly(traced: Traced
     )
     assert replaced["trace_context_source"] == "replaced"
     assert HEX32.fullmatch(replaced["trace.id"]) and HEX16.fullmatch(replaced["span.id"])
+
+
+def test_beat_tasks_start_a_trace_each(traced: Traced) -> None:
+    stack, receiver = traced
+    (published,) = stack.wait_for_lines(
+        lambda x: x["service.name"] == "beat" and x.get("event.action") == "task.published",
+        bool,
+        timeout_s=20.0,
+    )[:1]
+    trace_id, task_id = published["trace.id"], published["task_id"]
+    assert HEX32.fullmatch(trace_id) and HEX16.fullmatch(published["span.id"])
+    lines = stack.wait_for_lines(
+        lambda x: x.get("task_id") == task_id and x["service.name"] == "worker",
+        lambda found: "task.succeeded" in events_of(found),
+    )
+    _assert_one_trace(lines, trace_id)
+    spans = receiver.wait_for(trace_id, lambda s: bool(_by_kind(s, "CONSUMER")))
+    (publish,) = _by_kind(spans, "PRODUCER")
+    assert publish.service == "beat" and publish.parent_span_id == ""
+    assert publish.span_id == published["span.id"]
