@@ -7,6 +7,7 @@ nginx, the API replicas, the workers (Celery's own lines included) and beat.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,7 +19,7 @@ import pytest
 from taskq.tracing.context import new_span_id, new_trace_id
 from tests.integration.conftest import stack_settings, start_stack, stop_stack
 from tests.integration.otlp_receiver import ReceivedSpan, Receiver, otlp_receiver
-from tests.integration.stack_client import Line, RunningStack, events_of
+from tests.integration.stack_client import Line, RunningStack, events_of, run_taskq
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
 HEX16 = re.compile(r"[0-9a-f]{16}")
@@ -305,3 +306,26 @@ def test_beat_tasks_start_a_trace_each(traced: Traced) -> None:
     (publish,) = _by_kind(spans, "PRODUCER")
     assert publish.service == "beat" and publish.parent_span_id == ""
     assert publish.span_id == published["span.id"]
+
+
+def test_taskq_trace_and_the_explorer_find_a_request_by_its_trace_id(traced: Traced) -> None:
+    stack, _ = traced
+    header, trace_id, _ = _traceparent()
+    correlation_id = f"otel-find-{uuid.uuid4().hex[:8]}"
+    task_id = _submit(
+        stack,
+        "drill_echo",
+        {"payload": "x"},
+        traceparent=header,
+        **{"X-Request-ID": correlation_id},
+    )
+    stack.wait_for_task(task_id)
+    lines = _lines_of(stack, correlation_id, _journey_complete)
+    done = run_taskq(stack, "trace", "--trace-id", trace_id, "--json")
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["correlation_id"] == correlation_id
+    assert [t["task_id"] for t in found["tasks"]] == [task_id]
+    assert found["page"]["lines_total"] >= len(lines)
+    page = stack.http.get("/ui/fragments/", params={"q": trace_id})
+    assert page.status_code == 200 and correlation_id in page.text

@@ -89,6 +89,7 @@ GREP_FIELDS: tuple[str, ...] = (
     "task_id",
     "task_name",
     "url.path",
+    "trace.id",
 )
 
 
