@@ -85,7 +85,7 @@ def _require_binary(name: str, install: str) -> str:
     return found
 
 
-@pytest.mark.parametrize("profile", [None, "loadtest", "monitoring", "ha"])
+@pytest.mark.parametrize("profile", [None, "loadtest", "monitoring", "ha", "apm"])
 def test_docker_compose_config_accepts_the_file(profile: str | None) -> None:
     """Debian's docker-compose validates offline, no engine: schema, merges, depends_on."""
     binary = _require_binary("docker-compose", "apt-get install -y docker-compose")
