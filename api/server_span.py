@@ -15,12 +15,16 @@ from starlette.types import Scope
 
 from taskq.tracing.context import (
     TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
+    TraceParent,
     TraceSource,
     resolve_traceparent,
+    valid_tracestate,
 )
 from taskq.tracing.spans import ActiveSpan, Kind, begin_span
 
 _TRACEPARENT_KEY = TRACEPARENT_HEADER.encode("latin-1")
+_TRACESTATE_KEY = TRACESTATE_HEADER.encode("latin-1")
 _TRACE_ID_KEY = b"x-trace-id"
 _EXCHANGE_KEY = b"x-exchange-id"
 _HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -28,7 +32,7 @@ _MAX_HEADER_BYTES = 512
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
-    wanted = (_TRACEPARENT_KEY, _TRACE_ID_KEY, _EXCHANGE_KEY)
+    wanted = (_TRACEPARENT_KEY, _TRACESTATE_KEY, _TRACE_ID_KEY, _EXCHANGE_KEY)
     found: dict[bytes, bytes] = {}
     for key, value in scope.get("headers", []):
         if key in wanted:
@@ -52,6 +56,11 @@ def begin(scope: Scope) -> tuple[ActiveSpan, TraceSource]:
         "url.path": str(scope.get("path", "")),
     }
     if source == "client":
+        # §3.3: tracestate only beside a valid traceparent.
+        state = headers.get(_TRACESTATE_KEY)
+        if state is not None:
+            valid = valid_tracestate(state.decode("latin-1"))
+            parent = TraceParent(parent.trace_id, parent.span_id, parent.flags, valid)
         return begin_span(
             str(scope.get("method", "HTTP")),
             Kind.SERVER,

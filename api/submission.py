@@ -106,7 +106,12 @@ async def submit(
     # The publish span: ended below when the script answered (an error when it refused).
     span = begin_publish({"id": task_id, "task": task_type.celery_name}, queue)
     headers, message = resources.templates[task_type.celery_name].build(
-        task_id, params.model_dump(mode="json"), queue, correlation_id, span.traceparent()
+        task_id,
+        params.model_dump(mode="json"),
+        queue,
+        correlation_id,
+        span.traceparent(),
+        span.state,
     )
     owner = caller.key_id if caller is not None else None
     record = TaskRecord(task_id, task_type.name, queue, correlation_id, time.time(), owner)

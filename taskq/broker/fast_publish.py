@@ -47,7 +47,7 @@ from celery import Celery
 from taskq.broker.event_redaction import describe_args, describe_kwargs
 from taskq.broker.redis_transport import doorbell_key
 from taskq.correlation import CELERY_HEADER, PUBLISHED_AT_HEADER
-from taskq.tracing.context import TRACEPARENT_HEADER
+from taskq.tracing.context import TRACEPARENT_HEADER, TRACESTATE_HEADER
 
 #: Priority of every API submission (kombu's default): the message goes to the base list.
 DEFAULT_PRIORITY = 0
@@ -120,9 +120,10 @@ class MessageTemplate:
         queue: str,
         correlation_id: str,
         traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> tuple[dict[str, Any], bytes]:
         """The headers and the serialized message of one task (stamped as published now);
-        ``traceparent`` is the publish span's."""
+        ``traceparent`` is the publish span's, ``tracestate`` the trace's."""
         headers = dict(self._headers)
         headers["id"] = task_id
         headers["root_id"] = task_id
@@ -132,6 +133,8 @@ class MessageTemplate:
         headers[PUBLISHED_AT_HEADER] = time.time()
         if traceparent is not None:
             headers[TRACEPARENT_HEADER] = traceparent
+        if tracestate:
+            headers[TRACESTATE_HEADER] = tracestate
         body = orjson.dumps([[], kwargs, self._embed])
         properties = dict(self._properties)
         properties["correlation_id"] = task_id

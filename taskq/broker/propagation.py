@@ -36,7 +36,6 @@ from taskq.correlation import (
 )
 from taskq.logs.schema import Event
 from taskq.tracing import messaging
-from taskq.tracing.context import TRACEPARENT_HEADER
 from taskq.tracing.spans import ActiveSpan
 
 logger = logging.getLogger("taskq.celery")
@@ -67,7 +66,7 @@ def on_before_publish(
         return
     stamp_headers(headers)
     span = messaging.begin_publish(headers, routing_key)
-    headers[TRACEPARENT_HEADER] = span.traceparent()
+    messaging.stamp(headers, span)
     task_id = str(headers.get("id"))
     _publishing[task_id] = span
     while len(_publishing) > _MAX_PUBLISHING:

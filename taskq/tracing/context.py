@@ -52,6 +52,8 @@ TraceSource = Literal["client", "generated", "replaced"]
 trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
 #: The span (this hop's HTTP exchange, publish or task attempt): ``span.id`` on its lines.
 span_id_var: ContextVar[str | None] = ContextVar("span_id", default=None)
+#: The ``tracestate`` of the current trace (the caller's), handed to the next hop.
+trace_state_var: ContextVar[str | None] = ContextVar("trace_state", default=None)
 
 _random = random.Random()
 
@@ -63,6 +65,8 @@ class TraceParent:
     trace_id: str
     span_id: str
     flags: str = "01"
+    #: The ``tracestate`` that came with it (validated, §3.3), passed on unchanged.
+    state: str | None = None
 
     @property
     def sampled(self) -> bool:

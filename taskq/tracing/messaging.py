@@ -18,10 +18,13 @@ from typing import Any
 
 from taskq.tracing.context import (
     TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
     TraceParent,
     parse_traceparent,
     span_id_var,
     trace_id_var,
+    trace_state_var,
+    valid_tracestate,
 )
 from taskq.tracing.spans import ActiveSpan, AttributeValue, Kind, begin_span
 
@@ -38,7 +41,30 @@ def current_parent() -> TraceParent | None:
     trace_id, span_id = trace_id_var.get(), span_id_var.get()
     if trace_id is None or span_id is None:
         return None
-    return TraceParent(trace_id, span_id)
+    return TraceParent(trace_id, span_id, state=trace_state_var.get())
+
+
+def message_parent(headers: Any) -> TraceParent | None:
+    """The parent a message names: its ``traceparent``, with its ``tracestate`` if valid.
+    ``headers`` is a mapping (a message's headers) or Celery's request (its attributes)."""
+
+    def get(key: str) -> Any:
+        return headers.get(key) if isinstance(headers, Mapping) else getattr(headers, key, None)
+
+    parent = parse_traceparent(get(TRACEPARENT_HEADER))
+    if parent is None:
+        return None
+    state = valid_tracestate(get(TRACESTATE_HEADER))
+    return TraceParent(parent.trace_id, parent.span_id, parent.flags, state)
+
+
+def stamp(headers: dict[str, Any], span: ActiveSpan) -> None:
+    """Put the span's ``traceparent`` (and the trace's ``tracestate``) into ``headers``."""
+    headers[TRACEPARENT_HEADER] = span.traceparent()
+    if span.state:
+        headers[TRACESTATE_HEADER] = span.state
+    else:
+        headers.pop(TRACESTATE_HEADER, None)
 
 
 def _attributes(
@@ -62,7 +88,7 @@ def begin_publish(headers: Mapping[str, Any], queue: str | None) -> ActiveSpan:
     """The ``publish`` span of one message, child of the current span, else of the
     message's own ``traceparent`` (a message republished outside any context), else a
     root (beat's periodic tasks). Not bound: the publishing context keeps its span."""
-    parent = current_parent() or parse_traceparent(headers.get(TRACEPARENT_HEADER))
+    parent = current_parent() or message_parent(headers)
     attrs = _attributes("publish", "send", queue, headers.get("id"), headers.get("task"))
     if headers.get("retries"):
         attrs["celery.retries"] = int(headers["retries"])
@@ -71,7 +97,7 @@ def begin_publish(headers: Mapping[str, Any], queue: str | None) -> ActiveSpan:
 
 def begin_process(request: Any, task_id: str, task_name: str, attempt_id: str | None) -> ActiveSpan:
     """The ``process`` span of one delivery, bound for the lines of the attempt."""
-    parent = parse_traceparent(getattr(request, TRACEPARENT_HEADER, None))
+    parent = message_parent(request)
     queue = (getattr(request, "delivery_info", None) or {}).get("routing_key")
     attrs = _attributes("process", "process", queue, task_id, task_name)
     attrs["celery.retries"] = int(getattr(request, "retries", None) or 0)

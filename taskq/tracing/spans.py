@@ -22,6 +22,7 @@ from taskq.tracing.context import (
     new_trace_id,
     span_id_var,
     trace_id_var,
+    trace_state_var,
 )
 
 AttributeValue = str | bool | int | float
@@ -42,8 +43,9 @@ class ActiveSpan:
     trace_id: str
     span_id: str
     flags: str
+    state: str | None = None
     sdk_span: Any = None
-    tokens: tuple[Token[str | None], Token[str | None]] | None = None
+    tokens: tuple[Token[str | None], Token[str | None], Token[str | None]] | None = None
     ended: bool = field(default=False)
 
     def traceparent(self) -> str:
@@ -67,7 +69,8 @@ class ActiveSpan:
                 self.sdk_span.set_status(Status(StatusCode.ERROR))
             self.sdk_span.end()
         if self.tokens is not None:
-            span_token, trace_token = self.tokens
+            span_token, trace_token, state_token = self.tokens
+            trace_state_var.reset(state_token)
             span_id_var.reset(span_token)
             trace_id_var.reset(trace_token)
             self.tokens = None
@@ -98,8 +101,13 @@ def begin_span(
         )
     else:
         active = _sdk_begin(tracer, name, kind, parent, attributes, trace_id, span_id)
+    active.state = parent.state if parent else None
     if bind:
-        active.tokens = (span_id_var.set(active.span_id), trace_id_var.set(active.trace_id))
+        active.tokens = (
+            span_id_var.set(active.span_id),
+            trace_id_var.set(active.trace_id),
+            trace_state_var.set(active.state),
+        )
     return active
 
 
@@ -121,6 +129,7 @@ def _sdk_begin(
             int(parent.span_id, 16),
             is_remote=True,
             trace_flags=trace.TraceFlags(int(parent.flags, 16)),
+            trace_state=trace.TraceState.from_header([parent.state]) if parent.state else None,
         )
         context = trace.set_span_in_context(trace.NonRecordingSpan(remote))
     span_token = export.chosen_span_id.set(int(span_id, 16) if span_id else None)

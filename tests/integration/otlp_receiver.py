@@ -39,6 +39,7 @@ class ReceivedSpan:
     parent_span_id: str
     attributes: dict[str, Any]
     error: bool
+    trace_state: str
 
 
 def _value(any_value: Any) -> Any:
@@ -74,6 +75,7 @@ class Receiver:
                             span.parent_span_id.hex(),
                             {a.key: _value(a.value) for a in span.attributes},
                             span.status.code == span.status.STATUS_CODE_ERROR,
+                            span.trace_state,
                         )
                     )
         with self._lock:

@@ -24,6 +24,8 @@ from tests.integration.stack_client import Line, RunningStack, events_of, run_ta
 HEX32 = re.compile(r"[0-9a-f]{32}")
 HEX16 = re.compile(r"[0-9a-f]{16}")
 Traced = tuple[RunningStack, Receiver]
+#: W3C Trace Context section 3.3.1.3's own example members.
+TRACESTATE = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +106,7 @@ def test_client_trace_runs_through_every_hop_and_retry(traced: Traced) -> None:
         "drill_flaky",
         {"fail_times": 2},
         traceparent=header,
+        tracestate=TRACESTATE,
         **{"X-Request-ID": correlation_id},
     )
     assert stack.wait_for_task(task_id)["status"] == "SUCCESS"
@@ -144,6 +147,8 @@ def test_client_trace_runs_through_every_hop_and_retry(traced: Traced) -> None:
     for retry in [p for p in producers if p is not api_publish[0]]:
         assert by_id[retry.parent_span_id].kind == "CONSUMER"
     assert sorted(c.attributes["celery.retries"] for c in consumers) == [0, 1, 2]
+    # The client's tracestate travels with the trace, through the messages too.
+    assert {s.trace_state for s in spans} == {TRACESTATE}
     _lines_name_exported_spans(lines, spans)
 
 
