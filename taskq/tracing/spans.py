@@ -143,5 +143,8 @@ def _sdk_begin(
         export.chosen_span_id.reset(span_token)
     ctx = span.get_span_context()
     return ActiveSpan(
-        f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}", f"{int(ctx.trace_flags) & 0xFF:02x}", span
+        f"{ctx.trace_id:032x}",
+        f"{ctx.span_id:016x}",
+        f"{int(ctx.trace_flags) & 0xFF:02x}",
+        sdk_span=span,
     )

@@ -26,3 +26,16 @@ def test_nginx_forwards_and_logs_the_trace_context() -> None:
     assert text.count('"trace_context_source":"$trace_context_source"') == 2
     # A replaced traceparent's tracestate never goes on (W3C Trace Context section 3.3).
     assert '"~^client:' in _map_block('"$trace_context_source:$http_tracestate"')
+
+
+def test_the_data_view_opens_a_trace_id_in_kibanas_apm_ui() -> None:
+    import json
+
+    from tests.contract.compose_model import REPO_ROOT
+
+    (view,) = [
+        json.loads(line)
+        for line in (REPO_ROOT / "kibana-dashboards/00-data-view.ndjson").read_text().splitlines()
+    ]
+    formats = json.loads(view["attributes"]["fieldFormatMap"])
+    assert formats["trace.id"]["params"]["urlTemplate"] == "/app/apm/link-to/trace/{{value}}"
