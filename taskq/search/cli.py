@@ -134,11 +134,12 @@ def _run(args: argparse.Namespace) -> int:
 
     name = f"taskq {args.action}"
     try:
-        given = [bool(args.correlation_id), bool(args.task_id), bool(args.trace_id)]
-        if args.action == "trace" and sum(given) != 1:
-            raise UsageError(
-                "give a correlation id, --task TASK_ID or --trace-id TRACE_ID (one of them)"
-            )
+        if args.action == "trace":
+            given = [bool(args.correlation_id), bool(args.task_id), bool(args.trace_id)]
+            if sum(given) != 1:
+                raise UsageError(
+                    "give a correlation id, --task TASK_ID or --trace-id TRACE_ID (one of them)"
+                )
         store = _open(args)
         try:
             command = {"trace": _trace, "logs": _logs, "stats": _stats}[args.action]
