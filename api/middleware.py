@@ -110,7 +110,7 @@ class CorrelationMiddleware:
             if not state["started"]:
                 await _send_internal_error(send_with_id)
         finally:
-            _log_request(scope, state, started, source)
+            _log_request(scope, state, started, source, trace_source)
             server_span.end(span, scope, state["status"], state["error"])
             key_id_var.reset(key_token)
             exchange_id_var.reset(exchange_token)
@@ -150,7 +150,9 @@ async def _send_internal_error(send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _log_request(scope: Scope, state: dict[str, Any], started: float, source: str) -> None:
+def _log_request(
+    scope: Scope, state: dict[str, Any], started: float, source: str, trace_source: str
+) -> None:
     route = scope.get("route")
     client = scope.get("client")
     status = int(state["status"])
@@ -175,5 +177,6 @@ def _log_request(scope: Scope, state: dict[str, Any], started: float, source: st
             "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
             "client.address": client[0] if client else None,
             "correlation_id_source": source,
+            "trace_context_source": trace_source,
         },
     )

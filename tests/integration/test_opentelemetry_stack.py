@@ -118,6 +118,12 @@ def test_client_trace_runs_through_every_hop_and_retry(traced: Traced) -> None:
     _assert_one_trace(lines, trace_id)
     nginx = [x for x in lines if x["service.name"] == "nginx"]
     assert len(nginx) == 1 and nginx[0]["trace_context_source"] == "client"
+    (api_request,) = [
+        x
+        for x in lines
+        if x["service.name"] == "api" and x["event.action"] == "http.request.completed"
+    ]
+    assert api_request["trace_context_source"] == "client"
     # Celery's own lines (rewritten, written by the worker's main process and pool) join.
     assert {"task.received", "task.retry", "task.succeeded"} <= set(events_of(lines))
 
@@ -236,6 +242,13 @@ def test_request_without_traceparent_gets_one_generated_trace(traced: Traced) ->
     _assert_one_trace(lines, trace_id)
     nginx = next(x for x in lines if x["service.name"] == "nginx")
     assert nginx["trace_context_source"] == "generated"
+    # nginx started the trace: the API continued it (the id nginx sent), no traceparent came.
+    api_request = next(
+        x
+        for x in lines
+        if x["service.name"] == "api" and x["event.action"] == "http.request.completed"
+    )
+    assert api_request["trace_context_source"] == "generated"
     spans = receiver.wait_for(
         trace_id, lambda s: bool(_by_kind(s, "CONSUMER")) and bool(_by_kind(s, "SERVER"))
     )
