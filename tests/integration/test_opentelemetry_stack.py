@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from taskq.faults import inject
 from taskq.tracing.context import new_span_id, new_trace_id
 from tests.integration.conftest import stack_settings, start_stack, stop_stack
 from tests.integration.otlp_receiver import ReceivedSpan, Receiver, otlp_receiver
@@ -347,3 +348,41 @@ def test_taskq_trace_and_the_explorer_find_a_request_by_its_trace_id(traced: Tra
     assert found["page"]["lines_total"] >= len(lines)
     page = stack.http.get("/ui/fragments/", params={"q": trace_id})
     assert page.status_code == 200 and correlation_id in page.text
+
+
+def test_redelivery_after_a_whole_worker_sigkill_stays_in_the_trace(traced: Traced) -> None:
+    """The worker's main process and its pool killed at once: nothing is left to requeue the
+    message; the broker lease hands it to a worker again, still in the client's trace."""
+    stack, receiver = traced
+    header, trace_id, _ = _traceparent()
+    correlation_id = f"otel-killall-{uuid.uuid4().hex[:8]}"
+    task_id = _submit(
+        stack,
+        "drill_sleep",
+        {"seconds": 3.0},
+        traceparent=header,
+        **{"X-Request-ID": correlation_id},
+    )
+    (started,) = stack.wait_for_lines(
+        lambda x: x.get("task_id") == task_id and x.get("event.action") == "task.started",
+        lambda found: len(found) >= 1,
+        timeout_s=30.0,
+    )[:1]
+    inject.kill_program_group(stack.layout, started["service.node.name"])
+    assert stack.wait_for_task(task_id, timeout_s=120.0)["status"] == "SUCCESS"
+    lines = _lines_of(
+        stack,
+        correlation_id,
+        lambda f: _journey_complete(f) and events_of(f).count("task.started") >= 2,
+    )
+    _assert_one_trace(lines, trace_id)
+    attempts = {x["span.id"] for x in lines if x["event.action"] == "task.started"}
+    assert len(attempts) >= 2 and started["span.id"] in attempts
+    spans = receiver.wait_for(
+        trace_id, lambda s: any(c.span_id in attempts for c in _by_kind(s, "CONSUMER"))
+    )
+    (publish,) = _by_kind(spans, "PRODUCER")
+    for attempt in _by_kind(spans, "CONSUMER"):
+        assert attempt.parent_span_id == publish.span_id
+        assert attempt.span_id != started["span.id"]  # the killed attempt's span died with it
+    _lines_name_exported_spans(lines, spans, lost=frozenset({started["span.id"]}))
