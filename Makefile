@@ -98,6 +98,7 @@ bench: system-deps venv  ## benchmarks (minutes; not in CI): ratios measured wit
 	  { echo "bench needs wrk: sudo apt-get install -y wrk"; exit 2; }
 	@echo "taskq bench: $$(date -u +%Y-%m-%dT%H:%MZ) on $$(nproc) cores, $$(uname -sr)"
 	$(BIN)/python benchmarks/bench_frontdoor.py --seconds 4 --rounds 3
+	$(BIN)/python benchmarks/bench_frontdoor.py --otel --seconds 4 --rounds 3
 	$(BIN)/python benchmarks/bench_worker_tracing.py --tasks 4000 --rounds 5
 	$(BIN)/python benchmarks/bench_submit.py --seconds 4 --rounds 3 --concurrency 32
 	$(BIN)/python benchmarks/bench_search.py --lines 1000000 --ids 50000

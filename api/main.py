@@ -36,6 +36,7 @@ from taskq.logs.setup import configure_logging
 from taskq.redis_clients import async_client, sync_client
 from taskq.settings import QUEUES, Settings, get_settings
 from taskq.tasks.types import task_types
+from taskq.tracing import export as tracing_export
 
 
 def build_resources(settings: Settings) -> ApiResources:
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             resources.redis.close()
             if resources.aredis is not None:
                 await resources.aredis.aclose()
+            tracing_export.shutdown()
 
     app = FastAPI(
         title="taskq",
@@ -154,4 +156,5 @@ def app_factory() -> FastAPI:
         level=settings.log_level,
         log_file=settings.log_file,
     )
+    tracing_export.configure_tracing(settings.service_name)
     return create_app(settings)

@@ -13,6 +13,9 @@ client received, read from that body, so the log says exactly what the client wa
 whichever layer produced it. An HTML error page (the browser UI's) names its code in the
 ``X-Error-Code`` header it sends (:data:`ERROR_CODE_HEADER`). A request on a task's URL
 carries that ``task_id``.
+
+It also begins the request's HTTP server span (:mod:`api.server_span`): every line written
+while serving the request carries its ``trace.id`` and ``span.id``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import server_span
 from api.errors import error_body
 from taskq.correlation import (
     EXCHANGE_ID_HEADER,
@@ -64,6 +68,7 @@ class CorrelationMiddleware:
         exchange_token = exchange_id_var.set(
             exchange if exchange is not None and is_valid_id(exchange) else new_id()
         )
+        span, trace_source = server_span.begin(scope)
         started = time.perf_counter()
         state: dict[str, Any] = {"status": 500, "started": False, "bytes": 0, "error": None}
         header = (_HEADER_KEY, correlation_id.encode("latin-1"))
@@ -91,6 +96,14 @@ class CorrelationMiddleware:
                         "correlation_id_source": source,
                     },
                 )
+            if trace_source == "replaced":
+                logger.warning(
+                    "invalid traceparent replaced",
+                    extra={
+                        "event.action": Event.TRACE_CONTEXT_REPLACED,
+                        "trace_context_source": trace_source,
+                    },
+                )
             await self.app(scope, receive, send_with_id)
         except Exception:
             logger.exception(
@@ -100,7 +113,8 @@ class CorrelationMiddleware:
             if not state["started"]:
                 await _send_internal_error(send_with_id)
         finally:
-            _log_request(scope, state, started, source)
+            _log_request(scope, state, started, source, trace_source)
+            server_span.end(span, scope, state["status"], state["error"])
             key_id_var.reset(key_token)
             exchange_id_var.reset(exchange_token)
             correlation_id_var.reset(token)
@@ -152,7 +166,9 @@ async def _send_internal_error(send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _log_request(scope: Scope, state: dict[str, Any], started: float, source: str) -> None:
+def _log_request(
+    scope: Scope, state: dict[str, Any], started: float, source: str, trace_source: str
+) -> None:
     route = scope.get("route")
     client = scope.get("client")
     status = int(state["status"])
@@ -177,5 +193,6 @@ def _log_request(scope: Scope, state: dict[str, Any], started: float, source: st
             "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
             "client.address": client[0] if client else None,
             "correlation_id_source": source,
+            "trace_context_source": trace_source,
         },
     )

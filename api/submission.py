@@ -51,6 +51,7 @@ from taskq.logs.schema import Event
 from taskq.search.trace.links import trace_link_header, trace_path
 from taskq.tasks.types import TaskType
 from taskq.tenants import Caller
+from taskq.tracing.messaging import begin_publish
 
 logger = logging.getLogger("taskq.api.tasks")
 
@@ -104,8 +105,15 @@ async def submit(
         status_url=f"/api/v1/tasks/{task_id}",
         trace_url=trace_path(correlation_id),
     )
+    # The publish span: ended below when the script answered (an error when it refused).
+    span = begin_publish({"id": task_id, "task": task_type.celery_name}, queue)
     headers, message = resources.templates[task_type.celery_name].build(
-        task_id, params.model_dump(mode="json"), queue, correlation_id
+        task_id,
+        params.model_dump(mode="json"),
+        queue,
+        correlation_id,
+        span.traceparent(),
+        span.state,
     )
     owner = caller.key_id if caller is not None else None
     record = TaskRecord(task_id, task_type.name, queue, correlation_id, time.time(), owner)
@@ -128,11 +136,17 @@ async def submit(
         keyed = _keyed(client_api_key, key, body, accepted, answer_headers)
         keys.append(keyed.redis_key)
         args += [keyed.done.encode(), resources.settings.idempotency_ttl_s]
-    reply = await _run(resources, task_id, keys, args, keyed)
-    replayed = _unless_accepted(reply, task_id, keyed, verdict, resources)
+    try:
+        reply = await _run(resources, task_id, keys, args, keyed)
+        replayed = _unless_accepted(reply, task_id, keyed, verdict, resources)
+    except BaseException as error:
+        span.end(getattr(error, "code", None) or type(error).__name__)
+        raise
     if replayed is not None:
+        span.end()
         return replayed
-    log_published(headers, queue)
+    log_published(headers, queue, span)
+    span.end()
     return Submitted(accepted, 202, answer_headers)
 
 

@@ -22,16 +22,26 @@ Bounded: every phase is ``--seconds`` (at most 30), at most 10 rounds, loopback 
 stack is stopped at the end.
 
     .venv/bin/python benchmarks/bench_frontdoor.py --seconds 4 --rounds 3
+
+``--otel`` measures OpenTelemetry's cost instead: three stacks side by side (workers
+stopped), one with taskq's spans stubbed out (benchmarks/otel_stub: "no OpenTelemetry"), one
+with span export off (the default) and one exporting every span over OTLP/HTTP to a sink in
+this process (benchmarks/otlp_sink.py); each round posts to the three in a rotated order;
+the ratios are per round.
+
+    .venv/bin/python benchmarks/bench_frontdoor.py --otel --seconds 4 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -45,6 +55,22 @@ from taskq.stack import control
 from taskq.stack.layout import StackLayout
 from taskq.stack.ports import settings_on_free_ports
 from taskq.stack.render import WORKERS
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.otlp_sink import otlp_sink  # noqa: E402
+
+#: The stacks of ``--otel``: extra environment of each (the rest is os.environ).
+OTEL_VARIANTS: dict[str, dict[str, str]] = {
+    "no-otel": {
+        "OTEL_TRACES_EXPORTER": "none",
+        "TASKQ_BENCH_NO_OTEL": "1",
+        "PYTHONPATH": str(REPO / "benchmarks" / "otel_stub"),
+    },
+    "export-off": {"OTEL_TRACES_EXPORTER": "none"},
+    "export-on": {"OTEL_TRACES_EXPORTER": "otlp", "NO_PROXY": "127.0.0.1"},
+}
 
 MAX_SECONDS = 30.0
 MAX_HERD = 2_000
@@ -282,8 +308,82 @@ def run(args: argparse.Namespace, layout: StackLayout, script: Path) -> dict[str
     }
 
 
+def _start_with(settings: Settings, extra: dict[str, str]) -> int:
+    """Start a stack with ``extra`` in its environment (supervisord passes it on)."""
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        process = control.start(settings, timeout_s=90.0)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert process is not None
+    return process.pid
+
+
+def otel(args: argparse.Namespace, tmp: Path) -> None:
+    """Submissions per second with no OpenTelemetry, export off and export on (see the
+    module docstring)."""
+    script = tmp / "tally.lua"
+    script.write_text(WRK_SCRIPT)
+    stacks: dict[str, tuple[StackLayout, int]] = {}
+    with otlp_sink() as sink:
+        try:
+            for name, extra in OTEL_VARIANTS.items():
+                settings = _settings(tmp / name)
+                env = {**extra, "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint}
+                pid = _start_with(settings, env)
+                layout = StackLayout.from_settings(settings)
+                stacks[name] = (layout, pid)
+                rpc = control.supervisor_rpc(layout)
+                for worker in WORKERS:
+                    rpc.stopProcess(worker, True)
+            for layout, _ in stacks.values():
+                wrk(f"{layout.base_url}/api/v1/tasks", "POST", 8, 1, script)  # warm-up
+            rates: dict[str, list[float]] = {name: [] for name in OTEL_VARIANTS}
+            p99: dict[str, list[float]] = {name: [] for name in OTEL_VARIANTS}
+            names = list(OTEL_VARIANTS)
+            for index in range(args.rounds):
+                shift = index % len(names)
+                for name in names[shift:] + names[:shift]:
+                    layout, _ = stacks[name]
+                    result = wrk(
+                        f"{layout.base_url}/api/v1/tasks",
+                        "POST",
+                        args.connections,
+                        args.seconds,
+                        script,
+                    )
+                    rates[name].append(result.rate(202))
+                    p99[name].append(result.p99_ms)
+        finally:
+            for layout, pid in stacks.values():
+                control.stop(layout, pid)
+        print(
+            f"\nfront door, OpenTelemetry, {args.rounds} rounds x {args.seconds:g} s, "
+            f"wrk -c{args.connections}; min / median / max"
+        )
+        for name in names:
+            print(f"{'POST 202/s, ' + name:34}{_spread(rates[name])}")
+            print(f"{'  p99 ms':34}  {_spread2(p99[name])}")
+        for label, num, den in (
+            ("export off / no OpenTelemetry", "export-off", "no-otel"),
+            ("export on / export off", "export-on", "export-off"),
+        ):
+            ratio = [a / b for a, b in zip(rates[num], rates[den], strict=True)]
+            print(
+                f"{label:34}  {_spread2(ratio)}   per round: {' '.join(f'{x:.2f}' for x in ratio)}"
+            )
+        print(f"OTLP exports received: {sink.requests} requests, {sink.bytes} bytes")
+        print("BENCH_SUMMARY " + json.dumps({n: [round(x, 1) for x in rates[n]] for n in names}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--otel", action="store_true", help="OpenTelemetry's cost instead")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
@@ -297,6 +397,10 @@ def main() -> None:
         parser.error("wrk is not installed: apt-get install -y wrk")
     args.seconds = int(args.seconds)
 
+    if args.otel:
+        with tempfile.TemporaryDirectory(prefix="bench-frontdoor-otel-") as tmp:
+            otel(args, Path(tmp))
+        return
     with tempfile.TemporaryDirectory(prefix="bench-frontdoor-") as tmp:
         settings = _settings(Path(tmp) / "stack")
         process = control.start(settings, timeout_s=90.0)

@@ -1,6 +1,9 @@
 """Cost of tracing on worker throughput: the same batch drained with task lines on (INFO)
 and off (WARNING), and by a bare Celery worker (benchmarks/bare_celery_app.py: stock
-transport, no hooks, guards or JSON lines), in one run.
+transport, no hooks, guards or JSON lines), in one run. OpenTelemetry: INFO is span export
+off (the default); ``no-otel`` is INFO with taskq's spans stubbed out
+(benchmarks/otel_stub); ``otlp`` is INFO exporting every span over OTLP/HTTP to a sink in
+this process (benchmarks/otlp_sink.py).
 
 Each round fills a private redis-server's queue with N no-op tasks, starts one prefork
 worker, and measures throughput from the results' ``date_done`` (first to last), so worker
@@ -31,10 +34,16 @@ from redis import Redis
 from taskq.stack.scratch_redis import scratch_redis
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.otlp_sink import otlp_sink  # noqa: E402
+
 DRAIN_TIMEOUT_S = 300.0
 
 
-VARIANTS = ("INFO", "WARNING", "bare")
+VARIANTS = ("INFO", "WARNING", "bare", "no-otel", "otlp")
+#: The OTLP endpoint of the ``otlp`` variant (set in main).
+OTLP_ENDPOINT = ""
 
 
 def fill(port: int, tasks: int, bare: bool) -> None:
@@ -83,6 +92,7 @@ def tree_cpu_s(pid: int) -> float:
 def drain(port: int, tasks: int, level: str, workdir: Path, concurrency: int) -> float:
     """Tasks per second for one worker at ``level`` (``bare``: the bare Celery worker)."""
     bare = level == "bare"
+    variant, level = level, level if level in ("INFO", "WARNING", "bare") else "INFO"
     client = Redis(port=port)
     client.flushall()
     fill(port, tasks, bare)
@@ -94,8 +104,14 @@ def drain(port: int, tasks: int, level: str, workdir: Path, concurrency: int) ->
         TASKQ_NODE_NAME="bench",
         # The drill tasks' execution witness is a test instrument, not part of the worker.
         TASKQ_DRILL_WITNESS="false",
-        TASKQ_LOG_FILE=str(workdir / f"worker-{level}.jsonl"),
+        TASKQ_LOG_FILE=str(workdir / f"worker-{variant}.jsonl"),
+        OTEL_TRACES_EXPORTER="otlp" if variant == "otlp" else "none",
+        OTEL_EXPORTER_OTLP_ENDPOINT=OTLP_ENDPOINT,
+        NO_PROXY="127.0.0.1",
     )
+    if variant == "no-otel":
+        env["TASKQ_BENCH_NO_OTEL"] = "1"
+        env["PYTHONPATH"] = str(REPO / "benchmarks" / "otel_stub")
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -131,7 +147,7 @@ def drain(port: int, tasks: int, level: str, workdir: Path, concurrency: int) ->
         else:
             raise SystemExit(f"queue not drained within {DRAIN_TIMEOUT_S:.0f}s")
         if started_cpu is not None and started_cpu[1] > 0:
-            CPU_MS_PER_TASK[level].append(
+            CPU_MS_PER_TASK[variant].append(
                 1000 * (tree_cpu_s(worker.pid) - started_cpu[0]) / started_cpu[1]
             )
     finally:
@@ -155,7 +171,9 @@ def main() -> None:
     args = parser.parse_args()
     if not (100 <= args.tasks <= 50_000 and 1 <= args.rounds <= 10):
         parser.error("--tasks 100..50000, --rounds 1..10")
-    with tempfile.TemporaryDirectory(prefix="taskq-bench-") as tmp:
+    global OTLP_ENDPOINT
+    with tempfile.TemporaryDirectory(prefix="taskq-bench-") as tmp, otlp_sink() as sink:
+        OTLP_ENDPOINT = sink.endpoint
         workdir = Path(tmp)
         with scratch_redis(workdir) as port:
             rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
@@ -177,6 +195,8 @@ def main() -> None:
         "INFO": f"taskq, tracing on (INFO, {per_task:.1f} lines/task)",
         "WARNING": "taskq, tracing off (WARNING)",
         "bare": "bare Celery worker",
+        "no-otel": "taskq INFO, OpenTelemetry stubbed out",
+        "otlp": "taskq INFO, spans exported (OTLP/HTTP)",
     }
     for name in VARIANTS:
         values = rates[name]
@@ -211,6 +231,24 @@ def main() -> None:
                 f"{'bare CPU / taskq CPU per task (' + name + ')':44}{min(by_cpu):8.2f}"
                 f"{statistics.median(by_cpu):8.2f}{max(by_cpu):8.2f}"
             )
+    for label, num, den in (
+        ("export off / no OpenTelemetry", "INFO", "no-otel"),
+        ("export on / export off", "otlp", "INFO"),
+    ):
+        ratio = [a / b for a, b in zip(rates[num], rates[den], strict=True)]
+        print(
+            f"{label:44}{min(ratio):8.2f}{statistics.median(ratio):8.2f}{max(ratio):8.2f}"
+            f"   per round: {' '.join(f'{x:.2f}' for x in ratio)}"
+        )
+    if all(CPU_MS_PER_TASK[name] for name in ("INFO", "no-otel", "otlp")):
+        # Worker CPU per task moves far less than throughput on a shared machine.
+        for label, num, den in (
+            ("CPU/task export off / no OpenTelemetry", "INFO", "no-otel"),
+            ("CPU/task export on / export off", "otlp", "INFO"),
+        ):
+            ratio = [a / b for a, b in zip(cpu[num], cpu[den], strict=True)]
+            print(f"{label:44}{min(ratio):8.2f}{statistics.median(ratio):8.2f}{max(ratio):8.2f}")
+    print(f"OTLP exports received: {sink.requests} requests, {sink.bytes} bytes")
     summary = {name: [round(x, 1) for x in rates[name]] for name in VARIANTS}
     print("BENCH_SUMMARY " + json.dumps(summary))
 

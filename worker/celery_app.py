@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import setup_logging, worker_ready
+from celery.signals import setup_logging, worker_process_shutdown, worker_ready
 from celery.states import STARTED
 
 from taskq.broker import propagation
@@ -16,6 +16,7 @@ from taskq.broker.app import create_celery_app
 from taskq.broker.delivery.guard import REQUEST_TAG_FIELD, ExecutionGuard
 from taskq.logs.setup import configure_logging
 from taskq.settings import Settings, get_settings
+from taskq.tracing import export as tracing_export
 from worker import delivery_wiring, metrics, task_lifecycle
 from worker.dedup import run_guarded
 from worker.log_rewrite import CeleryRecordFilter
@@ -110,6 +111,15 @@ def _configure_worker_logging(**_: Any) -> None:
         log_file=settings.log_file,
         extra_filters=[CeleryRecordFilter()],
     )
+    # Before the pool forks: the SDK's batch processor restarts its thread in each child.
+    tracing_export.configure_tracing(settings.service_name)
+
+
+@worker_process_shutdown.connect(weak=False)
+def _flush_spans(**_: Any) -> None:
+    """A pool child about to exit exports the spans it still holds (billiard ends children
+    with ``os._exit``: no atexit hook runs)."""
+    tracing_export.flush()
 
 
 @worker_ready.connect(weak=False)

@@ -19,6 +19,7 @@ from celery.app import trace as celery_trace
 
 from taskq.correlation import attempt_id_var, correlation_id_var, task_id_var
 from taskq.logs.schema import Event
+from taskq.tracing.context import span_id_var, trace_id_var
 from worker.task_lifecycle import elapsed_ms, is_duplicate, retries_var
 
 _MAX_REMEMBERED = 20_000
@@ -31,6 +32,9 @@ class Delivery:
     correlation_id: str | None
     attempt_id: str | None
     retries: int
+    #: The delivery's trace and the id of its ``process`` span (chosen on arrival).
+    trace_id: str | None = None
+    span_id: str | None = None
 
 
 _remembered: OrderedDict[str, Delivery] = OrderedDict()
@@ -48,7 +52,13 @@ def recall(task_id: str) -> Delivery | None:
     """The delivery of ``task_id`` being handled here: the running task's context in a
     pool process, else the latest one remembered by the main process."""
     if task_id_var.get() == task_id:
-        return Delivery(correlation_id_var.get(), attempt_id_var.get(), retries_var.get())
+        return Delivery(
+            correlation_id_var.get(),
+            attempt_id_var.get(),
+            retries_var.get(),
+            trace_id_var.get(),
+            span_id_var.get(),
+        )
     return _remembered.get(task_id)
 
 
@@ -147,6 +157,9 @@ class CeleryRecordFilter(logging.Filter):
                 if delivery.attempt_id:
                     attrs["task.attempt_id"] = delivery.attempt_id
                 attrs.setdefault("task.retries", delivery.retries)
+                if delivery.trace_id and delivery.span_id:
+                    attrs["trace.id"] = delivery.trace_id
+                    attrs["span.id"] = delivery.span_id
         if name:
             attrs["task_name"] = str(name)
 

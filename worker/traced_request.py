@@ -13,6 +13,8 @@ redacted (:mod:`taskq.broker.event_redaction`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery.worker.request import Request
@@ -26,6 +28,14 @@ from taskq.correlation import (
     bound_task_context,
     new_attempt_id,
 )
+from taskq.tracing.context import (
+    TRACEPARENT_HEADER,
+    bound_trace,
+    new_span_id,
+    new_trace_id,
+    parse_traceparent,
+)
+from taskq.tracing.messaging import SPAN_ID_FIELD, TRACE_ID_FIELD
 from worker import metrics
 from worker.log_rewrite import Delivery, remember
 
@@ -45,8 +55,21 @@ class TracedRequest(Request):  # type: ignore[misc]
         self.request_dict[ATTEMPT_HEADER] = self._attempt_id
         # The execution guard's run lease names the delivery it belongs to.
         self.request_dict[REQUEST_TAG_FIELD] = str(getattr(self.message, "delivery_tag", ""))
+        # The trace of the message (a new one for a message that carries none) and the span
+        # id its ``process`` span will take in the pool child: the lines written here about
+        # this delivery carry them too.
+        parent = parse_traceparent(self.request_dict.get(TRACEPARENT_HEADER))
+        self._trace_id = parent.trace_id if parent else new_trace_id()
+        self._span_id = new_span_id()
+        self.request_dict[TRACE_ID_FIELD] = self._trace_id
+        self.request_dict[SPAN_ID_FIELD] = self._span_id
         retries = int(self.request_dict.get("retries") or 0)
-        remember(self.id, Delivery(self._correlation_id, self._attempt_id, retries))
+        remember(
+            self.id,
+            Delivery(
+                self._correlation_id, self._attempt_id, retries, self._trace_id, self._span_id
+            ),
+        )
         redelivered = bool((self.delivery_info or {}).get("redelivered"))
         metrics.task_received(self.name, redelivered)
 
@@ -56,17 +79,26 @@ class TracedRequest(Request):  # type: ignore[misc]
         super().send_event(type, **redact_event_fields(type, fields))
 
     def on_failure(self, *args: Any, **kwargs: Any) -> Any:
-        with bound_task_context(self._correlation_id, self.id, self.name, self._attempt_id):
+        with self._bound():
             return super().on_failure(*args, **kwargs)
 
     def on_timeout(self, *args: Any, **kwargs: Any) -> Any:
-        with bound_task_context(self._correlation_id, self.id, self.name, self._attempt_id):
+        with self._bound():
             return super().on_timeout(*args, **kwargs)
 
     def on_retry(self, *args: Any, **kwargs: Any) -> Any:
-        with bound_task_context(self._correlation_id, self.id, self.name, self._attempt_id):
+        with self._bound():
             return super().on_retry(*args, **kwargs)
 
     def on_success(self, *args: Any, **kwargs: Any) -> Any:
-        with bound_task_context(self._correlation_id, self.id, self.name, self._attempt_id):
+        with self._bound():
             return super().on_success(*args, **kwargs)
+
+    @contextmanager
+    def _bound(self) -> Iterator[None]:
+        """The delivery's ids, for the lines of an outcome handled in the main process."""
+        with (
+            bound_task_context(self._correlation_id, self.id, self.name, self._attempt_id),
+            bound_trace(self._trace_id, self._span_id),
+        ):
+            yield

@@ -55,6 +55,9 @@ WRITER_ROLE = "taskq_logs_writer"
 WRITER_USER = "logstash_writer"
 VIEWER_ROLE = "taskq_viewer"
 VIEWER_USER = "taskq_viewer"
+#: The `apm` compose profile's APM Server writes the APM data streams as this user.
+APM_ROLE = "taskq_apm_writer"
+APM_USER = "apm_server_writer"
 TEMPLATE_NAME = "logs-taskq"
 DLQ_TEMPLATE_NAME = "logs-taskq.dlq"
 ILM_POLICY_NAME = "taskq-logs"
@@ -203,6 +206,20 @@ def writer_role() -> dict[str, Any]:
     }
 
 
+def apm_writer_role() -> dict[str, Any]:
+    """APM Server may write the APM data streams (traces, metrics, logs of APM), nothing
+    else (Elastic docs, "Create a writer role" for a standalone APM Server)."""
+    return {
+        "cluster": ["monitor"],
+        "indices": [
+            {
+                "names": ["traces-apm*", "metrics-apm*", "logs-apm*"],
+                "privileges": ["auto_configure", "create_doc"],
+            }
+        ],
+    }
+
+
 def viewer_role() -> dict[str, Any]:
     """Kibana role API body: read the taskq streams in Discover and dashboards, nothing else
     (no writes, no management, no other indices)."""
@@ -289,6 +306,14 @@ def setup_elasticsearch(
         "full_name": "taskq Logstash writer",
     }
     _expect(es.request("PUT", f"/_security/user/{WRITER_USER}", user), "writer user")
+    if env.get("APM_SERVER_PASSWORD"):
+        _expect(es.request("PUT", f"/_security/role/{APM_ROLE}", apm_writer_role()), "APM role")
+        apm = {
+            "password": env["APM_SERVER_PASSWORD"],
+            "roles": [APM_ROLE],
+            "full_name": "taskq APM Server writer",
+        }
+        _expect(es.request("PUT", f"/_security/user/{APM_USER}", apm), "APM writer user")
 
 
 def multipart_file(filename: str, content: bytes) -> tuple[bytes, str]:

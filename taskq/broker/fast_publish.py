@@ -18,12 +18,19 @@ the two field by field):
 * ``LPUSH`` onto the queue's list for the message priority (0, the default: the queue's base
   list; the API never sets another), then the queue's doorbell rung as the transport's
   ``_put`` rings it (``LPUSH`` + ``LTRIM`` to one element);
-* the headers :mod:`taskq.broker.propagation` stamps: ``x_correlation_id`` and
-  ``x_published_at``.
+* the headers :mod:`taskq.broker.propagation` stamps: ``x_correlation_id``,
+  ``x_published_at`` and the publish span's W3C ``traceparent``.
 
 Not emitted: Celery's ``task-sent`` event (an event-only publish that nothing here reads;
-Flower shows the task from ``task-received`` on). The caller logs ``task.published`` with
-:func:`taskq.broker.propagation.log_published`, as the publish hook would.
+Flower shows the task from ``task-received`` on), and Celery's ``before/after_task_publish``
+signals. The caller makes what taskq's receivers of those signals make, by the same
+functions: the publish span (:func:`taskq.tracing.messaging.begin_publish`, ended once the
+script answered, so that a refused submission is a span with an error, not a publish) and the
+``task.published`` line (:func:`taskq.broker.propagation.log_published`). Sending the
+signals instead would run the receivers before the outcome is known (the script may refuse
+the message) and cost Celery's dispatch on every submission; third-party receivers
+(opentelemetry-instrumentation-celery) are not installed: their span names are not the
+messaging conventions' ``publish``/``process``.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from celery import Celery
 from taskq.broker.event_redaction import describe_args, describe_kwargs, tag_correlation
 from taskq.broker.redis_transport import doorbell_key
 from taskq.correlation import CELERY_HEADER, PUBLISHED_AT_HEADER
+from taskq.tracing.context import TRACEPARENT_HEADER, TRACESTATE_HEADER
 
 #: Priority of every API submission (kombu's default): the message goes to the base list.
 DEFAULT_PRIORITY = 0
@@ -106,9 +114,16 @@ class MessageTemplate:
         self._args_repr = describe_args(())
 
     def build(
-        self, task_id: str, kwargs: Mapping[str, Any], queue: str, correlation_id: str
+        self,
+        task_id: str,
+        kwargs: Mapping[str, Any],
+        queue: str,
+        correlation_id: str,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> tuple[dict[str, Any], bytes]:
-        """The headers and the serialized message of one task (stamped as published now)."""
+        """The headers and the serialized message of one task (stamped as published now);
+        ``traceparent`` is the publish span's, ``tracestate`` the trace's."""
         headers = dict(self._headers)
         headers["id"] = task_id
         headers["root_id"] = task_id
@@ -116,6 +131,10 @@ class MessageTemplate:
         headers["kwargsrepr"] = describe_kwargs(kwargs)
         headers[CELERY_HEADER] = correlation_id
         headers[PUBLISHED_AT_HEADER] = time.time()
+        if traceparent is not None:
+            headers[TRACEPARENT_HEADER] = traceparent
+        if tracestate:
+            headers[TRACESTATE_HEADER] = tracestate
         body = orjson.dumps([[], kwargs, self._embed])
         properties = dict(self._properties)
         properties["correlation_id"] = task_id

@@ -6,6 +6,10 @@ signature. Before a task runs the worker restores it (and the delivery's attempt
 the context variables; after the task they are reset so nothing leaks into the next task
 of the same process.
 
+The same hooks make the message's OpenTelemetry spans (:mod:`taskq.tracing.messaging`):
+``publish`` from before to after the publish, ``process`` from prerun to postrun; the
+producer's ``traceparent`` travels in the headers beside the correlation id.
+
 Nothing is connected on import: a publisher calls :func:`connect_publisher` (the API), a
 worker :func:`connect_worker` (both directions: its tasks publish retries and children).
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from contextvars import Token
 from datetime import UTC, datetime
 from typing import Any
@@ -32,10 +37,18 @@ from taskq.correlation import (
     task_name_var,
 )
 from taskq.logs.schema import Event
+from taskq.tracing import messaging
+from taskq.tracing.spans import ActiveSpan
 
 logger = logging.getLogger("taskq.celery")
 
 _tokens: dict[str, tuple[Token[str | None], ...]] = {}
+#: Producer spans between before_ and after_task_publish, by task id. Bounded: a publish
+#: that raised never reaches after_task_publish (its span is dropped unended).
+_publishing: OrderedDict[str, ActiveSpan] = OrderedDict()
+_MAX_PUBLISHING = 1024
+#: The running attempt's process span, by task id (prerun to postrun).
+_processing: dict[str, ActiveSpan] = {}
 
 
 def stamp_headers(headers: dict[str, Any]) -> str:
@@ -49,10 +62,20 @@ def stamp_headers(headers: dict[str, Any]) -> str:
     return str(correlation_id)
 
 
-def on_before_publish(headers: dict[str, Any] | None = None, **_: Any) -> None:
-    """Stamp every outgoing message: API submissions, retries, child and beat tasks."""
-    if headers is not None:
-        stamp_headers(headers)
+def on_before_publish(
+    headers: dict[str, Any] | None = None, routing_key: str | None = None, **_: Any
+) -> None:
+    """Stamp every outgoing message: API submissions, retries, child and beat tasks; begin
+    its publish span and put the span's ``traceparent`` in its headers."""
+    if headers is None:
+        return
+    stamp_headers(headers)
+    span = messaging.begin_publish(headers, routing_key)
+    messaging.stamp(headers, span)
+    task_id = str(headers.get("id"))
+    _publishing[task_id] = span
+    while len(_publishing) > _MAX_PUBLISHING:
+        _publishing.popitem(last=False)
 
 
 def on_after_publish(
@@ -61,14 +84,21 @@ def on_after_publish(
     """Log one ``task.published`` line per message the broker accepted."""
     if headers is None:
         return
-    log_published(headers, routing_key)
+    span = _publishing.pop(str(headers.get("id")), None)
+    log_published(headers, routing_key, span)
+    if span is not None:
+        span.end()
 
 
-def log_published(headers: dict[str, Any], routing_key: str | None) -> None:
+def log_published(
+    headers: dict[str, Any], routing_key: str | None, span: ActiveSpan | None = None
+) -> None:
     """The ``task.published`` line of one message (also written by the API's own publisher,
-    :mod:`taskq.broker.fast_publish`, which bypasses Celery's signals)."""
+    :mod:`taskq.broker.fast_publish`, which bypasses Celery's signals), with the ids of its
+    publish span."""
     if not logger.isEnabledFor(logging.INFO):
         return
+    ids = _span_ids(headers, span)
     logger.info(
         "task published",
         extra={
@@ -80,6 +110,7 @@ def log_published(headers: dict[str, Any], routing_key: str | None) -> None:
             "task.retries": int(headers.get("retries") or 0),
             **_published_at(headers.get(PUBLISHED_AT_HEADER)),
             **_parent_of(headers.get("id")),
+            **ids,
         },
     )
 
@@ -89,6 +120,12 @@ def _published_at(stamp: Any) -> dict[str, str]:
     if not isinstance(stamp, int | float) or isinstance(stamp, bool):
         return {}
     return {"task.published_at": datetime.fromtimestamp(stamp, UTC).isoformat()}
+
+
+def _span_ids(headers: dict[str, Any], span: ActiveSpan | None) -> dict[str, str]:
+    if span is not None:
+        return {"trace.id": span.trace_id, "span.id": span.span_id}
+    return messaging.message_ids(headers)
 
 
 def _parent_of(task_id: Any) -> dict[str, str]:
@@ -109,12 +146,22 @@ def on_prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
         task_name_var.set(task.name),
         attempt_id_var.set(getattr(request, ATTEMPT_HEADER, None)),
     )
+    _processing[task_id] = messaging.begin_process(
+        request, task_id, task.name, getattr(request, ATTEMPT_HEADER, None)
+    )
 
 
-def on_postrun(task_id: str | None = None, **_: Any) -> None:
-    """Reset the context variables set by :func:`on_prerun`."""
+def on_postrun(
+    task_id: str | None = None, state: str | None = None, retval: Any = None, **_: Any
+) -> None:
+    """End the attempt's span; reset the context variables set by :func:`on_prerun`."""
     if task_id is None:
         return
+    span = _processing.pop(task_id, None)
+    if span is not None:
+        if state:
+            span.set_attribute("celery.state", state)
+        span.end(type(retval).__name__ if state == "FAILURE" else None)
     tokens = _tokens.pop(task_id, None)
     if tokens is None:
         return

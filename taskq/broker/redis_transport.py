@@ -65,6 +65,7 @@ from taskq.broker.delivery import lease
 from taskq.broker.delivery import scripts as delivery_scripts
 from taskq.correlation import CELERY_HEADER
 from taskq.logs.schema import Event
+from taskq.tracing.messaging import message_ids
 
 logger = logging.getLogger("taskq.broker.transport")
 
@@ -307,6 +308,7 @@ class QoS(kombu_redis.QoS):
                     "task_id": headers.get("id"),
                     "task_name": headers.get("task"),
                     "correlation_id": headers.get(CELERY_HEADER),
+                    **message_ids(headers),
                 },
             )
 

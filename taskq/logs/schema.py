@@ -41,6 +41,11 @@ FIELDS: tuple[LogField, ...] = (
     LogField("event.sequence", "long", "Per-process line counter: order within a timestamp."),
     LogField("correlation_id", "keyword", "The request's id, from X-Request-ID or generated."),
     LogField("correlation_id_source", "keyword", "client, generated or replaced."),
+    # ECS tracing fields (W3C Trace Context ids, lowercase hex): Kibana's APM UI joins the
+    # spans to these lines by trace.id.
+    LogField("trace.id", "keyword", "W3C trace id (32 hex) of the request, on every hop."),
+    LogField("span.id", "keyword", "Span of this hop: HTTP exchange, publish or attempt."),
+    LogField("trace_context_source", "keyword", "traceparent: client, generated or replaced."),
     LogField("task_id", "keyword", "Celery task id."),
     LogField("task_name", "keyword", "Celery task name, e.g. taskq.risk.calculate_var."),
     LogField("task_type", "keyword", "API task type, e.g. calculate_var."),
@@ -105,6 +110,8 @@ class Event(StrEnum):
     IDEMPOTENT_REPLAY = "idempotency.replayed"
     #: The client's X-Request-ID was not a valid id; a generated one replaced it.
     CORRELATION_ID_REPLACED = "correlation_id.replaced"
+    #: The client's traceparent was malformed (W3C Trace Context); a generated one replaced it.
+    TRACE_CONTEXT_REPLACED = "trace_context.replaced"
     #: A queue's backlog reached its threshold: this API process sheds its submissions.
     BREAKER_OPENED = "breaker.opened"
     BREAKER_CLOSED = "breaker.closed"

@@ -30,6 +30,7 @@ from taskq.correlation import (
 from taskq.logs.redaction import RedactionFilter
 from taskq.logs.schema import FIELDS_BY_NAME, TERMINAL_EVENTS, Event
 from taskq.tenants import key_id_var
+from taskq.tracing.context import span_id_var, trace_id_var
 
 _STANDARD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
@@ -65,6 +66,8 @@ class ContextFilter(logging.Filter):
             ("task_name", task_name_var),
             ("http.request.id", exchange_id_var),
             ("user.id", key_id_var),
+            ("trace.id", trace_id_var),
+            ("span.id", span_id_var),
         ):
             if attrs.get(key) is None:
                 value = var.get()

@@ -65,6 +65,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     trace.add_argument("correlation_id", nargs="?", help="the request's X-Request-ID")
     trace.add_argument("--task", dest="task_id", help="start from a task id instead")
     trace.add_argument(
+        "--trace-id", dest="trace_id", help="start from a W3C trace id (trace.id) instead"
+    )
+    trace.add_argument(
         "--offset", type=int, default=0, help="first timeline line shown (paging; default 0)"
     )
     trace.add_argument(
@@ -131,8 +134,12 @@ def _run(args: argparse.Namespace) -> int:
 
     name = f"taskq {args.action}"
     try:
-        if args.action == "trace" and bool(args.correlation_id) == bool(args.task_id):
-            raise UsageError("give a correlation id or --task TASK_ID (one of them)")
+        if args.action == "trace":
+            given = [bool(args.correlation_id), bool(args.task_id), bool(args.trace_id)]
+            if sum(given) != 1:
+                raise UsageError(
+                    "give a correlation id, --task TASK_ID or --trace-id TRACE_ID (one of them)"
+                )
         store = _open(args)
         try:
             command = {"trace": _trace, "logs": _logs, "stats": _stats}[args.action]
@@ -157,6 +164,9 @@ def _trace(store: LogStore, args: argparse.Namespace) -> int:
     if args.task_id:
         found = tracing.find_trace_by_task(store, args.task_id)
         what = f"task {args.task_id}"
+    elif args.trace_id:
+        found = tracing.find_trace_by_trace_id(store, args.trace_id)
+        what = f"trace id {args.trace_id}"
     else:
         found = tracing.find_trace(store, args.correlation_id)
         what = f"correlation id {args.correlation_id}"

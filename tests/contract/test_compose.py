@@ -85,7 +85,7 @@ def _require_binary(name: str, install: str) -> str:
     return found
 
 
-@pytest.mark.parametrize("profile", [None, "loadtest", "monitoring", "ha"])
+@pytest.mark.parametrize("profile", [None, "loadtest", "monitoring", "ha", "apm"])
 def test_docker_compose_config_accepts_the_file(profile: str | None) -> None:
     """Debian's docker-compose validates offline, no engine: schema, merges, depends_on."""
     binary = _require_binary("docker-compose", "apt-get install -y docker-compose")
@@ -352,10 +352,10 @@ def test_dockerfile_runs_as_non_root_and_installs_the_repo() -> None:
 def test_the_setup_job_is_waited_for_by_the_writer_and_not_by_kibana(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    # Something must depend on the one-shot job, or compose starts Logstash before the
-    # writer user and the index template exist.
+    # Something must depend on the one-shot job, or compose starts Logstash (and the `apm`
+    # profile's APM Server) before their writer users and the index template exist.
     waiting = {name for name, s in services.items() if "setup" in (s.get("depends_on") or {})}
-    assert waiting == {"logstash"}
+    assert waiting == {"logstash", "apm-server"}
     # setup waits for Kibana (dashboard import); Kibana waiting for setup would deadlock.
     assert "setup" not in (services["kibana"].get("depends_on") or {})
 

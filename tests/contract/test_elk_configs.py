@@ -158,5 +158,6 @@ def test_nginx_accepts_exactly_the_ids_the_api_accepts() -> None:
     from taskq.correlation import ID_PATTERN
     from taskq.stack.layout import NGINX_TEMPLATE
 
-    (expression,) = re.findall(r'"~\^(.*)\$"\s+client;', NGINX_TEMPLATE.read_text())
+    block = NGINX_TEMPLATE.read_text().split("map $http_x_request_id", 1)[1].split("\n    }", 1)[0]
+    (expression,) = re.findall(r'"~\^(.*)\$"\s+client;', block)
     assert expression == ID_PATTERN

@@ -12,7 +12,7 @@ import ast
 import re
 import sys
 import tomllib
-from importlib.metadata import packages_distributions
+from importlib.metadata import distribution, packages_distributions
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -36,16 +36,39 @@ def _imported_distributions(paths: list[Path]) -> set[str]:
     for path in paths:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
-                tops = [alias.name.split(".")[0] for alias in node.names]
+                modules = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                tops = [node.module.split(".")[0]]
+                modules = [f"{node.module}.{alias.name}" for alias in node.names]
             else:
                 continue
-            for top in tops:
+            for module in modules:
+                top = module.split(".")[0]
                 if top in OURS or top in sys.stdlib_module_names:
                     continue
-                found.update(_norm(d) for d in owners.get(top, [top]))
+                candidates = owners.get(top, [top])
+                if len(candidates) > 1:  # a namespace package (opentelemetry): who has it?
+                    candidates = _namespace_owners(module, candidates)
+                found.update(_norm(d) for d in candidates)
     return found
+
+
+def _namespace_owners(module: str, candidates: list[str]) -> list[str]:
+    """The distributions of a namespace package that ship ``module`` (the longest dotted
+    prefix of it that one of them ships: ``from x import name`` may name a class)."""
+    parts = module.split(".")
+    for depth in range(len(parts), 1, -1):
+        path = "/".join(parts[:depth])
+        owning = [
+            name
+            for name in candidates
+            if any(
+                str(f) in (f"{path}.py", f"{path}/__init__.py")
+                for f in distribution(name).files or []
+            )
+        ]
+        if owning:
+            return owning
+    return candidates
 
 
 def _service_files() -> list[Path]:

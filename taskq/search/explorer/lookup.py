@@ -2,7 +2,8 @@
 
 - ``run42-*``: correlation ids with that prefix (the newest :data:`MAX_MATCHES`);
 - a UUID: the task with that id (its request is the one that published it);
-- anything else: one correlation id, exactly;
+- anything else: one correlation id, exactly; 32 lowercase hex that no line carries as
+  its correlation id is looked up as a W3C trace id (``trace.id``);
 - a status search (``failures``, ``retries``, ``redeliveries``, ``slowest``): tasks found
   by the store, each summarised by :func:`summarize_task` (the final status the trace
   model decides, not the event that matched).
@@ -20,10 +21,16 @@ from taskq.search.explorer.waterfall import verdict
 from taskq.search.kibana import kql_events
 from taskq.search.store.base import MAX_MATCHES, TASK_SEARCHES, LogLine, LogStore
 from taskq.search.trace.attempts import summarize_task
-from taskq.search.trace.build import find_trace, find_trace_by_task, publisher_of
+from taskq.search.trace.build import (
+    find_trace,
+    find_trace_by_task,
+    find_trace_by_trace_id,
+    publisher_of,
+)
 from taskq.search.trace.model import Trace
 
 _ID_RE = re.compile(ID_PATTERN)
+_TRACE_ID_RE = re.compile(r"[0-9a-f]{32}")
 _UUID_RE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
@@ -58,6 +65,8 @@ class Query:
         if self.kind == "task":
             return f'task_id:"{self.value}"'
         if self.kind == "exact":
+            if _TRACE_ID_RE.fullmatch(self.value):
+                return f'correlation_id:"{self.value}" or trace.id:"{self.value}"'
             return f'correlation_id:"{self.value}"'
         return _SEARCH_KQL[self.value]
 
@@ -107,7 +116,9 @@ def run_query(store: LogStore, query: Query) -> Results:
     """The results of ``query`` (at most :data:`MAX_MATCHES` rows)."""
     if query.kind == "exact":
         trace = find_trace(store, query.value)
-        rows = [] if trace is None else [_trace_row(query.value, trace.started_at, trace)]
+        if trace is None and _TRACE_ID_RE.fullmatch(query.value):
+            trace = find_trace_by_trace_id(store, query.value)
+        rows = [] if trace is None else [_trace_row(trace.correlation_id, trace.started_at, trace)]
         return Results(query, rows)
     if query.kind == "task":
         trace = find_trace_by_task(store, query.value)

@@ -106,6 +106,7 @@ GREP_FIELDS: tuple[str, ...] = (
     "task_id",
     "task_name",
     "url.path",
+    "trace.id",
 )
 
 

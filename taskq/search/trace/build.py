@@ -15,7 +15,7 @@ from collections import Counter
 from datetime import datetime
 
 from taskq.logs.schema import Event
-from taskq.search.store.base import LogLine, LogStore
+from taskq.search.store.base import MAX_MATCHES, LogFilter, LogLine, LogStore
 from taskq.search.trace.attempts import summarize_task
 from taskq.search.trace.model import (
     Attempt,
@@ -197,3 +197,18 @@ def find_trace_by_task(store: LogStore, task_id: str) -> Trace | None:
     if correlation_id is None:
         return build_trace(None, lines)
     return find_trace(store, correlation_id)
+
+
+def find_trace_by_trace_id(store: LogStore, trace_id: str) -> Trace | None:
+    """The trace of the request whose W3C trace id is ``trace_id`` (``trace.id`` on its
+    lines); ``None`` if no line carries it."""
+    found = store.search(LogFilter(grep=trace_id, limit=MAX_MATCHES))
+    lines = [x for x in found if x.get("trace.id") == trace_id]
+    if not lines:
+        return None
+    # The request's id: on the HTTP lines, else the one most of the lines carry.
+    http = [x for x in lines if x.get("event.action") == Event.HTTP_COMPLETED]
+    ids = Counter(str(x["correlation_id"]) for x in http or lines if x.get("correlation_id"))
+    if not ids:
+        return build_trace(None, lines)
+    return find_trace(store, ids.most_common(1)[0][0])

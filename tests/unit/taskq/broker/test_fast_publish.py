@@ -16,11 +16,15 @@ from taskq.broker.app import create_celery_app
 from taskq.broker.redis_transport import doorbell_key
 from taskq.correlation import CELERY_HEADER, PUBLISHED_AT_HEADER, correlation_id_var
 from taskq.settings import Settings
+from taskq.tracing.context import TRACEPARENT_HEADER, bound_trace, parse_traceparent
+from taskq.tracing.messaging import begin_publish
 
 KWARGS = {"payload": "secret portfolio", "n": 3}
 #: Differ per message or per process by design.
 VARYING_PROPERTIES = {"delivery_tag"}
-VARYING_HEADERS = {PUBLISHED_AT_HEADER}
+#: The traceparent names each publish span: same trace, another span id.
+VARYING_HEADERS = {PUBLISHED_AT_HEADER, TRACEPARENT_HEADER}
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 def _celery_message(monkeypatch: pytest.MonkeyPatch, queue: str) -> tuple[str, dict[str, Any]]:
@@ -37,7 +41,8 @@ def _celery_message(monkeypatch: pytest.MonkeyPatch, queue: str) -> tuple[str, d
     token = correlation_id_var.set("corr-1")
     try:
         propagation.connect_publisher()
-        app.send_task("taskq.drills.echo", kwargs=KWARGS, queue=queue, task_id="tid-1")
+        with bound_trace(TRACE_ID, "00f067aa0ba902b7"):
+            app.send_task("taskq.drills.echo", kwargs=KWARGS, queue=queue, task_id="tid-1")
     finally:
         correlation_id_var.reset(token)
     ((name, message),) = captured
@@ -49,8 +54,14 @@ def test_message_equals_celerys(monkeypatch: pytest.MonkeyPatch, queue: str) -> 
     name, expected = _celery_message(monkeypatch, queue)
     app = create_celery_app(Settings(redis_url="redis://127.0.0.1:1/0"))
     template = fast_publish.MessageTemplate(app, "taskq.drills.echo")
-    headers, raw = template.build("tid-1", KWARGS, queue, "corr-1")
+    with bound_trace(TRACE_ID, "00f067aa0ba902b7"):
+        span = begin_publish({"id": "tid-1", "task": "taskq.drills.echo"}, queue)
+    headers, raw = template.build("tid-1", KWARGS, queue, "corr-1", span.traceparent())
     built = json.loads(raw)
+    for message in (built, expected):
+        parent = parse_traceparent(message["headers"][TRACEPARENT_HEADER])
+        assert parent is not None and parent.trace_id == TRACE_ID
+        assert parent.span_id != "00f067aa0ba902b7"  # the publish span's, child of the bound one
 
     assert fast_publish.queue_list(queue) == name == queue
     assert fast_publish.queue_doorbell(queue) == doorbell_key(queue)

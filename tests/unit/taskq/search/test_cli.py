@@ -12,6 +12,7 @@ from taskq.cli import build_parser, main
 from taskq.search.cli import UsageError, parse_when
 
 TASK = "9a0b1c2d-0000-4000-8000-000000000001"
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 @pytest.fixture
@@ -23,7 +24,7 @@ def var_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     def ts(ms: int) -> str:
         return (now + timedelta(milliseconds=ms)).isoformat()
 
-    base = {"log.level": "INFO", "correlation_id": "cli-1"}
+    base = {"log.level": "INFO", "correlation_id": "cli-1", "trace.id": TRACE}
     lines = [
         {
             **base,
@@ -80,6 +81,15 @@ def test_trace_json_and_by_task(var_dir: Path, capsys: pytest.CaptureFixture[str
     (task,) = data["tasks"]
     assert task["queue_wait_ms"] == 5.0 and task["execution_ms"] == 4.0
     assert task["final_status"] == "SUCCESS" and task["attempts"][0]["worker"] == "worker-high"
+
+
+def test_trace_by_trace_id(var_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trace", "--trace-id", TRACE, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["correlation_id"] == "cli-1" and [t["task_id"] for t in data["tasks"]] == [TASK]
+    assert main(["trace", "--trace-id", "0" * 31 + "1"]) == 1
+    assert "no log line with trace id" in capsys.readouterr().err
+    assert main(["trace", "cli-1", "--trace-id", TRACE]) == 2
 
 
 def test_trace_links_to_kibana_when_configured(
