@@ -198,13 +198,19 @@ def test_locust_herd_reports_end_to_end_and_groups_its_failures(
         for line in result.stderr.splitlines()
         if line.startswith("{") and '"request failed"' in line
     ]
-    assert len(logged) == sum(int(row["Occurrences"]) for row in failures)
+    # Exact but for the run's stop: a user stopped mid-request may have logged a failure
+    # whose sample its Locust worker no longer reported (one request in flight per user).
+    counted = sum(int(row["Occurrences"]) for row in failures)
+    assert counted <= len(logged) <= counted + HERD_USERS, (len(logged), counted)
+    messages = {(row["Name"], _unwrap(row["Error"])) for row in failures}
+    assert {(x["request"], x["failure"]) for x in logged} <= messages
     shed_posts = {
         x["correlation_id"]: int(x["failure"].split()[1])
         for x in logged
         if x["request"] == "/api/v1/tasks" and STABLE_FAILURE.match(x["failure"])
     }
-    assert len(shed_posts) == sum(int(row["Occurrences"]) for row in shed_rows)
+    shed_counted = sum(int(row["Occurrences"]) for row in shed_rows)
+    assert shed_counted <= len(shed_posts) <= shed_counted + HERD_USERS
     assert all(cid.startswith(f"{prefix}-") for cid in shed_posts)
 
     # nginx (the independent record) answered each of those ids with the status logged.
@@ -231,5 +237,5 @@ def test_locust_herd_reports_end_to_end_and_groups_its_failures(
     print(
         f"{user_class}: {posts['Request Count']} POST, {accepted} accepted,"
         f" end-to-end p50 {end_to_end['50%']} ms p99 {end_to_end['99%']} ms;"
-        f" failures {[(row['Name'], _unwrap(row['Error']), row['Occurrences']) for row in failures]}"
+        f" failures {[(r['Name'], _unwrap(r['Error']), r['Occurrences']) for r in failures]}"
     )
