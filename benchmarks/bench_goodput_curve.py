@@ -18,14 +18,19 @@ stopped at the end.
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import matplotlib
+import psutil
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -44,17 +49,89 @@ DEFAULT_PLOT = REPO / "docs" / "goodput-curve.png"
 
 
 def curve(
-    base_url: str, levels: list[int], seconds: int, rounds: int, script: Path
+    base_url: str,
+    levels: list[int],
+    seconds: int,
+    rounds: int,
+    script: Path,
+    profile: Profile | None = None,
 ) -> dict[int, list[WrkResult]]:
-    """Every level once per round; the results per level in round order."""
+    """Every level once per round; the results per level in round order. With ``profile``,
+    its level is profiled in the first round."""
     submit = f"{base_url}/api/v1/tasks"
     wrk(submit, "POST", 8, 1, script)  # warm-up: connections, imports, the breaker reading
     results: dict[int, list[WrkResult]] = {c: [] for c in levels}
     for index in range(rounds):
         for connections in levels if index % 2 == 0 else levels[::-1]:
+            watch = profile if index == 0 and profile and connections == profile.level else None
+            if watch is not None:
+                watch.start(seconds)
             results[connections].append(wrk(submit, "POST", connections, seconds, script))
+            if watch is not None:
+                watch.stop()
             time.sleep(1.0)  # let the backlog of closed connections drain
     return results
+
+
+class Profile:
+    """py-spy on each API replica, and the CPU of the stack's processes, during one level
+    (raw stacks in ``out_dir``; a summary printed)."""
+
+    def __init__(self, level: int, pids: dict[str, int], out_dir: Path) -> None:
+        self.level, self.pids, self.out_dir = level, pids, out_dir
+        self.spies: list[subprocess.Popen[bytes]] = []
+        self.cpu: dict[str, float] = {}
+        self._procs: dict[str, psutil.Process] = {}
+        self._t0: dict[str, float] = {}
+        self._started = 0.0
+
+    def start(self, seconds: int) -> None:
+        spy = Path(sys.executable).with_name("py-spy")
+        for name, pid in self.pids.items():
+            if name.startswith("api"):
+                command = [str(spy), "record", "--nonblocking", "-r", "100", "-f", "raw"]
+                command += ["-d", str(seconds), "-p", str(pid), "-o", str(self.out_dir / name)]
+                self.spies.append(
+                    subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                )
+        self._procs = {n: psutil.Process(p) for n, p in self.pids.items()}
+        self._t0 = {n: sum(p.cpu_times()[:2]) for n, p in self._procs.items()}
+        self._started = time.monotonic()
+
+    def stop(self) -> None:
+        elapsed = time.monotonic() - self._started
+        for name, proc in self._procs.items():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                used = sum(proc.cpu_times()[:2]) - self._t0[name]
+                self.cpu[name] = 100.0 * used / elapsed
+        for spy in self.spies:
+            spy.wait(timeout=60)
+
+    def report(self) -> None:
+        print(f"\nprofile at {self.level} connections (first round)")
+        print("  CPU% per process: " + ", ".join(f"{n} {v:.0f}" for n, v in self.cpu.items()))
+        inclusive: collections.Counter[str] = collections.Counter()
+        total = 0
+        for path in self.out_dir.glob("api-*"):
+            for line in path.read_text().splitlines():
+                stack, _, count = line.rpartition(" ")
+                if not stack or not count.isdigit():
+                    continue
+                total += int(count)
+                for frame in {re.sub(r":\d+\)$", ")", f) for f in stack.split(";")}:
+                    inclusive[_short(frame)] += int(count)
+        print(f"  API replicas: {total} py-spy samples; share of samples per frame (inclusive):")
+        for frame, count in inclusive.most_common(40):
+            if any(m in frame for m in ("api/", "taskq/", "logging", "uvicorn/protocols")):
+                print(f"    {100.0 * count / max(total, 1):5.1f}%  {frame}")
+
+
+def _short(frame: str) -> str:
+    """``name (path)`` with the path cut to its package."""
+    name, _, inside = frame.partition(" (")
+    for marker in ("/site-packages/", "/wt/herd/", "/lib/python3.11/"):
+        inside = inside.split(marker)[-1]
+    return f"{name} ({inside}"
 
 
 def _spread(values: list[float], fmt: str) -> str:
@@ -112,6 +189,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT)
+    parser.add_argument(
+        "--profile-level", type=int, default=0, help="py-spy the API replicas at this level"
+    )
     args = parser.parse_args()
     if not 1 <= args.seconds <= MAX_SECONDS or not 1 <= args.rounds <= 5:
         parser.error(f"--seconds must be 1..{MAX_SECONDS} and --rounds 1..5")
@@ -129,7 +209,17 @@ def main() -> None:
                 rpc.stopProcess(worker, True)
             script = Path(tmp) / "tally.lua"
             script.write_text(WRK_SCRIPT)
-            results = curve(layout.base_url, levels, args.seconds, args.rounds, script)
+            profile = None
+            if args.profile_level in levels:
+                pids = {n: int(rpc.getProcessInfo(n)["pid"]) for n in ("api-1", "api-2")}
+                pids["nginx"] = int(rpc.getProcessInfo("nginx")["pid"])
+                for child in psutil.Process(pids["nginx"]).children():
+                    pids[f"nginx-worker-{child.pid}"] = child.pid
+                pids["redis"] = int(rpc.getProcessInfo("redis")["pid"])
+                profile = Profile(args.profile_level, pids, Path(tmp))
+            results = curve(layout.base_url, levels, args.seconds, args.rounds, script, profile)
+            if profile is not None:
+                profile.report()
         finally:
             control.stop(layout, process.pid if process is not None else None)
 
