@@ -99,6 +99,8 @@ bench: system-deps venv  ## benchmarks (minutes; not in CI): ratios measured wit
 	@echo "taskq bench: $$(date -u +%Y-%m-%dT%H:%MZ) on $$(nproc) cores, $$(uname -sr)"
 	$(BIN)/python benchmarks/bench_frontdoor.py --seconds 4 --rounds 3
 	$(BIN)/python benchmarks/bench_frontdoor.py --otel --seconds 4 --rounds 3
+	$(BIN)/python benchmarks/bench_goodput_curve.py --seconds 4 --rounds 3 --profile-level 1000
+	$(BIN)/python benchmarks/bench_locust_herd.py --users 1000 --seconds 20 --rounds 1
 	$(BIN)/python benchmarks/bench_worker_tracing.py --tasks 4000 --rounds 5
 	$(BIN)/python benchmarks/bench_submit.py --seconds 4 --rounds 3 --concurrency 32
 	$(BIN)/python benchmarks/bench_search.py --lines 1000000 --ids 50000

@@ -66,7 +66,7 @@ class AdmissionMiddleware:
         app: ASGIApp,
         max_inflight: int,
         queue_budget_ms: int,
-        max_followup_inflight: int = 32,
+        max_followup_inflight: int = 256,
     ) -> None:
         self.app = app
         self.max_inflight = max_inflight

@@ -109,8 +109,10 @@ class QueueBreaker:
 
     def stale(self) -> bool:
         """Whether the next :meth:`check` would read Redis (an async caller runs that
-        check in a thread)."""
-        return self._clock() - self._read_at >= self._cache_s
+        check in a thread). Not while another thread is reading: :meth:`check` then answers
+        from the previous reading without waiting, so a caller need not leave the event
+        loop (under a herd, every request in flight took a thread hop at each expiry)."""
+        return self._clock() - self._read_at >= self._cache_s and not self._lock.locked()
 
     def is_open(self, queue: str) -> bool:
         """The current state of ``queue``'s breaker (as of the last reading)."""

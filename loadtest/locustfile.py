@@ -7,6 +7,13 @@ explorer). Dynamic URLs are grouped with ``name=``; answers are checked with
 ``catch_response=True``: a 202 without a task id, or a correlation id that came back changed,
 is a failure even though the status code looks fine.
 
+Failures carry a stable message (``HTTP 503 overloaded (in_flight)``: status, the API's error
+code, its reason), so Locust's Failures tab groups them into a handful of rows with counts;
+the correlation id of each one is on its own JSON log line (logger ``taskq.loadtest``,
+stderr). Each accepted task's end-to-end time (202 sent to terminal status seen) is its own
+request type in Locust's statistics: ``TASK task end-to-end``. ``FastHttpUser``: one Locust
+process drives about three times the requests of ``HttpUser`` (``--processes`` for more).
+
 Self-contained (locust and the standard library only): it also runs in the Locust image of
 the compose ``loadtest`` profile, where taskq is not installed.
 
@@ -16,14 +23,16 @@ the compose ``loadtest`` profile, where taskq is not installed.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import random
 import time
 import uuid
 from typing import IO, Any
 
-from locust import HttpUser, between, task
+from locust import FastHttpUser, between, task
 
 ID_PREFIX = os.environ.get("TASKQ_LOCUST_ID_PREFIX", "lt")
 #: Bound on the status polls of one task (and so on the time one flow can take).
@@ -33,6 +42,13 @@ TERMINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 SYMBOLS = ("AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "JPM", "XOM", "KO", "PFE", "TSLA")
 SUBMIT_URL = "/api/v1/tasks"
 STATUS_NAME = "/api/v1/tasks/[task_id]"
+#: The request type and name of each accepted task's end-to-end time in Locust's statistics.
+END_TO_END_TYPE = "TASK"
+END_TO_END_NAME = "task end-to-end"
+#: Answers the stack gives when it sheds (with Retry-After): a client may come back later.
+SHED_STATUSES = frozenset({429, 503})
+#: Bound on one Retry-After sleep (a client never waits longer, whatever the header says).
+MAX_RETRY_AFTER_S = 30.0
 #: First of the stack's API keys (compose turns keys on); no header when none is set.
 API_KEY = next(
     (k.strip() for k in os.environ.get("TASKQ_API_KEYS", "").split(",") if k.strip()), ""
@@ -68,6 +84,58 @@ def error_code(answer: Any) -> str:
         return str(answer.json()["error"]["code"])
     except (ValueError, KeyError, TypeError, AttributeError):
         return "http"
+
+
+def failure_message(answer: Any) -> str:
+    """A stable description of a failed answer: status, error code, reason; no ids."""
+    status = answer.status_code or 0
+    if not status:
+        return f"connection error {type(getattr(answer, 'error', None)).__name__}"
+    code, reason = error_code(answer), ""
+    with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+        reason = str(answer.json()["error"]["details"]["reason"])
+    return f"HTTP {status} {code}" + (f" ({reason})" if reason else "")
+
+
+class _JsonLineFormatter(logging.Formatter):
+    """One JSON object per record: the constant message and the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        row = {"log.level": record.levelname, "message": record.getMessage()}
+        row.update(getattr(record, "fields", {}))
+        return json.dumps(row)
+
+
+def _failure_logger() -> logging.Logger:
+    logger = logging.getLogger("taskq.loadtest")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(_JsonLineFormatter())
+        logger.addHandler(handler)
+        # Locust's own handler prints the message only: these lines keep their fields.
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+    return logger
+
+
+FAILURES = _failure_logger()
+
+
+def log_failure(request: str, message: str, correlation_id: str, task_id: str | None) -> None:
+    """The per-failure line: the grouped message plus the ids that find this one."""
+    fields = {"request": request, "failure": message, "correlation_id": correlation_id}
+    if task_id:
+        fields["task_id"] = task_id
+    FAILURES.warning("request failed", extra={"fields": fields})
+
+
+def retry_after_s(answer: Any) -> float:
+    """The answer's ``Retry-After`` in seconds (1 when absent or not a number), bounded."""
+    try:
+        value = float(answer.headers.get("Retry-After") or 1)
+    except (TypeError, ValueError, AttributeError):
+        value = 1.0
+    return max(0.0, min(value, MAX_RETRY_AFTER_S))
 
 
 def new_correlation_id() -> str:
@@ -150,14 +218,25 @@ def stress_task(rng: random.Random) -> dict[str, Any]:
     }
 
 
-class TaskFlowUser(HttpUser):
-    """Submit a task, then poll its status until it ends; the subclasses choose the tasks."""
+class TaskFlowUser(FastHttpUser):
+    """Submit a task, then poll its status until it ends; the subclasses choose the tasks.
+
+    ``honour_retry_after``: after a shed answer (429/503) the user sleeps for the answer's
+    ``Retry-After`` (with jitter, so that shed clients do not come back in step) before its
+    next request; otherwise it goes on at once (its ``wait_time`` only).
+    """
 
     abstract = True
     wait_time = between(0.5, 2.0)
+    honour_retry_after = False
 
     def on_start(self) -> None:
         self.rng = random.Random()
+
+    def back_off(self, answer: Any) -> None:
+        """Sleep the answer's Retry-After if this user honours it and the answer was shed."""
+        if self.honour_retry_after and answer.status_code in SHED_STATUSES:
+            time.sleep(retry_after_s(answer) * self.rng.uniform(1.0, 1.5))
 
     def submit_and_follow(self, body: dict[str, Any]) -> None:
         """POST the task, check the 202, poll the status URL (bounded)."""
@@ -170,39 +249,82 @@ class TaskFlowUser(HttpUser):
             SUBMIT_URL, json=body, headers=headers, name=SUBMIT_URL, catch_response=True
         ) as answer:
             elapsed = time.monotonic() - started
-            if answer.status_code != 202:
+            task_id = None
+            if answer.status_code == 202:
+                task_id = self.accepted(answer, elapsed, correlation_id)
+            else:
                 code = error_code(answer)
                 record_submission(answer.status_code or 0, elapsed, correlation_id, None, code)
-                answer.failure(f"HTTP {answer.status_code}: {answer.text[:200]}")
-                return
-            accepted = answer.json()
-            task_id = accepted.get("task_id")
-            record_submission(202, elapsed, correlation_id, task_id, None)
-            if not task_id:
-                answer.failure("202 without task_id")
-                return
-            if answer.headers.get("X-Request-ID") != correlation_id:
-                answer.failure("X-Request-ID changed on the way")
-                return
-            answer.success()
-        self.follow(task_id, headers)
+                self.fail(answer, SUBMIT_URL, failure_message(answer), correlation_id, None)
+        if task_id is None:
+            self.back_off(answer)
+            return
+        self.follow(task_id, headers, started)
 
-    def follow(self, task_id: str, headers: dict[str, str]) -> None:
+    def accepted(self, answer: Any, elapsed: float, correlation_id: str) -> str | None:
+        """Check a 202 (task id, our correlation id back): the task id, or None on failure."""
+        task_id = answer.json().get("task_id")
+        record_submission(202, elapsed, correlation_id, task_id, None)
+        if not task_id:
+            self.fail(answer, SUBMIT_URL, "202 without task_id", correlation_id, None)
+            return None
+        if answer.headers.get("X-Request-ID") != correlation_id:
+            self.fail(answer, SUBMIT_URL, "X-Request-ID changed on the way", correlation_id, None)
+            return None
+        answer.success()
+        return str(task_id)
+
+    @staticmethod
+    def fail(
+        answer: Any, request: str, message: str, correlation_id: str, task_id: str | None
+    ) -> None:
+        answer.failure(message)
+        log_failure(request, message, correlation_id, task_id)
+
+    def follow(self, task_id: str, headers: dict[str, str], started: float) -> None:
+        """Poll until the task ends (bounded), then report its end-to-end time."""
+        correlation_id = headers["X-Request-ID"]
+        outcome: str | None = f"no terminal status after {MAX_POLLS} polls"
         for _ in range(MAX_POLLS):
             with self.client.get(
                 f"{SUBMIT_URL}/{task_id}", headers=headers, name=STATUS_NAME, catch_response=True
             ) as answer:
+                status = answer.json().get("status") if answer.status_code == 200 else None
                 if answer.status_code != 200:
-                    answer.failure(f"HTTP {answer.status_code}")
-                    return
-                status = answer.json().get("status")
-                if status == "FAILURE":
-                    answer.failure("task ended in FAILURE")
-                    return
-                answer.success()
-                if status in TERMINAL:
-                    return
+                    message = failure_message(answer)
+                    self.fail(answer, STATUS_NAME, message, correlation_id, task_id)
+                    if answer.status_code not in SHED_STATUSES:
+                        outcome = f"poll answered {message}"
+                        break
+                elif status == "FAILURE":
+                    self.fail(answer, STATUS_NAME, "task ended in FAILURE", correlation_id, task_id)
+                else:
+                    answer.success()
+            if status in TERMINAL:
+                outcome = None if status == "SUCCESS" else f"task ended in {status}"
+                break
+            self.back_off(answer)
             time.sleep(POLL_INTERVAL_S)
+        self.end_to_end(started, outcome, correlation_id, task_id)
+
+    def end_to_end(
+        self, started: float, outcome: str | None, correlation_id: str, task_id: str
+    ) -> None:
+        """One ``TASK task end-to-end`` sample: 202 sent to terminal status seen."""
+        if outcome is not None:
+            log_failure(END_TO_END_NAME, outcome, correlation_id, task_id)
+        self.environment.events.request.fire(
+            request_type=END_TO_END_TYPE,
+            name=END_TO_END_NAME,
+            response_time=(time.monotonic() - started) * 1000.0,
+            response_length=0,
+            exception=None if outcome is None else TaskNotCompleted(outcome),
+            context={},
+        )
+
+
+class TaskNotCompleted(Exception):
+    """An accepted task that did not end in SUCCESS within the flow's bound of polls."""
 
 
 class RiskUser(TaskFlowUser):

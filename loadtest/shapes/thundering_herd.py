@@ -4,10 +4,13 @@
 = user count), held for ``HERD_HOLD_S`` seconds (default 60, at most 600), then the shape
 returns ``None`` and Locust stops: the run is bounded whatever the command line says.
 
-    locust -f loadtest/locustfile.py,loadtest/shapes/thundering_herd.py --headless
+    locust --config loadtest/locust.conf --headless --processes 2 \
+      -f loadtest/herd_users.py,loadtest/shapes/thundering_herd.py HerdHammerUser
 
-Expect 429s from nginx's rate limit and 503s from the API's breaker once queues are deep:
-that is what this drill is for (see the "Load tests and drills" dashboard).
+(``HerdPoliteUser`` for clients that honour Retry-After; without ``--headless`` the same from
+the web UI.) Expect 503 overloaded from the admission bound, 429s from nginx's rate limit and
+503s from the API's breaker once queues are deep: that is what this drill is for (see the
+"Load tests and drills" dashboard).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -91,6 +93,43 @@ def test_depths_are_read_once_per_cache_period() -> None:
     assert depths.reads == 1
     clock.now += 0.6
     breaker.check("high")
+    assert depths.reads == 2
+
+
+class GatedDepths(Depths):
+    """Depths whose read waits for ``release`` (and says when it started)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def __call__(self) -> QueueDepths:
+        self.entered.set()
+        assert self.release.wait(timeout=10), "the test never released the read"
+        return super().__call__()
+
+
+def test_while_one_thread_reads_the_others_answer_from_the_last_reading() -> None:
+    depths, clock = GatedDepths(), Clock()
+    breaker = _breaker(depths, clock, cache_s=0.5)
+    depths.set(low=50)
+    depths.release.set()
+    assert not breaker.check("low").allowed
+    depths.release.clear()
+    depths.entered.clear()
+    depths.set(low=0)
+    clock.now += 1
+    assert breaker.stale()
+    reader = threading.Thread(target=breaker.check, args=("low",))
+    reader.start()
+    assert depths.entered.wait(timeout=10), "the reader never started its read"
+    # A read is under way: no other caller needs a thread, and check() does not wait.
+    assert not breaker.stale()
+    assert not breaker.check("low").allowed
+    depths.release.set()
+    reader.join(timeout=10)
+    assert not reader.is_alive()
+    assert breaker.check("low").allowed
     assert depths.reads == 2
 
 

@@ -54,6 +54,7 @@ def test_client_timeouts_and_a_per_address_request_limit(tmp_path: Path) -> None
         "keepalive_timeout 15s;",
     ):
         assert directive in conf
-    # Keyed like the rate limit: exempt addresses (empty key) are not counted.
-    assert "limit_conn_zone $rate_limit_key zone=per_client_conn:10m;" in conf
+    # Keyed like the rate limit (exempt addresses' empty key is not counted), follow-ups
+    # not counted either (tests/integration/test_herd.py: a herd from one address).
+    assert "limit_conn_zone $per_client_conn_key zone=per_client_conn:10m;" in conf
     assert "limit_conn per_client_conn 7;" in conf
