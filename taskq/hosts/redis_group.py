@@ -97,6 +97,10 @@ class RedisGroup:
         for process in [*self.sentinels, *self.redis]:
             _stop(process)
 
+    def wait_settled(self, timeout_s: float = 30.0) -> None:
+        """Until every sentinel sees every replica online and the other sentinels."""
+        _wait_known(self, timeout_s)
+
     def wait_replicated(self, index: int, replicas: int = 1, timeout_s: float = 30.0) -> None:
         """Until node ``index`` has ``replicas`` online replicas: only then does a master
         take writes (min-replicas-to-write)."""

@@ -185,10 +185,8 @@ def stop_process(process: Process, grace_s: float = STOP_GRACE_S) -> None:
     if popen.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             popen.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             popen.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(popen.pid, signal.SIGKILL)  # leftover children of its group
     with contextlib.suppress(subprocess.TimeoutExpired):
