@@ -20,7 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
+from redis import Redis
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from taskq.hosts.redis_group import RedisGroup
 from taskq.redis_clients import sync_client
@@ -31,6 +34,8 @@ INTERVAL_S = 0.05
 READ_TIMEOUT_S = 0.3
 #: A probe write waits this long for its replica (ms).
 WAIT_MS = 250
+#: A reading is one attempt: a retry would answer for a later moment than it was asked.
+_NO_RETRY = Retry(NoBackoff(), 0)
 
 
 @dataclass(frozen=True)
@@ -82,13 +87,22 @@ class Observers:
         while not self._stop.is_set() and time.monotonic() < deadline:
             began = time.monotonic()
             subject, value = read()
-            # The reading's time is when it was asked: its answer describes that moment
-            # at the latest (a timeout says nothing answered since it was asked).
-            self._record(subject, value, began)
+            # A reading's time is when its answer came (no reading is retried, so it
+            # describes a moment at most one timeout earlier): a recovery is never dated
+            # before it was seen.
+            self._record(subject, value, time.monotonic())
             self._stop.wait(max(0.0, INTERVAL_S - (time.monotonic() - began)))
 
     def _role_loop(self, index: int) -> Callable[[], None]:
-        client = self.group.node_client(index, READ_TIMEOUT_S)
+        node = self.group.nodes[index]
+        client = Redis(
+            node.host,
+            node.redis_port,
+            password=self.group.password or None,
+            socket_timeout=READ_TIMEOUT_S,
+            socket_connect_timeout=READ_TIMEOUT_S,
+            retry=_NO_RETRY,
+        )
 
         def read() -> tuple[str, str]:
             try:
@@ -105,6 +119,7 @@ class Observers:
             master=self.group.master_name,
             socket_timeout=READ_TIMEOUT_S + WAIT_MS / 1000,
             socket_connect_timeout=READ_TIMEOUT_S,
+            retry=_NO_RETRY,
         )
         counter = 0
 

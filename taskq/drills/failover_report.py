@@ -2,7 +2,7 @@
 
 FAILED when an accepted task was lost or ran twice (the witness), a held message of an old
 master was not run exactly once, a trace is incomplete, a process exited, a client saw an
-answer other than a 202 or a ``503 broker_unavailable`` with ``Retry-After``, or a replica's
+answer other than a 202 or one of the :data:`SWITCH_CODES` 503s with ``Retry-After``, or a replica's
 ``/readyz`` was not 200 within :data:`~taskq.drills.broker_failover.READY_WITHIN_S` of the
 promotion. INCONCLUSIVE when nothing failed but no fault caught a held message.
 """
@@ -20,8 +20,14 @@ from taskq.drills.broker_failover import READY_WITHIN_S, FailoverOptions, readin
 from taskq.drills.failover_plot import write_timeline
 from taskq.hosts.stack_hosts import BROKERS
 
-#: The one refusal a client may see during a switch.
-SWITCH_CODE = "broker_unavailable"
+#: The refusals a client may see during a switch, both 503 with ``Retry-After``: nothing
+#: was accepted (``broker_unavailable``); or a script was sent to a master that never
+#: answered (one cut off by a partition), so the API cannot say whether it was accepted and
+#: says so (``submission_outcome_unknown``, never a false "nothing was accepted").
+#: The API's codes (api/errors.py; taskq never imports api).
+BROKER_UNAVAILABLE = "broker_unavailable"
+OUTCOME_UNKNOWN = "submission_outcome_unknown"
+SWITCH_CODES = (BROKER_UNAVAILABLE, OUTCOME_UNKNOWN)
 
 
 def command_line(options: FailoverOptions) -> str:
@@ -46,15 +52,15 @@ def refusals(run: Mapping[str, Any]) -> dict[str, Any]:
     refused = [s for s in run["submissions"] if s.status != 202]
     retry = run["retry_after"]
     by_code = Counter(f"{s.status} {s.error_code or '-'}" for s in refused)
-    switch = [s for s in refused if s.status == 503 and s.error_code == SWITCH_CODE]
+    switch = [s for s in refused if s.status == 503 and s.error_code in SWITCH_CODES]
     return {
         "total": len(refused),
         "by_code": dict(by_code),
-        "broker_unavailable": len(switch),
-        "broker_unavailable_with_retry_after": sum(
-            1 for s in switch if retry.get(s.correlation_id)
-        ),
-        "broker_unavailable_ms": {
+        "switch_503": len(switch),
+        "switch_503_with_retry_after": sum(1 for s in switch if retry.get(s.correlation_id)),
+        "broker_unavailable": sum(1 for s in switch if s.error_code == BROKER_UNAVAILABLE),
+        "outcome_unknown": sum(1 for s in switch if s.error_code == OUTCOME_UNKNOWN),
+        "switch_503_ms": {
             "p50": percentile([s.elapsed_s * 1000 for s in switch], 50),
             "p99": percentile([s.elapsed_s * 1000 for s in switch], 99),
             "max": percentile([s.elapsed_s * 1000 for s in switch], 100),
@@ -142,10 +148,11 @@ def judge(data: Mapping[str, Any]) -> tuple[str, list[str]]:
     refused = data["client_refusals"]
     if refused["other"]:
         reasons.append(
-            f"clients saw {refused['other']} answer(s) other than 202 and 503 {SWITCH_CODE}"
+            f"clients saw {refused['other']} answer(s) other than 202 and 503 "
+            f"{' / '.join(SWITCH_CODES)}"
         )
-    if refused["broker_unavailable_with_retry_after"] < refused["broker_unavailable"]:
-        reasons.append(f"503 {SWITCH_CODE} without Retry-After")
+    if refused["switch_503_with_retry_after"] < refused["switch_503"]:
+        reasons.append("a 503 of the switch without Retry-After")
     worst = data["worst"]["readyz_200_after_promotion_s"]
     if worst is None or worst > READY_WITHIN_S:
         reasons.append(
@@ -187,9 +194,10 @@ def write(out: Path, data: Mapping[str, Any]) -> None:
         f"| worst fault to promotion, s | {_cell(data['worst']['promoted_after_s'])} |",
         f"| worst promotion to /readyz 200 on every replica, s | "
         f"{_cell(data['worst']['readyz_200_after_promotion_s'])} |",
-        f"| 503 {SWITCH_CODE} (with Retry-After) | {refused['broker_unavailable']} "
-        f"({refused['broker_unavailable_with_retry_after']}), p99 "
-        f"{_cell(refused['broker_unavailable_ms']['p99'])} ms |",
+        f"| 503 {BROKER_UNAVAILABLE} / {OUTCOME_UNKNOWN} (all with Retry-After) | "
+        f"{refused['broker_unavailable']} / {refused['outcome_unknown']} "
+        f"({refused['switch_503_with_retry_after']}), p99 "
+        f"{_cell(refused['switch_503_ms']['p99'])} ms |",
         f"| other refusals | {refused['other']} {refused['by_code']} |",
         f"| processes exited | {len(data['dead_processes'])} |",
         "",
