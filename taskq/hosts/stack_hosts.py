@@ -19,6 +19,7 @@ also when the body raised; the namespaces go with :func:`taskq.hosts.netns.host_
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -290,6 +291,8 @@ def hosts_stack(
     log_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as exits:
         network = exits.enter_context(netns.host_network(names))
+        addresses = {name: host.address for name, host in network.hosts.items()}
+        (workdir / "addresses.json").write_text(json.dumps(addresses, indent=2) + "\n")
         brokers = [network[b] for b in BROKERS]
         nodes = [Node(h.address, REDIS_PORT, SENTINEL_PORT) for h in brokers]
         group = exits.enter_context(
