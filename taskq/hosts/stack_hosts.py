@@ -78,6 +78,8 @@ class HostsStack:
     api_ports: tuple[int, ...]
     workers: tuple[str, ...]
     processes: list[Process] = field(default_factory=list)
+    #: The environment every process of the stack was started with.
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def api_address(self) -> str:
@@ -208,15 +210,18 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def wait_ready(stack: HostsStack, timeout_s: float) -> None:
-    """Until nginx and every replica answer /readyz with 200; fail fast if a process died."""
+def wait_ready(
+    stack: HostsStack, timeout_s: float, path: str = "/readyz", urls: list[str] | None = None
+) -> None:
+    """Until nginx and every replica answer ``path`` with 200; fail fast if a process died
+    (``/healthz`` for a stack without workers, which is never ready)."""
     deadline = time.monotonic() + timeout_s
-    urls = [stack.base_url, *stack.replica_urls]
+    urls = urls or [stack.base_url, *stack.replica_urls]
     while True:
         dead = stack.dead()
         if dead:
             raise HostsStackError(f"exited: {', '.join(dead)}\n{stack.log_tail()}")
-        if all(_http_ok(url + "/readyz") for url in urls):
+        if all(_http_ok(url + path) for url in urls):
             return
         if time.monotonic() > deadline:
             raise HostsStackError(f"not ready after {timeout_s:.0f}s\n{stack.log_tail()}")
@@ -253,15 +258,20 @@ def _start_api_host(stack: HostsStack, env: dict[str, str]) -> None:
     values["NGINX_NODE_NAME"] = f"{API_HOST}/nginx"
     layout.nginx_conf.write_text(render.render_template(NGINX_TEMPLATE.read_text(), values))
     for index, port in enumerate(stack.api_ports, start=1):
-        command = [
-            sys.executable,
-            *("-m", "uvicorn", "--factory", "api.main:app_factory"),
-            *("--host", stack.api_address, "--port", str(port)),
-            *("--no-access-log", "--timeout-graceful-shutdown", "10"),
-        ]
-        _start(stack, API_HOST, f"api-{index}", command, env, "api")
+        start_api_replica(stack, f"api-{index}", port, env)
     nginx = ["nginx", "-c", str(layout.nginx_conf), "-p", str(layout.run_dir)]
     _start(stack, API_HOST, "nginx", nginx, env, None)
+
+
+def start_api_replica(stack: HostsStack, name: str, port: int, env: dict[str, str]) -> Process:
+    """One uvicorn replica on the API host (``env``: the stack's, perhaps with changes)."""
+    command = [
+        sys.executable,
+        *("-m", "uvicorn", "--factory", "api.main:app_factory"),
+        *("--host", stack.api_address, "--port", str(port)),
+        *("--no-access-log", "--timeout-graceful-shutdown", "10"),
+    ]
+    return _start(stack, API_HOST, name, command, env, "api")
 
 
 def _start_worker(stack: HostsStack, host: str, env: dict[str, str]) -> None:
@@ -282,9 +292,11 @@ def hosts_stack(
     workers: int = 2,
     api_replicas: int = 2,
     ready_timeout_s: float = 90.0,
+    ready_path: str = "/readyz",
     **overrides: object,
 ) -> Iterator[HostsStack]:
-    """Start every host and process; yield once nginx and every replica are ready."""
+    """Start every host and process; yield once nginx and every replica answer
+    ``ready_path`` with 200."""
     names = host_names(workers)
     password = secrets.token_urlsafe(18)
     log_dir = workdir / "log"
@@ -317,9 +329,10 @@ def hosts_stack(
         layout = StackLayout.from_settings(settings.model_copy(update={"var_dir": workdir}))
         env = stack_environment(layout, settings)
         env["TASKQ_LOG_DIR"] = str(log_dir)
+        stack.env = env
         _start_witness(stack, env)
         for host in stack.workers:
             _start_worker(stack, host, env)
         _start_api_host(stack, env)
-        wait_ready(stack, ready_timeout_s)
+        wait_ready(stack, ready_timeout_s, ready_path)
         yield stack
