@@ -27,11 +27,12 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from taskq.drills.broker_failover import FailoverOptions, run_failovers
-from taskq.drills.failover_report import build
+from taskq.drills.failover_report import build, write
 from taskq.hosts.stack_hosts import (
     API_BASE_PORT,
     HostsStack,
@@ -61,6 +62,7 @@ def spread(values: Sequence[float]) -> dict[str, float | int | None]:
 
 
 def failover_runs(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """``--runs`` runs of ``--failovers`` faults, each on a fresh stack; reports under ``tmp``."""
     options = FailoverOptions(
         failovers=args.failovers, mode="alternate", rate_per_s=args.rate, quiet=True
     )
@@ -71,6 +73,7 @@ def failover_runs(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         out.mkdir(parents=True)
         with hosts_stack(out / "hosts") as stack:
             data = build(run_failovers(stack, options, out), options, out)
+        write(out, data)  # the run's report.md and every host's logs stay for a look
         for failover in data["failovers"]:
             figures = by_mode.setdefault(failover["mode"], {})
             ready = list(failover["readyz_200_after_promotion_s"].values())
@@ -205,6 +208,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="length of one cost phase")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--skip-failovers", action="store_true", help="the cost part only")
+    parser.add_argument("--out", default=None, help="reports (default var/bench/<stamp>-...)")
     args = parser.parse_args()
     if not 0 <= args.failovers <= MAX_FAILOVERS or not 1 <= args.runs <= 5:
         parser.error(f"--failovers must be 0..{MAX_FAILOVERS} and --runs 1..5")
@@ -213,12 +217,17 @@ def main() -> None:
     if not 1 <= args.concurrency <= 256 or not 1 <= args.rate <= 200:
         parser.error("--concurrency must be 1..256 and --rate 1..200")
     result: dict[str, Any] = {}
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = Path(args.out or f"var/bench/{stamp}-broker-failover").resolve()
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-failover-") as tmp:
         result["replication_cost"] = replication_cost(args, Path(tmp))
-        print(json.dumps({"replication_cost": result["replication_cost"]}), flush=True)
-        if args.failovers and not args.skip_failovers:
-            result["failovers"] = failover_runs(args, Path(tmp))
+    print(json.dumps({"replication_cost": result["replication_cost"]}), flush=True)
+    if args.failovers and not args.skip_failovers:
+        result["failovers"] = failover_runs(args, out)
+    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    print(f"reports: {out}")
 
 
 if __name__ == "__main__":
