@@ -278,6 +278,7 @@ def run_failovers(stack: HostsStack, options: FailoverOptions, out: Path) -> dic
         seed=options.seed,
     )
     failovers: list[Failover] = []
+    aborted: str | None = None
     observers.start()
     load.start()
     try:
@@ -286,7 +287,12 @@ def run_failovers(stack: HostsStack, options: FailoverOptions, out: Path) -> dic
         for index in range(options.failovers):
             mode = options.mode_of(index)
             say(options, origin, f"failover {index + 1}/{options.failovers}: {mode}")
-            failover = make_failover(stack, observers, mode)
+            try:
+                failover = make_failover(stack, observers, mode)
+            except (TimeoutError, RuntimeError) as exc:
+                aborted = f"failover {index + 1} ({mode}): {exc}"
+                say(options, origin, f"  aborted: {exc}")
+                break
             failovers.append(failover)
             figures = failover.to_json(origin)
             say(
@@ -330,6 +336,7 @@ def run_failovers(stack: HostsStack, options: FailoverOptions, out: Path) -> dic
         "failovers": failovers,
         "readings": readings,
         "dead_processes": stack.dead(),
+        "aborted": aborted,
     }
 
 

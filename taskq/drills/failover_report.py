@@ -105,6 +105,7 @@ def build(run: Mapping[str, Any], options: FailoverOptions, out: Path) -> dict[s
         "held_messages": run["held"],
         "executions": executions,
         "dead_processes": run["dead_processes"],
+        "aborted": run["aborted"],
         "timeline": readings_json(run["readings"], origin),
     }
     faults = [(f.at, f.promoted_at, f.mode) for f in run["failovers"]]
@@ -126,6 +127,8 @@ def ready_urls(run: Mapping[str, Any]) -> set[str]:
 def judge(data: Mapping[str, Any]) -> tuple[str, list[str]]:
     """The verdict and its reasons."""
     reasons = []
+    if data.get("aborted"):
+        reasons.append(f"the drill stopped early: {data['aborted']}")
     if data["lost"]:
         reasons.append(f"{data['lost']} accepted task(s) lost")
     if data["duplicate_executions"] or data["overlapping_executions"]:
