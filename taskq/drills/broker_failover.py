@@ -25,22 +25,21 @@ import json
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from redis import Redis
 from redis.exceptions import RedisError
 
 from taskq.drills import analysis
 from taskq.drills.executions import read_executions, summarize
-from taskq.drills.failover_probes import Observers, Reading, first, last_before
+from taskq.drills.failover_load import RecordingLoad
+from taskq.drills.failover_probes import Observers, first, last_before
 from taskq.drills.inject_faults import FaultRecord
 from taskq.drills.monitor import read_priority_depths
-from taskq.faults.load import SteadyLoad, Submission
+from taskq.faults.load import Submission
 from taskq.faults.reconcile import api_statuses, read_log_lines
 from taskq.hosts.stack_hosts import BROKERS, HostsStack
 from taskq.redis_clients import sync_client
@@ -114,35 +113,6 @@ def say(options: FailoverOptions, origin: float, text: str) -> None:
     """One progress line on stderr (the drill's elapsed seconds first)."""
     if not options.quiet:
         print(f"[broker-failover {time.monotonic() - origin:6.1f}s] {text}", file=sys.stderr)
-
-
-@dataclass
-class RecordingLoad(SteadyLoad):
-    """The drills' steady load, also keeping each refusal's ``Retry-After``."""
-
-    retry_after: dict[str, str | None] = field(default_factory=dict)
-
-    def _submit(self, http: httpx.Client, task_type: str, data: Any, priority: str) -> None:
-        correlation_id = f"failover-{uuid.uuid4().hex[:16]}"
-        body = {"task_type": task_type, "data": dict(data), "priority": priority}
-        sent_at, began = time.time(), time.monotonic()
-        status, task_id, code, retry = 0, None, None, None
-        try:
-            answer = http.post("/api/v1/tasks", json=body, headers={"X-Request-ID": correlation_id})
-            status = answer.status_code
-            retry = answer.headers.get("retry-after")
-            payload = answer.json()
-            if status == 202:
-                task_id = str(payload["task_id"])
-            else:
-                code = str(payload.get("error", {}).get("code"))
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
-            code = type(exc).__name__
-        sent = Submission(sent_at, status, time.monotonic() - began, correlation_id, task_id, code)
-        with self._lock:
-            self.submissions.append(sent)
-            if status != 202:
-                self.retry_after[correlation_id] = retry
 
 
 def current_master(group: Any) -> int | None:
@@ -354,20 +324,3 @@ def _analyse_settled(
         if result.verdict.trace_completeness == 1.0 or time.monotonic() > deadline:
             return result
         time.sleep(1.0)
-
-
-def readings_json(readings: list[Reading], origin: float) -> list[dict[str, Any]]:
-    """The readings where they change value (the timeline's raw data)."""
-    rows: list[dict[str, Any]] = []
-    last: dict[str, str] = {}
-    for reading in readings:
-        if last.get(reading.subject) != reading.value:
-            last[reading.subject] = reading.value
-            rows.append(
-                {
-                    "t_s": round(reading.at - origin, 3),
-                    "of": reading.subject,
-                    "value": reading.value,
-                }
-            )
-    return rows

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from redis import Redis
@@ -175,3 +176,20 @@ def last_before(
         if reading.subject == subject and reading.at < until and want(reading.value):
             found = reading.at
     return found
+
+
+def readings_json(readings: list[Reading], origin: float) -> list[dict[str, Any]]:
+    """The readings where they change value (the timeline's raw data)."""
+    rows: list[dict[str, Any]] = []
+    last: dict[str, str] = {}
+    for reading in readings:
+        if last.get(reading.subject) != reading.value:
+            last[reading.subject] = reading.value
+            rows.append(
+                {
+                    "t_s": round(reading.at - origin, 3),
+                    "of": reading.subject,
+                    "value": reading.value,
+                }
+            )
+    return rows

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from taskq.drills.analysis import percentile
-from taskq.drills.broker_failover import READY_WITHIN_S, FailoverOptions, readings_json
+from taskq.drills.broker_failover import READY_WITHIN_S, FailoverOptions
 from taskq.drills.failover_plot import write_timeline
+from taskq.drills.failover_probes import readings_json
 from taskq.hosts.stack_hosts import BROKERS
 
 #: The refusals a client may see during a switch, both 503 with ``Retry-After``: nothing

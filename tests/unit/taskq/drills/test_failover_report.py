@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from taskq.drills.broker_failover import FailoverOptions, readings_json
-from taskq.drills.failover_probes import Reading, first, last_before
+from taskq.drills.broker_failover import FailoverOptions
+from taskq.drills.failover_probes import Reading, first, last_before, readings_json
 from taskq.drills.failover_report import command_line, judge, refusals
 from taskq.faults.load import Submission
 
