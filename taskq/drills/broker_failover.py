@@ -197,7 +197,10 @@ def _observe(failover: Failover, observers: Observers) -> bool:
             if at is not None and (failover.promoted_at is None or at < failover.promoted_at):
                 failover.new, failover.promoted_at = index, at
     failover.last_write_before = last_before(readings, "writes", failover.at, _ok)
-    failover.writable_at = first(readings, "writes", failover.at, _ok)
+    # A probe in flight when the fault was made may still be answered: the outage starts
+    # at the first refused probe, and ends at the first confirmed write after it.
+    refused = first(readings, "writes", failover.at, lambda v: not _ok(v))
+    failover.writable_at = None if refused is None else first(readings, "writes", refused, _ok)
     if failover.promoted_at is not None:
         for url in observers.replica_urls:
             failover.ready_at[url] = first(

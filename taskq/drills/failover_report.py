@@ -92,6 +92,11 @@ def build(run: Mapping[str, Any], options: FailoverOptions, out: Path) -> dict[s
         "duplicate_executions": executions["ran_more_than_once"],
         "duplicate_task_ids": executions["duplicate_task_ids"],
         "overlapping_executions": executions["overlapping"],
+        # The drill's tasks (drill_echo, drill_sleep) never fail: a FAILURE is an outcome
+        # lost on the way (a result Redis refused), not the task's.
+        "failed_tasks": sorted(t for t, status in run["statuses"].items() if status == "FAILURE")[
+            :50
+        ],
         "trace_completeness": round(verdict.trace_completeness, 6),
         "incomplete_traces": dict(list(verdict.incomplete_traces.items())[:50]),
         "drained": run["drained"],
@@ -142,6 +147,11 @@ def judge(data: Mapping[str, Any]) -> tuple[str, list[str]]:
         reasons.append(
             f"held messages of an old master: {len(held['never_ran'])} never ran, "
             f"{len(held['ran_twice'])} ran twice"
+        )
+    if data.get("failed_tasks"):
+        reasons.append(
+            f"{len(data['failed_tasks'])} task(s) ended FAILURE, though drill tasks never fail "
+            "(their outcome was lost on the way)"
         )
     if data["trace_completeness"] < 1.0:
         reasons.append(f"trace completeness {data['trace_completeness']:.4f} < 1.0")

@@ -44,6 +44,8 @@ def test_a_clean_run_passes() -> None:
             "held messages",
         ),
         ({"trace_completeness": 0.99}, "trace completeness"),
+        ({"failed_tasks": ["t"]}, "ended FAILURE"),
+        ({"aborted": "failover 1 (kill): no master"}, "stopped early"),
         ({"dead_processes": ["worker1/worker"]}, "exited"),
         (
             {"client_refusals": {"other": 2, "switch_503": 0, "switch_503_with_retry_after": 0}},
