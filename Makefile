@@ -111,3 +111,4 @@ bench: system-deps venv  ## benchmarks (minutes; not in CI): ratios measured wit
 	$(BIN)/python benchmarks/bench_stall_resume.py --seconds 5 10 30 --mode stop
 	$(BIN)/python benchmarks/bench_stall_resume.py --seconds 5 30 --mode pause
 	$(BIN)/python benchmarks/bench_stall_resume.py --seconds 1 --mode kill
+	$(BIN)/python benchmarks/bench_broker_failover.py --failovers 10 --runs 2 --rounds 5 --seconds 4

@@ -162,6 +162,12 @@ class Settings(BaseSettings):
         description="Drill tasks count each run of their code in the execution witness "
         "(Redis database 15; taskq/faults/witness.py).",
     )
+    drill_witness_url: str | None = Field(
+        default=None,
+        description="Redis of the execution witness; default the broker's. A drill that "
+        "fails the broker over points it at a Redis outside the group, so that no failover "
+        "can lose a witness write.",
+    )
     queue_snapshot_interval_s: float = Field(
         default=30.0, gt=0, description="Period of the beat queue-depth snapshot."
     )
@@ -412,6 +418,11 @@ class Settings(BaseSettings):
         parts = urlsplit(direct)
         db = int(parts.path.strip("/") or 0)
         return sentinel_url(parse_sentinels(self.redis_sentinels), db, parts.password or "")
+
+    @property
+    def witness_url(self) -> str:
+        """The Redis URL of the execution witness."""
+        return self.drill_witness_url or self.broker_url
 
     @property
     def resolved_log_dir(self) -> Path:

@@ -58,13 +58,14 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
-from redis.exceptions import OutOfMemoryError, RedisError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from taskq.broker.delivery import keys as delivery_keys
 from taskq.broker.delivery import lease
 from taskq.broker.delivery import scripts as delivery_scripts
 from taskq.correlation import CELERY_HEADER
 from taskq.logs.schema import Event
+from taskq.redis_refusals import refused_for_replicas
 from taskq.tracing.messaging import message_ids
 
 logger = logging.getLogger("taskq.broker.transport")
@@ -242,20 +243,29 @@ class QoS(kombu_redis.QoS):
             return
         timing = self.channel.taskq_timing
         with self.channel.conn_or_acquire() as client:
-            found = client.eval(
-                delivery_scripts.SWEEP,
-                3,
-                self.unacked_index_key,
-                delivery_keys.HOLDERS,
-                delivery_keys.CLOCK,
-                timing.gap_ms,
-                timing.grace_ms,
-                int(self.visibility_timeout * 1000),
-                num or SWEEP_LIMIT,
-            )
+            try:
+                found = self._sweep(client, timing, num or SWEEP_LIMIT)
+            except ResponseError as exc:
+                if not refused_for_replicas(exc):
+                    raise
+                return  # a master without its replicas yet: the next sweep looks again
             tags = [bytes_to_str(item) for item in found[::2]]
             for tag in tags:
                 self.restore_by_tag(tag, client=client, mode="sweep")
+
+    def _sweep(self, client: Any, timing: Any, limit: int) -> Any:
+        """The sweep script: the tags (and holders) of records whose holder is dead."""
+        return client.eval(
+            delivery_scripts.SWEEP,
+            3,
+            self.unacked_index_key,
+            delivery_keys.HOLDERS,
+            delivery_keys.CLOCK,
+            timing.gap_ms,
+            timing.grace_ms,
+            int(self.visibility_timeout * 1000),
+            limit,
+        )
 
     def restore_by_tag(
         self, tag: Any, client: Any = None, leftmost: bool = False, mode: str = "return"
@@ -403,6 +413,13 @@ class Channel(kombu_redis.Channel):
             except OutOfMemoryError:
                 # Redis at maxmemory refuses the pop whole (nothing was taken): take no new
                 # work for now; the next poll waits on the doorbell or brpop_timeout first.
+                self._taskq_idle = True
+                raise Empty() from None
+            except ResponseError as exc:
+                if not refused_for_replicas(exc):
+                    raise
+                # A new master whose replicas are still resyncing (or one cut off from
+                # them) refuses the pop's first write: nothing was taken; poll again later.
                 self._taskq_idle = True
                 raise Empty() from None
             if not reply:

@@ -31,6 +31,7 @@ from celery.backends.redis import RedisBackend, SentinelBackend
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from taskq.redis_refusals import refused_for_replicas
 from taskq.redis_urls import is_sentinel
 
 #: Lua function: SET ``meta`` at ``key`` (with expiry when > 0) and PUBLISH it, unless the
@@ -148,7 +149,7 @@ class TaskqRedisBackend(RedisBackend):  # type: ignore[misc]
             _, acked = pipe.execute()
         except ResponseError as exc:
             # A master without a caught-up replica refuses the write: the same case, later.
-            if str(exc).startswith("NOREPLICAS"):
+            if refused_for_replicas(exc):
                 raise ResultNotReplicated("a state write was refused: no replica") from exc
             raise
         if int(acked) < replicas:

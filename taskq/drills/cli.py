@@ -66,7 +66,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``drill`` to the ``taskq`` command line."""
     text = "run an incident drill under load and write its report"
     parser = sub.add_parser("drill", help=text, description=__doc__)
-    parser.add_argument("name", choices=(*DRILLS, "all"), help="the drill, or all in turn")
+    parser.add_argument(
+        "name",
+        choices=(*DRILLS, "broker-failover", "all"),
+        help="the drill, or all in turn (broker-failover starts its own stack as hosts)",
+    )
     parser.add_argument(
         "--users",
         type=_bounded(int, 1, MAX_USERS),
@@ -119,6 +123,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=_priorities,
         default=None,
         help="the priorities the load submits, comma-separated (default high,medium,low)",
+    )
+    parser.add_argument(
+        "--partition",
+        action="store_true",
+        help="broker-failover: isolate the master's host (iptables) instead of SIGKILL",
+    )
+    parser.add_argument(
+        "--alternate",
+        action="store_true",
+        help="broker-failover: kill and partition in turn",
+    )
+    parser.add_argument(
+        "--rate",
+        type=_bounded(float, 1, 500),
+        default=30.0,
+        help="broker-failover: submissions per second (default 30)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines (CI)")
     parser.add_argument("--seed", type=int, default=1, help="jitter of the fault schedule")
@@ -195,6 +215,10 @@ def _dry_run(args: argparse.Namespace, names: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.name == "broker-failover":
+        from taskq.drills.failover_cli import main
+
+        return main(args)
     names = list(DRILLS) if args.name == "all" else [args.name]
     if args.dry_run:
         return _dry_run(args, names)

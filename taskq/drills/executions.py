@@ -17,9 +17,9 @@ from taskq.faults.witness import Executions, executions, witness_client
 LISTED = 50
 
 
-def read_executions(broker_url: str, task_ids: Iterable[str]) -> Executions:
+def read_executions(witness_url: str, task_ids: Iterable[str]) -> Executions:
     """The witness's counts of ``task_ids``."""
-    client = witness_client(broker_url)
+    client = witness_client(witness_url)
     try:
         return executions(client, task_ids)
     finally:

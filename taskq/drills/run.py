@@ -234,7 +234,7 @@ def run_drill(options: DrillOptions, settings: Settings, out: Path) -> dict[str,
         },
     }
     if options.name in WITNESSED_DRILLS:
-        seen = read_executions(settings.broker_url, accepted_ids)
+        seen = read_executions(settings.witness_url, accepted_ids)
         data["executions"] = summarize(seen, accepted_ids, long_ids)
     data["plots"] = plots.write_plots(out, started, submissions, result, faults, samples)
     data.update(driver.report_extras())

@@ -50,6 +50,7 @@ class RedisGroup:
     nodes: list[Node]
     workdir: Path
     password: str = ""
+    wrap: Callable[[int], list[str]] = lambda index: []
     redis: list[subprocess.Popen[bytes]] = field(default_factory=list)
     sentinels: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -73,6 +74,32 @@ class RedisGroup:
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
         )
+
+    def start_redis(self, index: int, replica_of: int | None) -> subprocess.Popen[bytes]:
+        """Start node ``index``'s redis-server (again, after a kill: as a replica of node
+        ``replica_of``, so it never comes back as a second master); it replaces the old
+        handle in :attr:`redis` and is stopped with the group."""
+        node = self.nodes[index]
+        data = self.workdir / f"node{index}"
+        conf = data / "redis.conf"
+        master = None if replica_of is None else self.nodes[replica_of]
+        conf.write_text(_redis_conf(node, master, data, self.password))
+        with (data / "redis.log").open("ab") as log:
+            process = subprocess.Popen([*self.wrap(index), "redis-server", str(conf)], stdout=log)
+        if index < len(self.redis):
+            self.redis[index] = process
+        else:
+            self.redis.append(process)
+        return process
+
+    def stop(self) -> None:
+        """Stop every process of the group (by its handle), sentinels first."""
+        for process in [*self.sentinels, *self.redis]:
+            _stop(process)
+
+    def wait_settled(self, timeout_s: float = 30.0) -> None:
+        """Until every sentinel sees every replica online and the other sentinels."""
+        _wait_known(self, timeout_s)
 
     def wait_replicated(self, index: int, replicas: int = 1, timeout_s: float = 30.0) -> None:
         """Until node ``index`` has ``replicas`` online replicas: only then does a master
@@ -178,26 +205,20 @@ def redis_group(
     ready_timeout_s: float = 20.0,
 ) -> Iterator[RedisGroup]:
     """Start the group (node 0 master), yield it once every sentinel knows every replica."""
-    group = RedisGroup(master_name, list(nodes), workdir, password)
+    group = RedisGroup(master_name, list(nodes), workdir, password, wrap)
     with ExitStack() as stack:
-        for index, node in enumerate(group.nodes):
-            data = workdir / f"node{index}"
-            data.mkdir(parents=True, exist_ok=True)
-            conf = data / "redis.conf"
-            conf.write_text(_redis_conf(node, group.nodes[0] if index else None, data, password))
-            log = stack.enter_context((data / "redis.log").open("ab"))
-            process = subprocess.Popen([*wrap(index), "redis-server", str(conf)], stdout=log)
-            stack.callback(_stop, process)
-            group.redis.append(process)
+        stack.callback(group.stop)
+        for index in range(len(group.nodes)):
+            (workdir / f"node{index}").mkdir(parents=True, exist_ok=True)
+            group.start_redis(index, 0 if index else None)
         for node, process in zip(group.nodes, group.redis, strict=True):
             _wait_ping(node.host, node.redis_port, process, ready_timeout_s, password)
         for index, node in enumerate(group.nodes):
             data = workdir / f"node{index}"
             conf = data / "sentinel.conf"
             conf.write_text(_sentinel_conf(node, group.nodes[0], master_name, data, password))
-            log = stack.enter_context((data / "sentinel.log").open("ab"))
-            process = subprocess.Popen([*wrap(index), "redis-sentinel", str(conf)], stdout=log)
-            stack.callback(_stop, process)
+            with (data / "sentinel.log").open("ab") as log:
+                process = subprocess.Popen([*wrap(index), "redis-sentinel", str(conf)], stdout=log)
             group.sentinels.append(process)
         for node, process in zip(group.nodes, group.sentinels, strict=True):
             _wait_ping(node.host, node.sentinel_port, process, ready_timeout_s)

@@ -58,7 +58,7 @@ def _witnessed(task: Task) -> AbstractContextManager[None]:
     if not settings.drill_witness:
         return nullcontext()
     if _witness_client is None:
-        _witness_client = witness_client(settings.broker_url)
+        _witness_client = witness_client(settings.witness_url)
     return witnessed(_witness_client, str(task.request.id))
 
 
