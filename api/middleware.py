@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -69,7 +70,9 @@ class CorrelationMiddleware:
             exchange if exchange is not None and is_valid_id(exchange) else new_id()
         )
         span, trace_source = server_span.begin(scope)
-        started = time.perf_counter()
+        # Wall clock for event.start (the clock of the message's publish stamp), the
+        # monotonic one for the duration.
+        started_at, started = time.time(), time.perf_counter()
         state: dict[str, Any] = {"status": 500, "started": False, "bytes": 0, "error": None}
         header = (_HEADER_KEY, correlation_id.encode("latin-1"))
 
@@ -113,7 +116,7 @@ class CorrelationMiddleware:
             if not state["started"]:
                 await _send_internal_error(send_with_id)
         finally:
-            _log_request(scope, state, started, source, trace_source)
+            _log_request(scope, state, started_at, started, source, trace_source)
             server_span.end(span, scope, state["status"], state["error"])
             key_id_var.reset(key_token)
             exchange_id_var.reset(exchange_token)
@@ -167,7 +170,12 @@ async def _send_internal_error(send: Send) -> None:
 
 
 def _log_request(
-    scope: Scope, state: dict[str, Any], started: float, source: str, trace_source: str
+    scope: Scope,
+    state: dict[str, Any],
+    started_at: float,
+    started: float,
+    source: str,
+    trace_source: str,
 ) -> None:
     route = scope.get("route")
     client = scope.get("client")
@@ -190,6 +198,7 @@ def _log_request(
             "http.route": getattr(route, "path", None),
             "http.response.status_code": status,
             "http.response.body.bytes": int(state["bytes"]),
+            "event.start": datetime.fromtimestamp(started_at, UTC).isoformat(),
             "duration_ms": round((time.perf_counter() - started) * 1000.0, 3),
             "client.address": client[0] if client else None,
             "correlation_id_source": source,

@@ -61,6 +61,9 @@ FIELDS: tuple[LogField, ...] = (
     LogField("task.attempt_id", "keyword", "One delivery of a task to a worker; on all its lines."),
     LogField("task.countdown_s", "float", "Delay before a retry runs."),
     LogField("duration_ms", "float", "Duration of the event's operation in milliseconds."),
+    # The operation's start on the writer's wall clock, the clock its other stamps use
+    # (task.published_at): line time minus duration_ms is later by the logging overhead.
+    LogField("event.start", "date", "When the line's operation began, ISO 8601."),
     LogField("queue_wait_ms", "float", "Publish to start of execution, milliseconds."),
     # The message's own publish time (its x_published_at header, stamped when the message is
     # built): the task.published line is written after the broker's round trip, later.

@@ -47,7 +47,10 @@ def publish_time(line: LogLine) -> datetime | None:
 
 
 def line_started(line: LogLine, at: datetime | None) -> datetime | None:
-    """When the operation a line reports began: its time minus its ``duration_ms``."""
+    """When the operation a line reports began: its ``event.start``, else its time minus
+    its ``duration_ms``."""
+    if (start := parse_time(line.get("event.start"))) is not None:
+        return start
     duration = number(line.get("duration_ms"))
     return at - timedelta(milliseconds=duration) if at and duration is not None else at
 

@@ -63,3 +63,15 @@ def test_a_receive_before_the_stamp_is_measured_as_two_clocks() -> None:
     assert "received 4.5 ms before the message's own publish time" in note
     assert "clocks differ by at least that much" in note
     assert task.attempts[0].receive_wait_ms == 0.0
+
+
+def test_the_api_start_is_its_own_stamp_not_line_time_minus_duration() -> None:
+    """The API's line is written after its duration was measured: line time minus duration
+    is later than the start by the logging overhead, which can pass a stamp taken right
+    at the start. ``event.start`` (the same wall clock as the stamp) is the start."""
+    lines = [*_submit(stamp=1.0015), *_fast_worker(1.0015)]
+    # Line time 1.028 minus 26 ms says 1.002, after the stamp; the API began at 1.001.
+    api_line = next(x for x in lines if x["service.node.name"] == "api-2" and "duration_ms" in x)
+    api_line["event.start"] = at(1.001)
+    (task,) = build_trace("req-1", lines).tasks
+    assert task.publish_ms == pytest.approx(0.5)
