@@ -12,7 +12,7 @@ import os
 import re
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -87,6 +87,16 @@ def _by_kind(spans: list[ReceivedSpan], kind: str) -> list[ReceivedSpan]:
     return [s for s in spans if s.kind == kind]
 
 
+def _every_line_exported(
+    lines: list[Line], lost: frozenset[str] = frozenset()
+) -> Callable[[list[ReceivedSpan]], bool]:
+    """A wait condition: every span the lines name (but the ``lost``) has arrived. Each
+    process exports its own spans on its own schedule, so one kind having arrived says
+    nothing of the others."""
+    named = {str(x["span.id"]) for x in lines} - lost
+    return lambda spans: named <= {s.span_id for s in spans}
+
+
 def _lines_name_exported_spans(
     lines: list[Line], spans: list[ReceivedSpan], lost: frozenset[str] = frozenset()
 ) -> None:
@@ -128,12 +138,14 @@ def test_client_trace_runs_through_every_hop_and_retry(traced: Traced) -> None:
     # Celery's own lines (rewritten, written by the worker's main process and pool) join.
     assert {"task.received", "task.retry", "task.succeeded"} <= set(events_of(lines))
 
+    exported = _every_line_exported(lines)
     spans = receiver.wait_for(
         trace_id,
         lambda s: (
             len(_by_kind(s, "CONSUMER")) >= 3
             and len(_by_kind(s, "PRODUCER")) >= 3
             and len(_by_kind(s, "SERVER")) == 1
+            and exported(s)
         ),
     )
     (server,) = _by_kind(spans, "SERVER")
@@ -178,7 +190,8 @@ def test_child_tasks_stay_in_the_trace(traced: Traced) -> None:
         parent_id,
         *children,
     }
-    spans = receiver.wait_for(trace_id, lambda s: len(_by_kind(s, "CONSUMER")) >= 3)
+    exported = _every_line_exported(lines)
+    spans = receiver.wait_for(trace_id, lambda s: len(_by_kind(s, "CONSUMER")) >= 3 and exported(s))
     by_id = {s.span_id: s for s in spans}
     parent_attempt = next(
         s for s in _by_kind(spans, "CONSUMER") if s.attributes["messaging.message.id"] == parent_id
@@ -222,9 +235,8 @@ def test_redelivery_after_sigkill_stays_in_the_trace(traced: Traced) -> None:
     assert started["span.id"] in {
         x["span.id"] for x in lines if x["event.action"] == "task.handler_error"
     }
-    spans = receiver.wait_for(
-        trace_id, lambda s: any(c.span_id in attempts for c in _by_kind(s, "CONSUMER"))
-    )
+    exported = _every_line_exported(lines, lost=frozenset({started["span.id"]}))
+    spans = receiver.wait_for(trace_id, exported)
     (publish,) = [s for s in _by_kind(spans, "PRODUCER")]
     for attempt in _by_kind(spans, "CONSUMER"):
         assert attempt.parent_span_id == publish.span_id  # the same message, delivered again
@@ -250,8 +262,10 @@ def test_request_without_traceparent_gets_one_generated_trace(traced: Traced) ->
         if x["service.name"] == "api" and x["event.action"] == "http.request.completed"
     )
     assert api_request["trace_context_source"] == "generated"
+    exported = _every_line_exported(lines)
     spans = receiver.wait_for(
-        trace_id, lambda s: bool(_by_kind(s, "CONSUMER")) and bool(_by_kind(s, "SERVER"))
+        trace_id,
+        lambda s: bool(_by_kind(s, "CONSUMER")) and bool(_by_kind(s, "SERVER")) and exported(s),
     )
     (server,) = _by_kind(spans, "SERVER")
     assert server.parent_span_id == ""  # the trace's root
@@ -321,7 +335,9 @@ def test_beat_tasks_start_a_trace_each(traced: Traced) -> None:
         lambda found: "task.succeeded" in events_of(found),
     )
     _assert_one_trace(lines, trace_id)
-    spans = receiver.wait_for(trace_id, lambda s: bool(_by_kind(s, "CONSUMER")))
+    spans = receiver.wait_for(
+        trace_id, lambda s: bool(_by_kind(s, "CONSUMER")) and bool(_by_kind(s, "PRODUCER"))
+    )
     (publish,) = _by_kind(spans, "PRODUCER")
     assert publish.service == "beat" and publish.parent_span_id == ""
     assert publish.span_id == published["span.id"]
@@ -378,9 +394,8 @@ def test_redelivery_after_a_whole_worker_sigkill_stays_in_the_trace(traced: Trac
     _assert_one_trace(lines, trace_id)
     attempts = {x["span.id"] for x in lines if x["event.action"] == "task.started"}
     assert len(attempts) >= 2 and started["span.id"] in attempts
-    spans = receiver.wait_for(
-        trace_id, lambda s: any(c.span_id in attempts for c in _by_kind(s, "CONSUMER"))
-    )
+    exported = _every_line_exported(lines, lost=frozenset({started["span.id"]}))
+    spans = receiver.wait_for(trace_id, exported)
     (publish,) = _by_kind(spans, "PRODUCER")
     for attempt in _by_kind(spans, "CONSUMER"):
         assert attempt.parent_span_id == publish.span_id
