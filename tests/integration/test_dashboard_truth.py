@@ -22,7 +22,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -69,15 +69,14 @@ def _note(seen: Seen, answer: Answer) -> None:
         seen.shed[(answer.headers["x-request-id"], answer.status, code)] += 1
 
 
-async def _hammer(stack: RunningStack, seen: Seen, connections: int, seconds: float) -> int:
-    """``connections`` keep-alive connections submitting for ``seconds``; answers noted."""
+async def _hammer(stack: RunningStack, seen: Seen, connections: int, stop: asyncio.Event) -> int:
+    """``connections`` keep-alive connections submitting until ``stop``; answers noted."""
     host, port = stack.layout.bind_host, stack.layout.http_port
-    end = time.monotonic() + seconds
 
     async def one() -> int:
         conn, count = Connection(host, port, "127.0.0.1"), 0
         try:
-            while time.monotonic() < end:
+            while not stop.is_set():
                 _note(seen, await conn.request("POST", PATH, BODY))
                 count += 1
         finally:
@@ -87,15 +86,50 @@ async def _hammer(stack: RunningStack, seen: Seen, connections: int, seconds: fl
     return sum(await asyncio.gather(*(one() for _ in range(connections))))
 
 
+def _seen_code(seen: Seen, code: str) -> Callable[[], bool]:
+    return lambda: any(c == code for (_cid, _status, c) in seen.shed)
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``condition`` (the clients' answers so far) until it holds or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no client saw {what} in {timeout_s:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+async def _herd(stack: RunningStack, seen: Seen) -> None:
+    """The herd submits for at least ``HERD_SECONDS``, and until a client has been shed."""
+    stop = asyncio.Event()
+    load = asyncio.create_task(_hammer(stack, seen, HERD_CONNECTIONS, stop))
+    started = time.monotonic()
+    try:
+        await _until(_seen_code(seen, "overloaded"), 120, "an overloaded answer")
+        await asyncio.sleep(max(0.0, HERD_SECONDS - (time.monotonic() - started)))  # volume
+    finally:
+        stop.set()
+        await load
+
+
 async def _outage(stack: RunningStack, seen: Seen) -> None:
-    """Submissions under load while Redis is stopped, then started again."""
+    """Submissions under load while Redis is stopped, then started again.
+
+    Redis starts again once a client has been told the broker is unavailable, not after a
+    fixed pause: a stop slower than the pause left the load to end before the outage.
+    """
     rpc = supervisor_rpc(stack.layout)
-    load = asyncio.create_task(_hammer(stack, seen, OUTAGE_CONNECTIONS, 6.0))
-    await asyncio.sleep(1.0)
-    await asyncio.to_thread(rpc.stopProcess, "redis", True)  # returns once it has exited
-    await asyncio.sleep(2.0)
-    await asyncio.to_thread(rpc.startProcess, "redis", True)
-    await load
+    stop = asyncio.Event()
+    load = asyncio.create_task(_hammer(stack, seen, OUTAGE_CONNECTIONS, stop))
+    try:
+        await asyncio.to_thread(rpc.stopProcess, "redis", True)  # returns once it has exited
+        try:
+            await _until(_seen_code(seen, "broker_unavailable"), 120, "the outage")
+        finally:
+            await asyncio.to_thread(rpc.startProcess, "redis", True)
+    finally:
+        stop.set()
+        await load
 
 
 def _fan_out(stack: RunningStack, seen: Seen) -> None:
@@ -130,9 +164,11 @@ def _revoke(stack: RunningStack, seen: Seen) -> None:
     finally:
         for program in workers:
             rpc.startProcess(program, True)
+    # Both ending lines the panel test reads: the API's and the worker's (two processes).
+    ending = {Event.TASK_REVOKE_REQUESTED, Event.TASK_REVOKED}
     stack.wait_for_lines(
-        lambda x: x.get("task_id") == seen.revoked and x.get("event.action") == Event.TASK_REVOKED,
-        bool,
+        lambda x: x.get("task_id") == seen.revoked and x.get("event.action") in ending,
+        lambda found: {x["event.action"] for x in found} == ending,
         timeout_s=60,
     )
 
@@ -169,7 +205,7 @@ def seen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seen]:
         _fan_out(stack, result)
         _revoke(stack, result)
         result.driven_from = datetime.now(UTC)
-        asyncio.run(_hammer(stack, result, HERD_CONNECTIONS, HERD_SECONDS))
+        asyncio.run(_herd(stack, result))
         asyncio.run(_outage(stack, result))
         expected = _client_view(result)
 
