@@ -161,6 +161,8 @@ def test_stats_leave_out_the_readiness_probes_of_taskq_up(stack: RunningStack) -
         if before == from_nginx():
             break
         time.sleep(0.3)
+    else:
+        raise AssertionError(f"nginx's lines kept changing around `taskq stats`: {seen}")
     (clients, probes), http_status, probe_requests = seen
     assert probes >= 1, "no request of taskq up's readiness wait in nginx's lines"
     assert probe_requests == probes
@@ -178,11 +180,14 @@ def test_a_worker_whose_clock_is_behind_gets_the_note(stack: RunningStack, tmp_p
     try:
         skewed.begin()
         correlation_id = f"skewed-{uuid.uuid4().hex[:8]}"
+        submitted = time.time()
         answer = stack.submit(
             "drill_echo", {"payload": "x"}, priority="low", headers={"X-Request-ID": correlation_id}
         )
         assert answer.status_code == 202, answer.text
         assert stack.wait_for_task(answer.json()["task_id"])["status"] == "SUCCESS"
+        # The real wait (stamp -> receive) lies within this, measured on the same clock.
+        waited_ms = (time.time() - submitted) * 1000.0
         trace = _settled_trace(stack, correlation_id, "SUCCESS")
     finally:
         skewed.end()
@@ -192,5 +197,7 @@ def test_a_worker_whose_clock_is_behind_gets_the_note(stack: RunningStack, tmp_p
     assert attempt["receive_wait_ms"] == 0.0
     (note,) = task["notes"]
     gap = float(note.split(" was received ", 1)[1].split(" ms ", 1)[0].replace(",", ""))
-    assert 2000.0 < gap <= 3000.0, note
+    # gap = 3 s - the real wait: a bound from what this test saw, not a guess at the speed
+    # of delivery (a loaded machine delivered the task more than 1 s after its stamp).
+    assert 3000.0 - waited_ms - 0.1 <= gap <= 3000.0, (note, waited_ms)
     assert "clocks differ by at least that much" in note
