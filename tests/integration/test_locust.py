@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,7 +100,7 @@ def test_locust_run_succeeds_and_its_ids_reach_the_workers(
         return accepted <= started and "task.succeeded" in events_of(found)
 
     worker_lines = stack.wait_for_lines(
-        lambda x: ours(x) and x["service.name"] == "worker", all_reached_workers, timeout_s=20.0
+        lambda x: ours(x) and x["service.name"] == "worker", all_reached_workers, timeout_s=120.0
     )
     succeeded = {x["correlation_id"] for x in worker_lines if x["event.action"] == "task.succeeded"}
     assert succeeded, "no task of the run succeeded"
@@ -169,7 +171,9 @@ def test_locust_herd_reports_end_to_end_and_groups_its_failures(
     shedding_stack: RunningStack, tmp_path: Path, user_class: str
 ) -> None:
     prefix = f"hd{uuid.uuid4().hex[:8]}"
+    began = time.monotonic()
     result = _run_herd(shedding_stack, user_class, prefix, tmp_path / "herd")
+    ran_s = time.monotonic() - began  # the users ran within this, however loaded the host
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
 
@@ -219,21 +223,22 @@ def test_locust_herd_reports_end_to_end_and_groups_its_failures(
             line.get("correlation_id", "")
         ).startswith(f"{prefix}-")
 
+    def ours_posted(line: Line) -> bool:
+        return ours(line) and line.get("http.request.method") == "POST"
+
+    # The POST lines themselves: those are what the assertion below reads.
     nginx = shedding_stack.wait_for_lines(
-        ours, lambda found: shed_posts.keys() <= {x["correlation_id"] for x in found}
+        ours_posted, lambda found: shed_posts.keys() <= {x["correlation_id"] for x in found}
     )
-    answered = {
-        x["correlation_id"]: x["http.response.status_code"]
-        for x in nginx
-        if x["http.request.method"] == "POST"
-    }
+    answered = {x["correlation_id"]: x["http.response.status_code"] for x in nginx}
     assert {cid: answered[cid] for cid in shed_posts} == shed_posts
 
     if user_class == "HerdPoliteUser":
         # Each shed answer is followed by a sleep of at least Retry-After (1 s), so a polite
-        # user can have been shed at most once per second of the run.
-        run_s = HERD_HOLD_S + HERD_STOP_TIMEOUT_S + 1
-        assert len(shed_posts) <= HERD_USERS * run_s, len(shed_posts)
+        # user can have been shed at most once per second of the run (as long as the run
+        # really took: spawning and stopping on a loaded host add to the shape's hold).
+        run_s = math.ceil(ran_s) + 1
+        assert len(shed_posts) <= HERD_USERS * run_s, (len(shed_posts), ran_s)
     print(
         f"{user_class}: {posts['Request Count']} POST, {accepted} accepted,"
         f" end-to-end p50 {end_to_end['50%']} ms p99 {end_to_end['99%']} ms;"
