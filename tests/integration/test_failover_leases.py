@@ -221,7 +221,9 @@ def test_a_failover_to_a_skewed_clock_redelivers_the_dead_and_only_the_dead(
     doomed = pool.start(
         "doomed", "low", TASKQ_WORKER_CONCURRENCY="1", TASKQ_WORKER_PREFETCH_MULTIPLIER="2"
     )
-    cut = app.send_task("taskq.drills.sleep", kwargs={"seconds": 3.0}, queue="low").id
+    # As long as the live task: it must still run when its worker is killed, after a second
+    # worker has started (seconds on a loaded host; 3 s were outlasted).
+    cut = app.send_task("taskq.drills.sleep", kwargs={"seconds": LIVE_TASK_S}, queue="low").id
     _until(lambda: _running(witness, cut), "the doomed worker runs its task")
     waiting = app.send_task("taskq.drills.sleep", kwargs={"seconds": 0.1}, queue="low").id
     _until(lambda: bool(_held_by(master, waiting)), "the doomed worker holds the second task")
@@ -230,6 +232,7 @@ def test_a_failover_to_a_skewed_clock_redelivers_the_dead_and_only_the_dead(
     pool.start("survivor", "high,low")
     live = app.send_task("taskq.drills.sleep", kwargs={"seconds": LIVE_TASK_S}, queue="high").id
     _until(lambda: _running(witness, live), "the surviving worker runs its task")
+    assert _running(witness, cut), "the cut task ended before its worker could be killed"
     pool.kill(doomed)
     _replicated(group, 0)
     master.close()
@@ -269,7 +272,10 @@ def test_a_success_answered_before_the_master_dies_stays_and_never_runs_again(
     # be answered a SUCCESS that no replica has: the window in which a failover loses a
     # result, held open as long as the test needs.
     master.config_set("min-replicas-to-write", 0)
-    task = app.send_task("taskq.drills.sleep", kwargs={"seconds": 2.0}, queue="medium").id
+    # Long enough to outlast the cut of the replicas below on a loaded host (2 s did not
+    # always); short enough that the frozen replicas stay eligible for promotion (sentinel
+    # skips one cut off for over 10 x down-after).
+    task = app.send_task("taskq.drills.sleep", kwargs={"seconds": 5.0}, queue="medium").id
     _until(lambda: _running(witness, task), "the task runs")
     _replicated(group, 0)  # its start is on both replicas
     # Replicas frozen, then cut off: what the master takes now reaches no replica (a frozen
