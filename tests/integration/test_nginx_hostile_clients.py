@@ -22,8 +22,12 @@ from tests.integration.stack_client import RunningStack
 PER_ADDRESS = 4
 GREEDY = "127.0.0.1"
 OTHER = "127.0.0.3"
-# Below nginx's client_body_timeout (10 s): the held requests are still open meanwhile.
-HOLD_DEADLINE_S = 8.0
+#: How long the greedy address may take to be limited. The held requests stay open however
+#: long that takes: each gets one more byte of its body before every probe, which restarts
+#: nginx's client_body_timeout (10 s between two reads), so no probe outlives the hold.
+HOLD_DEADLINE_S = 60.0
+#: The promised body: more bytes than the probes can trickle before the deadline.
+BODY_BYTES = 100_000
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +58,12 @@ def _get(stack: RunningStack, source: str, path: str = "/healthz") -> tuple[int,
     return int(head.split(b" ", 2)[1]), body
 
 
+def _keep_holding(held: list[socket.socket]) -> None:
+    """One more byte of each held body: nginx's body timer starts again."""
+    for sock in held:
+        sock.sendall(b" ")
+
+
 def test_a_client_that_stops_sending_its_header_is_disconnected(small_stack: RunningStack) -> None:
     with _connect(small_stack, OTHER) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # no blank line: never ends
@@ -74,11 +84,12 @@ def test_one_address_cannot_hold_more_than_its_share(small_stack: RunningStack) 
             sock = _connect(small_stack, GREEDY)
             sock.sendall(
                 b"POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: 1000\r\n\r\n{"
+                b"Content-Length: %d\r\n\r\n{" % BODY_BYTES
             )
             held.append(sock)
         deadline = time.monotonic() + HOLD_DEADLINE_S
         while True:
+            _keep_holding(held)
             status, body = _get(small_stack, GREEDY)
             if status == 503:
                 break
@@ -88,7 +99,9 @@ def test_one_address_cannot_hold_more_than_its_share(small_stack: RunningStack) 
         error = json.loads(body)["error"]
         assert error["code"] == "overloaded", body
         # Another address is served while the greedy one is at its limit.
+        _keep_holding(held)
         assert _get(small_stack, OTHER)[0] == 200
+        _keep_holding(held)
         assert _get(small_stack, GREEDY)[0] == 503
     finally:
         for sock in held:
