@@ -305,6 +305,10 @@ def hosts_stack(
         network = exits.enter_context(netns.host_network(names))
         addresses = {name: host.address for name, host in network.hosts.items()}
         (workdir / "addresses.json").write_text(json.dumps(addresses, indent=2) + "\n")
+        # Which namespaces are this stack's (others' may exist beside them), for a check
+        # that none of them outlives the stack.
+        namespaces = {name: host.namespace for name, host in network.hosts.items()}
+        (workdir / "namespaces.json").write_text(json.dumps(namespaces, indent=2) + "\n")
         brokers = [network[b] for b in BROKERS]
         nodes = [Node(h.address, REDIS_PORT, SENTINEL_PORT) for h in brokers]
         group = exits.enter_context(

@@ -76,7 +76,6 @@ def _lines(path: Path) -> list[dict[str, object]]:
 
 def test_one_master_kill_under_load_loses_nothing_and_runs_nothing_twice(tmp_path: Path) -> None:
     _require_hosts()
-    before = _namespaces()
     out = tmp_path / "drill"
     run = subprocess.run(
         [*TASKQ, "drill", "broker-failover", "--kills", "1", "--json", "--out", str(out)],
@@ -113,7 +112,9 @@ def test_one_master_kill_under_load_loses_nothing_and_runs_nothing_twice(tmp_pat
     assert refused["other"] == 0, refused
     assert refused["switch_503_with_retry_after"] == refused["switch_503"]
     assert (out / "failover-timeline.png").stat().st_size > 0
-    assert not (_namespaces() - before), "the drill left network namespaces behind"
+    # Only this drill's namespaces: another run on the machine may hold its own meanwhile.
+    ours = set(json.loads((out / "hosts" / "namespaces.json").read_text()).values())
+    assert ours and not (ours & _namespaces()), "the drill left network namespaces behind"
 
 
 @pytest.fixture

@@ -88,8 +88,11 @@ def test_memory_pressure_sheds_then_recovers(memory_stack: RunningStack) -> None
             30,
             "a submission shed for memory",
         )
-        # At the limit: Redis itself refuses writes while tasks are still in flight.
-        client.config_set("maxmemory", str(int(client.info("memory")["used_memory"])))
+        # Past the limit: Redis itself refuses writes while tasks are still in flight. At
+        # exactly the memory in use it refuses only once a write has grown it (Redis
+        # refuses when used > maxmemory), which a draining queue may never do.
+        over = int(client.info("memory")["used_memory"]) - 64 * 1024
+        client.config_set("maxmemory", str(over))
         _wait_for(lambda: _oom_refusals(client) > refused_before, 30, "Redis refused a write")
         _assert_readyz_names_the_pressure(stack, client)
         time.sleep(2.0)  # the fault's length: load and workers keep running into the limit
