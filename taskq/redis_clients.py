@@ -98,10 +98,12 @@ def _sentinel_kwargs(kwargs: dict[str, Any], retry: Retry | AsyncRetry) -> dict[
     # The sentinels are asked with the same bounds as the data connections, and a sentinel
     # that does not answer is not retried: the next one is asked at once (a partitioned
     # sentinel would otherwise cost its retries' backoff on every reconnect).
-    keys = ("socket_timeout", "socket_connect_timeout", "socket_keepalive")
-    bounds: dict[str, Any] = {key: kwargs[key] for key in keys if key in kwargs}
-    if "socket_keepalive_options" in kwargs:
-        bounds["socket_keepalive_options"] = kwargs["socket_keepalive_options"]
+    # No keepalive: a sentinel query is one bounded request and reply, and a sentinel
+    # socket the kernel aborted under asyncio's transport raises RuntimeError (uvloop: "the
+    # handler is closed"), which redis-py does not take for a dead sentinel.
+    bounds: dict[str, Any] = {
+        key: kwargs[key] for key in ("socket_timeout", "socket_connect_timeout") if key in kwargs
+    }
     return {**bounds, "retry": retry}
 
 

@@ -11,6 +11,7 @@ same refusal.
 
 from __future__ import annotations
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 #: The error prefix of a write refused for want of replicas (nothing was written).
@@ -26,3 +27,8 @@ def refused_for_replicas(exc: BaseException) -> bool:
         return False
     text = str(exc)
     return text.startswith(NO_REPLICAS) or _PIPELINE_PREFIX + NO_REPLICAS in text
+
+
+class ReplicasMissing(RedisConnectionError):
+    """A setup write (a queue binding) refused for want of replicas: raised as a connection
+    error, so the consumer reconnects and writes it again instead of exiting."""

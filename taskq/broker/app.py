@@ -58,8 +58,6 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         "sentinel_kwargs": {
             "socket_timeout": settings.redis_socket_timeout_s,
             "socket_connect_timeout": settings.redis_socket_timeout_s,
-            "socket_keepalive": True,
-            "socket_keepalive_options": liveness_options()["socket_keepalive_options"],
         },
     }
 

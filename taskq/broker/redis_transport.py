@@ -65,7 +65,7 @@ from taskq.broker.delivery import lease
 from taskq.broker.delivery import scripts as delivery_scripts
 from taskq.correlation import CELERY_HEADER
 from taskq.logs.schema import Event
-from taskq.redis_refusals import refused_for_replicas
+from taskq.redis_refusals import ReplicasMissing, refused_for_replicas
 from taskq.tracing.messaging import message_ids
 
 logger = logging.getLogger("taskq.broker.transport")
@@ -372,6 +372,17 @@ class Channel(kombu_redis.Channel):
         params: dict[str, Any] = super()._connparams(asynchronous=asynchronous)
         self._taskq_connparams[asynchronous] = dict(params)
         return params
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        # A consumer that reconnects right after a failover declares its bindings on a
+        # master whose replicas are still resyncing; kombu's ResponseError would be
+        # unrecoverable and end the worker.
+        try:
+            super()._queue_bind(exchange, routing_key, pattern, queue)
+        except ResponseError as exc:
+            if not refused_for_replicas(exc):
+                raise
+            raise ReplicasMissing("a queue binding was refused: no replica") from exc
 
     # --- consuming: pop and record atomically -------------------------------------------
 
