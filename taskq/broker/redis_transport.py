@@ -431,6 +431,10 @@ class Channel(kombu_redis.Channel):
                     raise
                 # A new master whose replicas are still resyncing (or one cut off from
                 # them) refuses the pop's first write: nothing was taken; poll again later.
+                # On a fresh connection: a master cut off from its replicas may be the old
+                # side of a split that Sentinel has replaced but not yet demoted; only a
+                # reconnect asks the sentinels again (a resyncing master is found again).
+                connection.disconnect()
                 self._taskq_idle = True
                 raise Empty() from None
             if not reply:
