@@ -123,10 +123,12 @@ def stack(tmp_path: Path) -> Iterator[HostsStack]:
         yield running
 
 
-def _wait_for_line(stack: HostsStack, correlation_id: str, action: str, timeout_s: float) -> None:
+def _wait_for_line(
+    stack: HostsStack, correlation_id: str, action: str, timeout_s: float, in_file: str = "*"
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for path in stack.log_dir.glob("*.jsonl"):
+        for path in stack.log_dir.glob(f"{in_file}.jsonl"):
             for line in _lines(path):
                 if (
                     line.get("correlation_id") == correlation_id
@@ -149,6 +151,8 @@ def test_taskq_trace_follows_one_request_across_every_host(stack: HostsStack) ->
     assert answer.status_code == 202, answer.text
     task_id = answer.json()["task_id"]
     _wait_for_line(stack, correlation_id, Event.TASK_SUCCEEDED, 30)
+    # nginx writes its access log from a buffer, flushed every second: wait for its own line.
+    _wait_for_line(stack, correlation_id, Event.HTTP_COMPLETED, 10, in_file="api-nginx")
     # Truth: the lines with this id in every host's files, read here.
     written: dict[str, int] = {}
     for path in sorted(stack.log_dir.glob("*.jsonl")):
