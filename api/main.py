@@ -57,7 +57,10 @@ def build_resources(settings: Settings) -> ApiResources:
         max_connections=settings.api_max_inflight,
         timeout=settings.redis_socket_timeout_s,
         socket_timeout=settings.redis_socket_timeout_s,
-        socket_connect_timeout=settings.redis_socket_timeout_s,
+        # A SYN to a partitioned master is never answered: each reconnect while settling a
+        # lost submission (api/settlement.py) would cost the whole socket timeout, and the
+        # settlement's bound would pass before it reached the promoted master.
+        socket_connect_timeout=settings.redis_connect_timeout_s,
     )
     return ApiResources(
         settings=settings,

@@ -104,6 +104,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Bound on every Redis call from the API: fail fast, never hang.",
     )
+    redis_connect_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="Bound on opening a submission connection to Redis (the TCP handshake: "
+        "a reachable host answers in milliseconds, a partitioned one never), so a lost "
+        "submission is settled on the new master soon after a failover.",
+    )
     result_expires_s: int = Field(
         default=86_400, gt=0, description="Results and issued-task records live this long."
     )

@@ -28,6 +28,7 @@ from kombu.entity import Exchange, Queue
 
 from taskq.broker.event_redaction import RedactingAMQP
 from taskq.broker.result_backend import backend_url
+from taskq.redis_clients import liveness_options
 from taskq.redis_urls import is_sentinel
 from taskq.settings import QUEUES, Settings
 
@@ -48,6 +49,10 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         "queue_order_strategy": "priority",
         "socket_timeout": settings.redis_socket_timeout_s,
         "socket_connect_timeout": settings.redis_socket_timeout_s,
+        # TCP keepalive + TCP_USER_TIMEOUT and a 2 s health check: a consumer's BRPOP on a
+        # partitioned master (no read timeout in kombu's event loop) is dropped within
+        # seconds, not after TCP's retransmission limit (taskq/redis_clients.py).
+        **liveness_options(),
         # Read by the Sentinel transport and backend only (sentinel:// broker URLs).
         "master_name": settings.redis_master,
         "sentinel_kwargs": {

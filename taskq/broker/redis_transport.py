@@ -65,7 +65,7 @@ from taskq.broker.delivery import lease
 from taskq.broker.delivery import scripts as delivery_scripts
 from taskq.correlation import CELERY_HEADER
 from taskq.logs.schema import Event
-from taskq.redis_refusals import refused_for_replicas
+from taskq.redis_refusals import ReplicasMissing, refused_for_replicas
 from taskq.tracing.messaging import message_ids
 
 logger = logging.getLogger("taskq.broker.transport")
@@ -373,6 +373,17 @@ class Channel(kombu_redis.Channel):
         self._taskq_connparams[asynchronous] = dict(params)
         return params
 
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        # A consumer that reconnects right after a failover declares its bindings on a
+        # master whose replicas are still resyncing; kombu's ResponseError would be
+        # unrecoverable and end the worker.
+        try:
+            super()._queue_bind(exchange, routing_key, pattern, queue)
+        except ResponseError as exc:
+            if not refused_for_replicas(exc):
+                raise
+            raise ReplicasMissing("a queue binding was refused: no replica") from exc
+
     # --- consuming: pop and record atomically -------------------------------------------
 
     def _brpop_start(self, timeout: float | None = None) -> None:
@@ -420,6 +431,10 @@ class Channel(kombu_redis.Channel):
                     raise
                 # A new master whose replicas are still resyncing (or one cut off from
                 # them) refuses the pop's first write: nothing was taken; poll again later.
+                # On a fresh connection: a master cut off from its replicas may be the old
+                # side of a split that Sentinel has replaced but not yet demoted; only a
+                # reconnect asks the sentinels again (a resyncing master is found again).
+                connection.disconnect()
                 self._taskq_idle = True
                 raise Empty() from None
             if not reply:

@@ -31,6 +31,7 @@ from celery.backends.redis import RedisBackend, SentinelBackend
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from taskq.redis_clients import liveness_options
 from taskq.redis_refusals import refused_for_replicas
 from taskq.redis_urls import is_sentinel
 
@@ -86,6 +87,13 @@ class TaskqRedisBackend(RedisBackend):  # type: ignore[misc]
     nor a later attempt's state by an earlier attempt's."""
 
     _set_unless_succeeded: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Celery passes ``redis_socket_keepalive`` but no keepalive options nor a health
+        # check unless configured: a result write to a partitioned master would wait for
+        # TCP's retransmission limit. The same bounds as every taskq connection.
+        self.connparams.update(liveness_options())
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         """Do nothing: see the module docstring."""

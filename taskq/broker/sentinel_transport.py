@@ -11,6 +11,8 @@ whatever connection the pool hands out, and a lost connection is recovered as an
 
 from __future__ import annotations
 
+from typing import Any
+
 from kombu.transport import redis as kombu_redis
 
 from taskq.broker import redis_transport
@@ -18,6 +20,18 @@ from taskq.broker import redis_transport
 
 class SentinelChannel(redis_transport.Channel, kombu_redis.SentinelChannel):
     """taskq's channel; pools and connections from kombu's Sentinel channel."""
+
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        # A task that ends after its consumer's connection was closed (a reconnect after a
+        # failover) rejects or acks on the old channel: kombu would read the sentinels of
+        # a connection that is gone (AttributeError: an unrecoverable error that ends the
+        # worker). A connection error instead lets the lease keeper retry it.
+        connection = self.connection
+        if connection is None or getattr(connection, "client", None) is None:
+            raise kombu_redis.get_redis_ConnectionError()(  # type: ignore[no-untyped-call]
+                "channel closed before connecting"
+            )
+        return super()._sentinel_managed_pool(asynchronous)  # type: ignore[no-untyped-call]
 
 
 class SentinelTransport(redis_transport.Transport):

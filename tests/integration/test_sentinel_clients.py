@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from kombu import Connection
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from api.script_batch import NotReplicated, ScriptBatcher
@@ -189,3 +190,19 @@ def test_a_batch_is_answered_only_once_a_replica_has_it(group: RedisGroup) -> No
         assert isinstance(outcome, NotReplicated) or (
             isinstance(outcome, ResponseError) and str(outcome).startswith("NOREPLICAS")
         ), outcome
+
+
+def test_a_closed_sentinel_channel_fails_with_a_connection_error(group: RedisGroup) -> None:
+    # A task that ends after its consumer reconnected acks or rejects on the closed channel:
+    # that must be a connection error (retried by the lease keeper), not an AttributeError
+    # that ends the worker.
+    transport = "taskq.broker.sentinel_transport:SentinelTransport"
+    with Connection(
+        group.url, transport=transport, transport_options={"master_name": MASTER}
+    ) as conn:
+        channel = conn.channel()
+        with channel.conn_or_acquire() as client:
+            assert client.ping()
+        channel.close()
+        with pytest.raises(RedisConnectionError), channel.conn_or_acquire() as client:
+            client.ping()
