@@ -43,6 +43,9 @@ REPO = Path(__file__).resolve().parents[2]
 #: Long enough to span the failover and the grace after it: a false sweep of its live holder
 #: would start a second run while the first still runs.
 LIVE_TASK_S = 15.0
+#: The dead holder's running task must still run when its worker is killed, after a second
+#: worker has started and begun its own task: far longer than a worker start on a loaded host.
+CUT_TASK_S = 30.0
 DEADLINE_S = 120.0
 
 
@@ -221,9 +224,7 @@ def test_a_failover_to_a_skewed_clock_redelivers_the_dead_and_only_the_dead(
     doomed = pool.start(
         "doomed", "low", TASKQ_WORKER_CONCURRENCY="1", TASKQ_WORKER_PREFETCH_MULTIPLIER="2"
     )
-    # It must still run when its worker is killed, after a second worker has started: on a
-    # loaded host that can take longer than 3 s (checked below, so it fails as what it is).
-    cut = app.send_task("taskq.drills.sleep", kwargs={"seconds": 3.0}, queue="low").id
+    cut = app.send_task("taskq.drills.sleep", kwargs={"seconds": CUT_TASK_S}, queue="low").id
     _until(lambda: _running(witness, cut), "the doomed worker runs its task")
     waiting = app.send_task("taskq.drills.sleep", kwargs={"seconds": 0.1}, queue="low").id
     _until(lambda: bool(_held_by(master, waiting)), "the doomed worker holds the second task")
