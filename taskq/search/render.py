@@ -193,7 +193,8 @@ def render_trace(trace: Trace, page: PageInfo | None = None) -> None:
         if page.lookup_capped:
             out.print(plain(LOOKUP_CAPPED_NOTE))
     if trace.replay_of:
-        out.print(plain(f"\nreplay of {', '.join(trace.replay_of)} (same Idempotency-Key)"))
+        out.print()
+        out.print(plain(f"replay of {', '.join(trace.replay_of)} (same Idempotency-Key)"))
     if trace.requests:
         table = Table(title="HTTP requests", show_edge=False, pad_edge=False)
         columns = ("request", "status", "did", "error", "nginx", "replica", "api")
@@ -206,9 +207,10 @@ def render_trace(trace: Trace, page: PageInfo | None = None) -> None:
     for task in trace.tasks:
         _task_block(out, task, trace.correlation_id)
     statuses = ", ".join(f"{t.final_status}" for t in trace.tasks) or "no task"
+    out.print()
     out.print(
         plain(
-            f"\n{len(trace.lines)} line(s), {len(trace.requests)} request(s), "
+            f"{len(trace.lines)} line(s), {len(trace.requests)} request(s), "
             f"{len(trace.tasks)} task(s): {statuses}"
         )
     )

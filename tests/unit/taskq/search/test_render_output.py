@@ -84,3 +84,13 @@ def test_stats_say_how_many_probes_were_left_out(monkeypatch: pytest.MonkeyPatch
     report = StatsReport(None, None, 10, http_status={202: 3}, probe_requests=4)
     out = _printed(monkeypatch, lambda: render.render_stats(report))
     assert "HTTP status (nginx): 202: 3 (4 probe(s) of taskq's own tools not counted)" in out
+
+
+def test_our_own_text_is_not_escaped_as_a_logged_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Control characters of logged values are shown escaped (``\\x0a``); the layout's own
+    blank lines are printed as blank lines, never as escapes."""
+    trace = build_trace("req-1", [*submit(), wk(1.1, "task.succeeded", "worker-high", 11, "a1")])
+    trace.replay_of = ["req-0"]
+    out = _printed(monkeypatch, lambda: render.render_trace(trace))
+    assert "\\x0a" not in out
+    assert "\nreplay of req-0" in out and "line(s), 1 request(s)" in out
