@@ -38,7 +38,7 @@ from taskq.drills.executions import read_executions, summarize
 from taskq.drills.failover_load import RecordingLoad
 from taskq.drills.failover_probes import Observers, first, last_before
 from taskq.drills.inject_faults import FaultRecord
-from taskq.drills.monitor import read_priority_depths
+from taskq.drills.monitor import wait_until_drained
 from taskq.faults.load import Submission
 from taskq.faults.reconcile import api_statuses, read_log_lines
 from taskq.hosts.stack_hosts import BROKERS, HostsStack
@@ -221,20 +221,10 @@ def _ok(value: str) -> bool:
 def wait_drained(stack: HostsStack, bound_s: float) -> bool:
     """Until nothing waits or is unacknowledged in the broker (read through the sentinels)."""
     client = sync_client(stack.settings.broker_url, socket_timeout=1, socket_connect_timeout=1)
-    deadline = time.monotonic() + bound_s
     try:
-        while time.monotonic() < deadline:
-            try:
-                read = read_priority_depths(client)
-                waiting = sum(sum(p.values()) for p in read["depth"].values())
-                if waiting + read["unacked"] == 0:
-                    return True
-            except (RedisError, OSError):
-                pass
-            time.sleep(0.3)
+        return wait_until_drained(client, bound_s)
     finally:
         client.close()
-    return False
 
 
 def run_failovers(stack: HostsStack, options: FailoverOptions, out: Path) -> dict[str, Any]:

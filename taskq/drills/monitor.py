@@ -36,6 +36,22 @@ def read_priority_depths(client: Redis, queues: tuple[str, ...] = QUEUES) -> dic
     return {"depth": depth, "unacked": unacked}
 
 
+def wait_until_drained(client: Redis, timeout_s: float, poll_s: float = 0.3) -> bool:
+    """Until no message waits or is unacknowledged (True), or ``timeout_s`` passed (False);
+    a reading Redis does not answer is taken again (a drill's fault may still be healing)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            read = read_priority_depths(client)
+            waiting = sum(sum(p.values()) for p in read["depth"].values())
+            if waiting + read["unacked"] == 0:
+                return True
+        except (RedisError, OSError):
+            pass
+        time.sleep(poll_s)
+    return False
+
+
 @dataclass
 class Monitor:
     """A daemon thread sampling until stopped (at most ``max_s`` seconds)."""

@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import RedisError
 
 from taskq.drills import analysis, plots, report
 from taskq.drills.drivers import drill_faults
 from taskq.drills.executions import read_executions, summarize
 from taskq.drills.inject_faults import FaultRecord
 from taskq.drills.locust_run import LocustPlan, read_records
-from taskq.drills.monitor import Monitor, read_priority_depths
+from taskq.drills.monitor import Monitor, wait_until_drained
 from taskq.drills.plan import WITNESSED_DRILLS, DrillOptions, schedule
 from taskq.drills.progress import Progress
 from taskq.drills.running import attach_in_flight, attach_running
@@ -67,20 +66,10 @@ def command_line(options: DrillOptions) -> str:
 def wait_drained(layout: StackLayout, timeout_s: float) -> float | None:
     """Wait until no message waits or is unacknowledged; ``time.time()`` then, or None."""
     client = Redis.from_url(layout.redis_url(), socket_timeout=1)
-    deadline = time.monotonic() + timeout_s
     try:
-        while time.monotonic() < deadline:
-            try:
-                read = read_priority_depths(client)
-                waiting = sum(sum(p.values()) for p in read["depth"].values())
-                if waiting + read["unacked"] == 0:
-                    return time.time()
-            except (RedisError, OSError):
-                pass
-            time.sleep(0.5)
+        return time.time() if wait_until_drained(client, timeout_s, poll_s=0.5) else None
     finally:
         client.close()
-    return None
 
 
 def _stop_locust(process: subprocess.Popen[bytes]) -> None:

@@ -205,14 +205,16 @@ def test_child_tasks_stay_in_the_trace(traced: Traced) -> None:
     _lines_name_exported_spans(lines, spans)
 
 
-def test_redelivery_after_sigkill_stays_in_the_trace(traced: Traced) -> None:
-    stack, receiver = traced
+def _running_sleep(stack: RunningStack, prefix: str) -> tuple[str, str, str, Line]:
+    """A task in a client's trace, once it runs: its correlation id, trace id, task id and
+    its ``task.started`` line (which names the process running it). It sleeps long enough
+    to be still running when a loaded machine's poll has found that line."""
     header, trace_id, _ = _traceparent()
-    correlation_id = f"otel-kill-{uuid.uuid4().hex[:8]}"
+    correlation_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
     task_id = _submit(
         stack,
         "drill_sleep",
-        {"seconds": 3.0},
+        {"seconds": 8.0},
         traceparent=header,
         **{"X-Request-ID": correlation_id},
     )
@@ -221,6 +223,12 @@ def test_redelivery_after_sigkill_stays_in_the_trace(traced: Traced) -> None:
         lambda found: len(found) >= 1,
         timeout_s=30.0,
     )[:1]
+    return correlation_id, trace_id, task_id, started
+
+
+def test_redelivery_after_sigkill_stays_in_the_trace(traced: Traced) -> None:
+    stack, receiver = traced
+    correlation_id, trace_id, task_id, started = _running_sleep(stack, "otel-kill")
     # The pool process running the attempt: acks_late + reject_on_worker_lost requeue it.
     os.kill(int(started["process.pid"]), signal.SIGKILL)
     assert stack.wait_for_task(task_id, timeout_s=60.0)["status"] == "SUCCESS"
@@ -370,20 +378,7 @@ def test_redelivery_after_a_whole_worker_sigkill_stays_in_the_trace(traced: Trac
     """The worker's main process and its pool killed at once: nothing is left to requeue the
     message; the broker lease hands it to a worker again, still in the client's trace."""
     stack, receiver = traced
-    header, trace_id, _ = _traceparent()
-    correlation_id = f"otel-killall-{uuid.uuid4().hex[:8]}"
-    task_id = _submit(
-        stack,
-        "drill_sleep",
-        {"seconds": 3.0},
-        traceparent=header,
-        **{"X-Request-ID": correlation_id},
-    )
-    (started,) = stack.wait_for_lines(
-        lambda x: x.get("task_id") == task_id and x.get("event.action") == "task.started",
-        lambda found: len(found) >= 1,
-        timeout_s=30.0,
-    )[:1]
+    correlation_id, trace_id, task_id, started = _running_sleep(stack, "otel-killall")
     inject.kill_program_group(stack.layout, started["service.node.name"])
     assert stack.wait_for_task(task_id, timeout_s=120.0)["status"] == "SUCCESS"
     lines = _lines_of(
