@@ -6,7 +6,8 @@ Two forms of broker URL, both what kombu and Celery accept:
 * ``sentinel://[:password@]host:port/db;sentinel://...``: Redis Sentinel. Each client asks
   the sentinels for the current master of :attr:`~taskq.settings.Settings.redis_master` and
   asks again when a connection fails or the server it reaches says it is a replica
-  (``READONLY``), so after a failover every client follows the new master by itself.
+  (``READONLY``), so after a failover every client follows the new master by itself
+  (:mod:`taskq.redis_sentinels`: discoveries that overlap keep every sentinel).
 
 Every connection also notices a dead peer within seconds (:func:`liveness_options`): a
 master isolated by a partition never closes its sockets, so without TCP keepalive and
@@ -29,12 +30,11 @@ from redis import Redis
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.retry import Retry as AsyncRetry
-from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
 
+from taskq.redis_sentinels import SafeAsyncSentinel, SafeSentinel
 from taskq.redis_urls import SENTINEL_PORT, is_sentinel
 
 #: A connection whose peer stopped answering is dead after about this long: an idle socket
@@ -117,7 +117,7 @@ def sync_client(
         return Redis.from_url(url, **extra, **kwargs)
     target = _SentinelTarget(url)
     # redis-py leaves Sentinel unannotated.
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = SafeSentinel(  # type: ignore[no-untyped-call]
         target.addresses, sentinel_kwargs=_sentinel_kwargs(kwargs, Retry(NoBackoff(), 0)), **kwargs
     )
     client: Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
@@ -146,7 +146,7 @@ def async_client(
             )
         )
     target = _SentinelTarget(url)
-    sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
+    sentinel = SafeAsyncSentinel(  # type: ignore[no-untyped-call]
         target.addresses,
         sentinel_kwargs=_sentinel_kwargs(kwargs, AsyncRetry(NoBackoff(), 0)),
         **kwargs,

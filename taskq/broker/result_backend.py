@@ -33,6 +33,7 @@ from redis.exceptions import ResponseError
 
 from taskq.redis_clients import liveness_options
 from taskq.redis_refusals import refused_for_replicas
+from taskq.redis_sentinels import with_safe_discovery
 from taskq.redis_urls import is_sentinel
 
 #: Lua function: SET ``meta`` at ``key`` (with expiry when > 0) and PUBLISH it, unless the
@@ -167,6 +168,10 @@ class TaskqRedisBackend(RedisBackend):  # type: ignore[misc]
 class TaskqSentinelBackend(TaskqRedisBackend, SentinelBackend):  # type: ignore[misc]
     """The same backend on Celery's Sentinel connections (``master_name`` from the
     result backend's transport options)."""
+
+    def _get_sentinel_instance(self, **params: Any) -> Any:
+        instance = super()._get_sentinel_instance(**params)
+        return with_safe_discovery(instance)
 
 
 def backend_url(redis_url: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 
 from taskq.broker import redis_transport
+from taskq.redis_sentinels import with_safe_discovery
 
 
 class SentinelChannel(redis_transport.Channel, kombu_redis.SentinelChannel):
@@ -31,7 +32,9 @@ class SentinelChannel(redis_transport.Channel, kombu_redis.SentinelChannel):
             raise kombu_redis.get_redis_ConnectionError()(  # type: ignore[no-untyped-call]
                 "channel closed before connecting"
             )
-        return super()._sentinel_managed_pool(asynchronous)  # type: ignore[no-untyped-call]
+        pool = super()._sentinel_managed_pool(asynchronous)  # type: ignore[no-untyped-call]
+        with_safe_discovery(pool.sentinel_manager)
+        return pool
 
 
 class SentinelTransport(redis_transport.Transport):

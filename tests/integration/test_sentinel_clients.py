@@ -10,19 +10,26 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 from kombu import Connection
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from api.script_batch import NotReplicated, ScriptBatcher
 from taskq.hosts.redis_group import Node, RedisGroup, redis_group
 from taskq.redis_clients import async_client, sync_client
+from taskq.redis_sentinels import SafeAsyncSentinel, SafeSentinel
 from taskq.stack.ports import free_port_block
 from tests.missing_tool import tool_missing
 
@@ -206,3 +213,92 @@ def test_a_closed_sentinel_channel_fails_with_a_connection_error(group: RedisGro
         channel.close()
         with pytest.raises(RedisConnectionError), channel.conn_or_acquire() as client:
             client.ping()
+
+
+@pytest.fixture
+def refusing_address() -> Iterator[tuple[str, int]]:
+    """A bound port nobody listens on: a sentinel host that is down refuses at once."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound.getsockname()
+
+
+#: Long enough that no discovery gives up on the paused sentinel.
+TIMEOUTS = {"socket_timeout": 10.0, "socket_connect_timeout": 10.0}
+
+
+@contextmanager
+def _paused(process: subprocess.Popen[bytes]) -> Iterator[None]:
+    process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGCONT)
+
+
+def _wait_connections(port: int, count: int, timeout_s: float = 30.0) -> None:
+    """Until this process holds ``count`` established connections to ``port``: the paused
+    sentinel's kernel still accepts them, so each one is a discovery waiting on it."""
+    me = psutil.Process()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        held = [
+            c
+            for c in me.net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+        ]
+        if len(held) >= count:
+            return
+        time.sleep(0.01)
+    raise TimeoutError(f"fewer than {count} discoveries reached the paused sentinel")
+
+
+def _sentinel_addresses(group: RedisGroup, refusing: tuple[str, int]) -> list[tuple[str, int]]:
+    # Every discovery is refused by the first, then waits on the second (paused); when it
+    # resumes it answers all of them in turn. redis-py's own discovery swaps the answering
+    # sentinel to the front by the position it read before waiting, so from the second
+    # answer on it writes the first sentinel over the refused one: one kept twice, one lost.
+    return [refusing, *((n.host, n.sentinel_port) for n in group.nodes)]
+
+
+def _kept(clients: list[Redis] | list[AsyncRedis]) -> list[tuple[str, int]]:
+    kwargs = [c.connection_pool.connection_kwargs for c in clients]
+    return sorted((str(k["host"]), int(k["port"])) for k in kwargs)
+
+
+DISCOVERIES = 16
+
+
+def test_overlapping_async_discoveries_keep_every_sentinel(
+    group: RedisGroup, refusing_address: tuple[str, int]
+) -> None:
+    addresses = _sentinel_addresses(group, refusing_address)
+    paused_port = group.nodes[0].sentinel_port
+
+    async def discover() -> tuple[list[tuple[str, int]], set[tuple[str, int]]]:
+        manager = SafeAsyncSentinel(addresses, sentinel_kwargs=TIMEOUTS)  # type: ignore[no-untyped-call]
+        with _paused(group.sentinels[0]):
+            asking = [
+                asyncio.create_task(manager.discover_master(MASTER)) for _ in range(DISCOVERIES)
+            ]
+            await asyncio.to_thread(_wait_connections, paused_port, DISCOVERIES)
+        answers = await asyncio.gather(*asking)
+        return _kept(manager.sentinels), set(answers)
+
+    kept, masters = asyncio.run(discover())
+    assert kept == sorted(addresses)
+    assert masters == {(group.nodes[0].host, group.nodes[0].redis_port)}
+
+
+def test_overlapping_threaded_discoveries_keep_every_sentinel(
+    group: RedisGroup, refusing_address: tuple[str, int]
+) -> None:
+    addresses = _sentinel_addresses(group, refusing_address)
+    manager = SafeSentinel(addresses, sentinel_kwargs=TIMEOUTS)  # type: ignore[no-untyped-call]
+    with ThreadPoolExecutor(max_workers=DISCOVERIES) as pool:
+        with _paused(group.sentinels[0]):
+            asking = [pool.submit(manager.discover_master, MASTER) for _ in range(DISCOVERIES)]
+            _wait_connections(group.nodes[0].sentinel_port, DISCOVERIES)
+        masters = {future.result() for future in asking}
+    assert _kept(manager.sentinels) == sorted(addresses)
+    assert masters == {(group.nodes[0].host, group.nodes[0].redis_port)}
