@@ -29,6 +29,10 @@ timeout``: one WAIT serves the whole batch, and a reply counts only once that ma
 have every write before it. Short of that, each script that did run is
 :class:`NotReplicated`: its write is on the master alone and a failover may drop it, so the
 caller must not answer that it is accepted.
+
+:meth:`ScriptBatcher.silent_for` says how long Redis has sent no reply while a batch waits
+for one: the caller's sign of a stalled or unreachable Redis well before any socket timeout
+(a busy but healthy Redis keeps answering some batch).
 """
 
 from __future__ import annotations
@@ -74,6 +78,9 @@ class ScriptBatcher:
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._companions: dict[str, ScriptBatcher] = {}
+        #: Loop time each batch on the wire began to be sent, by the batch's id().
+        self._on_wire: dict[int, float] = {}
+        self._last_reply = 0.0  # loop time a reply last came in, on any connection
 
     async def __call__(self, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Any:
         loop = asyncio.get_running_loop()
@@ -83,6 +90,13 @@ class ScriptBatcher:
             self._scheduled = True
             loop.call_soon(self._flush)
         return await future
+
+    def silent_for(self) -> float:
+        """Seconds without a reply while a sent batch waits for one (0: none waits)."""
+        if not self._on_wire:
+            return 0.0
+        since = max(min(self._on_wire.values()), self._last_reply)
+        return asyncio.get_running_loop().time() - since
 
     def companion(self, script: str) -> ScriptBatcher:
         """A batcher of ``script`` on the same client (made on first use, then reused)."""
@@ -156,18 +170,31 @@ class ScriptBatcher:
             packed = connection.pack_commands(commands)
         except Exception as exc:  # bad arguments: nothing was written
             return [exc] * len(batch)
+        self._on_wire[id(batch)] = asyncio.get_running_loop().time()
+        try:
+            return await self._sent(connection, packed, len(batch), replicas)
+        finally:
+            del self._on_wire[id(batch)]
+
+    async def _sent(
+        self, connection: AbstractConnection, packed: Any, calls: int, replicas: int
+    ) -> list[Any]:
+        """Each reply of the ``calls`` scripts packed (then WAIT's, if ``replicas``)."""
+        commands = calls + (1 if replicas else 0)
         try:
             await connection.send_packed_command(packed)
         except Exception as exc:  # part of it may have reached Redis
-            return [_unknown(exc)] * len(batch)
+            return [_unknown(exc)] * calls
         replies: list[Any] = []
-        while len(replies) < len(commands):
+        while len(replies) < commands:
             try:
                 replies.append(await connection.read_response())
             except ResponseError as exc:
                 replies.append(exc)
             except Exception as exc:  # the rest were sent and never answered
-                replies += [_unknown(exc)] * (len(commands) - len(replies))
+                replies += [_unknown(exc)] * (commands - len(replies))
+                break
+            self._last_reply = asyncio.get_running_loop().time()
         if not replicas:
             return replies
         return _confirmed(replies[:-1], replies[-1], replicas)

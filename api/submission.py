@@ -203,6 +203,11 @@ async def _run(
     script = resources.submit_script
     if script is None:
         raise RuntimeError("the API's resources have no submission script")
+    if script.silent_for() > resources.settings.redis_stall_gate_s:
+        # Redis has answered nothing past the gate while a batch waits: stalled or cut off,
+        # it would leave this one unanswered too, for a socket timeout and a settlement.
+        # Unsent, its 503 is certain and immediate.
+        raise broker_unavailable(task_id)
     started = asyncio.get_running_loop().time()
     try:
         return await script(keys, args)

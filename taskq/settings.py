@@ -111,6 +111,14 @@ class Settings(BaseSettings):
         "a reachable host answers in milliseconds, a partitioned one never), so a lost "
         "submission is settled on the new master soon after a failover.",
     )
+    redis_stall_gate_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="While a sent batch of submissions has had no reply for this long, new "
+        "submissions are answered 503 broker_unavailable at once, unsent: a stalled or "
+        "partitioned master would answer none of them, and each one sent would wait out the "
+        "socket timeout and the settlement.",
+    )
     result_expires_s: int = Field(
         default=86_400, gt=0, description="Results and issued-task records live this long."
     )

@@ -163,6 +163,50 @@ def test_an_unsettled_submission_says_so_and_names_its_task(
         assert _queued_ids(redis, "high") == [task_id]
 
 
+def test_while_redis_answers_nothing_new_submissions_are_refused_unsent(
+    wire: RedisWire, scratch: int
+) -> None:
+    """Past the stall gate a submission is not sent: its 503 comes at once, not after the
+    socket timeout, and it is true (Redis never saw it)."""
+    gate_s = 0.2
+    settings = Settings(
+        redis_url=wire.url,
+        redis_socket_timeout_s=10.0,  # a stall this long would hold every submission sent
+        redis_stall_gate_s=gate_s,
+        breaker_enabled=False,
+        enable_drill_tasks=True,
+    )
+    wire.hold("submit", evalsha_of(SUBMIT_SHA))
+    with (
+        TestClient(create_app(settings)) as api,
+        ThreadPoolExecutor(1) as pool,
+        Redis(port=scratch) as redis,
+    ):
+        first = _post_in_background(pool, api)
+        until("the first SUBMIT on the wire", lambda: wire.waiting("submit") == 1)
+        # The API sent it before the wire saw it, so its silence is at least this long.
+        silent_since = time.monotonic()
+        until("the gate's time passed", lambda: time.monotonic() - silent_since > gate_s)
+
+        refused = api.post("/api/v1/tasks", json=ECHO)
+        assert not first.done()  # answered while the first submission still waits
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Retry-After"]
+        error = refused.json()["error"]
+        assert error["code"] == BROKER_UNAVAILABLE
+        refused_id = error["details"]["task_id"]
+        assert wire.waiting("submit") == 1 and wire.passed("submit") == 0  # never sent
+        assert redis.exists(records_key(refused_id), withdrawn_key(refused_id)) == 0
+
+        wire.release("submit")  # Redis answers again: the gate opens with the reply
+        assert first.result(timeout=15).status_code == 202
+        after = api.post("/api/v1/tasks", json=ECHO)
+        assert after.status_code == 202, after.text
+        assert sorted(_queued_ids(redis, "high")) == sorted(
+            [first.result().json()["task_id"], after.json()["task_id"]]
+        )
+
+
 def _submit_call(task_id: str) -> tuple[list[str], list[str | bytes | int]]:
     keys = [records_key(task_id), "flush-test", "flush-test-doorbell", withdrawn_key(task_id)]
     message = json.dumps({"headers": {"id": task_id}})
