@@ -40,6 +40,9 @@ class Scripts:
             raise self.submit
         return self.submit(keys, args) if callable(self.submit) else self.submit
 
+    def silent_for(self) -> float:
+        return 0.0  # these stand-ins answer at once: never a silent Redis
+
     def companion(self, script: str) -> _Resolver:
         assert script == RESOLVE
         return _Resolver(self)
