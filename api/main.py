@@ -46,7 +46,9 @@ def build_resources(settings: Settings) -> ApiResources:
     client = sync_client(
         settings.broker_url,
         socket_timeout=settings.redis_socket_timeout_s,
-        socket_connect_timeout=settings.redis_socket_timeout_s,
+        # As the submission pool's, below: a reconnect to a partitioned master (readiness,
+        # status reads) must not cost the whole socket timeout before Sentinel is asked again.
+        socket_connect_timeout=settings.redis_connect_timeout_s,
         health_check_interval=30,
     )
     celery = create_celery_app(settings)

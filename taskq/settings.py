@@ -107,9 +107,10 @@ class Settings(BaseSettings):
     redis_connect_timeout_s: float = Field(
         default=0.5,
         gt=0,
-        description="Bound on opening a submission connection to Redis (the TCP handshake: "
+        description="Bound on opening an API connection to Redis (the TCP handshake: "
         "a reachable host answers in milliseconds, a partitioned one never), so a lost "
-        "submission is settled on the new master soon after a failover.",
+        "submission is settled, and readiness and status reads answer, on the new master "
+        "soon after a failover.",
     )
     redis_stall_gate_s: float = Field(
         default=0.5,
