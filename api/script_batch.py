@@ -28,7 +28,9 @@ With ``wait_replicas`` set (a replicated Redis), the pipeline ends with ``WAIT r
 timeout``: one WAIT serves the whole batch, and a reply counts only once that many replicas
 have every write before it. Short of that, each script that did run is
 :class:`NotReplicated`: its write is on the master alone and a failover may drop it, so the
-caller must not answer that it is accepted.
+caller must not answer that it is accepted. A batch whose every script was refused unrun
+(``NOREPLICAS`` right after a failover, ``OOM``, ``NOSCRIPT``) is answered without WAIT's
+reply: nothing needs confirming, and WAIT would hold the refusals for its whole timeout.
 
 :meth:`ScriptBatcher.silent_for` says how long Redis has sent no reply while a batch waits
 for one: the caller's sign of a stalled or unreachable Redis well before any socket timeout
@@ -45,6 +47,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import NoScriptError, ResponseError
+
+from taskq.redis_refusals import refused_unrun
 
 #: Upper bound of one pipeline (a batch beyond it is split).
 MAX_BATCH = 128
@@ -78,9 +82,7 @@ class ScriptBatcher:
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._companions: dict[str, ScriptBatcher] = {}
-        #: Loop time each batch on the wire began to be sent, by the batch's id().
-        self._on_wire: dict[int, float] = {}
-        self._last_reply = 0.0  # loop time a reply last came in, on any connection
+        self._silence = _Silence()
 
     async def __call__(self, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Any:
         loop = asyncio.get_running_loop()
@@ -92,11 +94,8 @@ class ScriptBatcher:
         return await future
 
     def silent_for(self) -> float:
-        """Seconds without a reply while a sent batch waits for one (0: none waits)."""
-        if not self._on_wire:
-            return 0.0
-        since = max(min(self._on_wire.values()), self._last_reply)
-        return asyncio.get_running_loop().time() - since
+        """Seconds Redis has sent no reply while a batch waits for one (0: none waits)."""
+        return self._silence.seconds(asyncio.get_running_loop().time())
 
     def companion(self, script: str) -> ScriptBatcher:
         """A batcher of ``script`` on the same client (made on first use, then reused)."""
@@ -170,11 +169,14 @@ class ScriptBatcher:
             packed = connection.pack_commands(commands)
         except Exception as exc:  # bad arguments: nothing was written
             return [exc] * len(batch)
-        self._on_wire[id(batch)] = asyncio.get_running_loop().time()
+        self._silence.sent(asyncio.get_running_loop().time())
+        answered = False
         try:
-            return await self._sent(connection, packed, len(batch), replicas)
+            replies = await self._sent(connection, packed, len(batch), replicas)
+            answered = not any(isinstance(reply, OutcomeUnknown) for reply in replies)
+            return replies
         finally:
-            del self._on_wire[id(batch)]
+            self._silence.ended(answered)
 
     async def _sent(
         self, connection: AbstractConnection, packed: Any, calls: int, replicas: int
@@ -187,6 +189,12 @@ class ScriptBatcher:
             return [_unknown(exc)] * calls
         replies: list[Any] = []
         while len(replies) < commands:
+            if replicas and len(replies) == calls and all(map(refused_unrun, replies)):
+                # Nothing was written, so there is nothing to confirm, and WAIT (no replica
+                # acknowledges while writes are refused for want of one) would hold these
+                # refusals for its whole timeout. Its reply goes with the connection.
+                await connection.disconnect()
+                return replies
             try:
                 replies.append(await connection.read_response())
             except ResponseError as exc:
@@ -194,10 +202,43 @@ class ScriptBatcher:
             except Exception as exc:  # the rest were sent and never answered
                 replies += [_unknown(exc)] * (commands - len(replies))
                 break
-            self._last_reply = asyncio.get_running_loop().time()
+            self._silence.heard(asyncio.get_running_loop().time())
         if not replicas:
             return replies
         return _confirmed(replies[:-1], replies[-1], replicas)
+
+
+class _Silence:
+    """How long Redis has been silent while a batch waits for its replies.
+
+    Silence starts with a batch sent while every earlier one was answered, and any reply
+    ends it. A batch that ended with no reply (read timeout, connection lost) leaves it
+    standing: the next batch is then the one that finds out whether Redis answers again,
+    and the gate keeps others off the wire meanwhile instead of letting them join it.
+    """
+
+    def __init__(self) -> None:
+        self._waiting = 0  # batches on the wire
+        self._since: float | None = None
+        self._heard = float("-inf")
+
+    def sent(self, now: float) -> None:
+        self._waiting += 1
+        if self._since is None:
+            self._since = now
+
+    def heard(self, now: float) -> None:
+        self._heard = now
+
+    def ended(self, answered: bool) -> None:
+        self._waiting -= 1
+        if answered and not self._waiting:
+            self._since = None
+
+    def seconds(self, now: float) -> float:
+        if not self._waiting or self._since is None:
+            return 0.0
+        return now - max(self._since, self._heard)
 
 
 async def _fit_connection(pool: ConnectionPool) -> AbstractConnection:

@@ -12,7 +12,7 @@ same refusal.
 from __future__ import annotations
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
 
 #: The error prefix of a write refused for want of replicas (nothing was written).
 NO_REPLICAS = "NOREPLICAS"
@@ -27,6 +27,13 @@ def refused_for_replicas(exc: BaseException) -> bool:
         return False
     text = str(exc)
     return text.startswith(NO_REPLICAS) or _PIPELINE_PREFIX + NO_REPLICAS in text
+
+
+def refused_unrun(exc: BaseException) -> bool:
+    """Whether Redis refused a declared-writing script before running it: for want of
+    replicas, at ``maxmemory`` (``OOM``) or not knowing it (``NOSCRIPT``). A script's own
+    runtime error is none of these: it may have written before it failed."""
+    return refused_for_replicas(exc) or isinstance(exc, OutOfMemoryError | NoScriptError)
 
 
 class ReplicasMissing(RedisConnectionError):

@@ -6,13 +6,16 @@ retries), never a task FAILURE. Truth: a real redis-server's own refusal and its
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ResponseError
 
+from api.script_batch import ScriptBatcher
 from taskq.broker.app import create_celery_app
 from taskq.broker.result_backend import ResultNotReplicated
 from taskq.redis_refusals import refused_for_replicas
@@ -63,3 +66,29 @@ def test_the_result_backend_raises_a_retryable_error_on_a_refusal(
     with pytest.raises(ResultNotReplicated):
         backend._set(backend.get_key_for_task(task_id), b"{}", expires=60)
     assert refusing.exists(backend.get_key_for_task(task_id)) == 0
+
+
+def test_a_batch_refused_unrun_is_answered_without_waiting_for_replicas(
+    refusing: Redis, redis_port: int
+) -> None:
+    """Refused scripts wrote nothing, so WAIT, which no replica would answer, must not hold
+    their refusals for its timeout (right after every failover, until a replica resyncs)."""
+    wait_ms = 30_000
+    keys = [f"refusal-{uuid.uuid4().hex}" for _ in range(3)]
+
+    async def scenario() -> list[BaseException | None]:
+        client = AsyncRedis(port=redis_port, socket_timeout=wait_ms / 1000 + 5)
+        try:
+            batcher = ScriptBatcher(client, SET_LUA, 1, wait_ms)
+            calls = [batcher([key], ["x"]) for key in keys]  # one batch: one loop turn
+            answers = await asyncio.wait_for(
+                asyncio.gather(*calls, return_exceptions=True), timeout=wait_ms / 1000 / 2
+            )
+            assert await client.ping()  # the pool serves again after the dropped WAIT
+            return [a if isinstance(a, BaseException) else None for a in answers]
+        finally:
+            await client.aclose()
+
+    answers = asyncio.run(scenario())
+    assert all(a is not None and refused_for_replicas(a) for a in answers), answers
+    assert refusing.exists(*keys) == 0

@@ -207,6 +207,46 @@ def test_while_redis_answers_nothing_new_submissions_are_refused_unsent(
         )
 
 
+def test_after_an_unanswered_batch_the_next_one_goes_out_alone(
+    wire: RedisWire, scratch: int
+) -> None:
+    """A batch lost to the socket timeout keeps the gate shut while the next one (the probe
+    of whether Redis answers again) is on the wire: a third submission is not sent to join it."""
+    timeout_s, gate_s = 1.0, 0.8  # the gate: shorter than a lost batch's wait
+    settings = Settings(
+        redis_url=wire.url,
+        redis_socket_timeout_s=timeout_s,
+        redis_stall_gate_s=gate_s,
+        breaker_enabled=False,
+        enable_drill_tasks=True,
+    )
+    wire.hold("submit", evalsha_of(SUBMIT_SHA))
+    with (
+        TestClient(create_app(settings)) as api,
+        ThreadPoolExecutor(1) as pool,
+        Redis(port=scratch) as redis,
+    ):
+        lost = api.post("/api/v1/tasks", json=ECHO)  # unanswered, settled as withdrawn
+        assert lost.json()["error"]["code"] == BROKER_UNAVAILABLE, lost.text
+        probe = _post_in_background(pool, api)
+        until("the probe on the wire", lambda: wire.waiting("submit") == 2)
+
+        refused = api.post("/api/v1/tasks", json=ECHO)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == BROKER_UNAVAILABLE
+        assert wire.waiting("submit") == 2  # not sent
+
+        wire.release("submit")
+        answer = probe.result(timeout=15)
+        # Released at once or after its own timeout and settlement: either way the truth.
+        if answer.status_code == 202:
+            assert redis.exists(records_key(answer.json()["task_id"])) == 1
+        else:
+            task_id = answer.json()["error"]["details"]["task_id"]
+            assert redis.exists(records_key(task_id)) == 0
+        assert api.post("/api/v1/tasks", json=ECHO).status_code == 202  # Redis answers again
+
+
 def _submit_call(task_id: str) -> tuple[list[str], list[str | bytes | int]]:
     keys = [records_key(task_id), "flush-test", "flush-test-doorbell", withdrawn_key(task_id)]
     message = json.dumps({"headers": {"id": task_id}})
