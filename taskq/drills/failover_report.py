@@ -168,10 +168,12 @@ def judge(data: Mapping[str, Any]) -> tuple[str, list[str]]:
     if refused["switch_503_with_retry_after"] < refused["switch_503"]:
         reasons.append("a 503 of the switch without Retry-After")
     worst = data["worst"]["readyz_200_after_promotion_s"]
-    if worst is None or worst > READY_WITHIN_S:
+    if worst is None and data["failovers"]:
+        reasons.append("no failover saw /readyz 200 on every replica after its promotion")
+    elif worst is not None and worst > READY_WITHIN_S:
         reasons.append(
-            f"/readyz 200 on every replica {worst if worst is not None else 'never'} s after "
-            f"the promotion (bound {READY_WITHIN_S:g} s)"
+            f"/readyz 200 on every replica {worst} s after the promotion "
+            f"(bound {READY_WITHIN_S:g} s)"
         )
     if reasons:
         return "FAILED", reasons

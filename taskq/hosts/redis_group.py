@@ -124,7 +124,41 @@ class RedisGroup:
                 time.sleep(0.05)
         finally:
             client.close()
-        raise TimeoutError("the master has too few online replicas")
+        raise TimeoutError(
+            f"node{index} has fewer than {replicas} online replica(s): {self.describe()}"
+        )
+
+    def describe(self) -> str:
+        """What each node says of its replication (or that its process exited): the
+        explanation a timeout carries."""
+        views = []
+        for index, process in enumerate(self.redis):
+            if process.poll() is not None:
+                views.append(f"node{index} exited {process.returncode}")
+                continue
+            client = self.node_client(index)
+            try:
+                views.append(f"node{index} {_replication_view(client.info('replication'))}")
+            except (RedisError, OSError) as exc:
+                views.append(f"node{index} unreadable ({type(exc).__name__})")
+            finally:
+                client.close()
+        return "; ".join(views)
+
+
+def _replication_view(info: dict[str, Any]) -> str:
+    if info.get("role") != "master":
+        return (
+            f"replica of {info.get('master_host')}:{info.get('master_port')} "
+            f"link {info.get('master_link_status')}, sync in progress "
+            f"{info.get('master_sync_in_progress')}"
+        )
+    states = [
+        f"{v.get('ip')}:{v.get('port')} {v.get('state')}"
+        for k, v in info.items()
+        if str(k).startswith("slave") and isinstance(v, dict)
+    ]
+    return f"master, replicas [{', '.join(states)}]"
 
 
 def _redis_conf(node: Node, master: Node | None, data: Path, password: str) -> str:

@@ -172,16 +172,18 @@ def test_taskq_sentinel_transport_publishes_and_consumes_across_a_failover(
 def test_a_batch_is_answered_only_once_a_replica_has_it(group: RedisGroup) -> None:
     script = "redis.call('INCR', KEYS[1]); return redis.call('GET', KEYS[1])"
 
-    async def run_batch() -> list[object]:
+    async def run_batch(wait_timeout_ms: int) -> list[object]:
         aclient = async_client(group.url, master=MASTER, max_connections=2, timeout=1.0)
-        batcher = ScriptBatcher(aclient, script, wait_replicas=1, wait_timeout_ms=200)
+        batcher = ScriptBatcher(aclient, script, wait_replicas=1, wait_timeout_ms=wait_timeout_ms)
         try:
             calls = [batcher(["counter"], []) for _ in range(5)]
             return list(await asyncio.gather(*calls, return_exceptions=True))
         finally:
             await aclient.aclose()
 
-    replicated = asyncio.run(run_batch())
+    # WAIT returns at the replica's acknowledgement, however busy the machine: its deadline
+    # is only reached if none comes, which is what the frozen half below checks.
+    replicated = asyncio.run(run_batch(wait_timeout_ms=30_000))
     assert sorted(int(r) for r in replicated) == [1, 2, 3, 4, 5]  # type: ignore[call-overload]
 
     # Replicas frozen: the master cannot get a WAIT acknowledgement (or, once their lag is
@@ -189,7 +191,7 @@ def test_a_batch_is_answered_only_once_a_replica_has_it(group: RedisGroup) -> No
     for process in group.redis[1:]:
         process.send_signal(signal.SIGSTOP)
     try:
-        frozen = asyncio.run(run_batch())
+        frozen = asyncio.run(run_batch(wait_timeout_ms=200))
     finally:
         for process in group.redis[1:]:
             process.send_signal(signal.SIGCONT)
@@ -302,3 +304,13 @@ def test_overlapping_threaded_discoveries_keep_every_sentinel(
         masters = {future.result() for future in asking}
     assert _kept(manager.sentinels) == sorted(addresses)
     assert masters == {(group.nodes[0].host, group.nodes[0].redis_port)}
+
+
+def test_a_replication_timeout_says_what_each_node_was_doing(group: RedisGroup) -> None:
+    group.redis[2].send_signal(signal.SIGKILL)
+    group.redis[2].wait(timeout=10)
+    with pytest.raises(TimeoutError) as raised:
+        group.wait_replicated(0, replicas=2, timeout_s=0.2)
+    told = str(raised.value)
+    assert "node0 master, replicas [" in told and "node2 exited -9" in told, told
+    assert f"node1 replica of 127.0.0.1:{group.nodes[0].redis_port} link up" in told, told
