@@ -212,7 +212,9 @@ def test_after_an_unanswered_batch_the_next_one_goes_out_alone(
 ) -> None:
     """A batch lost to the socket timeout keeps the gate shut while the next one (the probe
     of whether Redis answers again) is on the wire: a third submission is not sent to join it."""
-    timeout_s, gate_s = 1.0, 0.8  # the gate: shorter than a lost batch's wait
+    # The gate is shorter than a lost batch's wait; the probe's own timeout leaves the
+    # refused submission below seconds to arrive while the probe is still on the wire.
+    timeout_s, gate_s = 3.0, 0.8
     settings = Settings(
         redis_url=wire.url,
         redis_socket_timeout_s=timeout_s,
