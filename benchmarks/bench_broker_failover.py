@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from taskq.drills.broker_failover import FailoverOptions, run_failovers
-from taskq.drills.failover_report import build, write
+from taskq.drills.failover_report import build, failed_over_again, write
 from taskq.hosts.stack_hosts import (
     API_BASE_PORT,
     HostsStack,
@@ -98,6 +98,8 @@ def failover_runs(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "503_outcome_unknown": refused["outcome_unknown"],
             "other_refusals": refused["other"],
             "processes_exited": len(data["dead_processes"]),
+            "failed_over_again": len(failed_over_again(data["failovers"])),
+            "switch_503_ms": refused["switch_503_ms"],
             "reasons": data["reasons"],
         }
         runs.append(row)

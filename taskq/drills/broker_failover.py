@@ -90,6 +90,9 @@ class Failover:
     last_write_before: float | None = None
     ready_at: dict[str, float | None] = field(default_factory=dict)
     restored_s: float | None = None
+    #: The master the group was whole around afterwards: another than ``new`` when the
+    #: sentinels failed over a second time.
+    settled: int | None = None
 
     def to_json(self, origin: float) -> dict[str, Any]:
         def rel(at: float | None, base: float) -> float | None:
@@ -106,6 +109,7 @@ class Failover:
             "without_writable_master_s": rel(self.writable_at, self.last_write_before or self.at),
             "readyz_200_after_promotion_s": ready,
             "restored_after_s": self.restored_s,
+            "settled_master": None if self.settled is None else BROKERS[self.settled],
         }
 
 
@@ -180,7 +184,7 @@ def make_failover(stack: HostsStack, observers: Observers, mode: str) -> Failove
         group.start_redis(old, replica_of=failover.new)
     else:
         stack.host_of_node(old).heal()
-    group.wait_replicated(failover.new, len(group.nodes) - 1, RESTORE_BOUND_S)
+    failover.settled = group.wait_whole(RESTORE_BOUND_S)
     group.wait_settled(RESTORE_BOUND_S)
     failover.restored_s = round(time.monotonic() - restored, 3)
     return failover

@@ -182,6 +182,16 @@ def judge(data: Mapping[str, Any]) -> tuple[str, list[str]]:
     return "PASSED", []
 
 
+def failed_over_again(failovers: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The faults after which the group was whole around another master than the one first
+    promoted: the sentinels failed over a second time (an outage of its own)."""
+    return [
+        f
+        for f in failovers
+        if f.get("settled_master") is not None and f["settled_master"] != f["new_master"]
+    ]
+
+
 def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
@@ -216,6 +226,8 @@ def write(out: Path, data: Mapping[str, Any]) -> None:
         f"{_cell(refused['switch_503_ms']['p99'])} ms |",
         f"| other refusals | {refused['other']} {refused['by_code']} |",
         f"| processes exited | {len(data['dead_processes'])} |",
+        f"| faults failed over a second time before the group was whole | "
+        f"{len(failed_over_again(data['failovers']))} |",
         "",
         "| # | mode | old → new | held | promoted after s | no writable master s | "
         "/readyz 200 after promotion s |",
@@ -223,8 +235,9 @@ def write(out: Path, data: Mapping[str, Any]) -> None:
     ]
     for i, f in enumerate(data["failovers"], start=1):
         ready = ", ".join(_cell(v) for v in f["readyz_200_after_promotion_s"].values())
+        again = f" → {f['settled_master']}" if f in failed_over_again([f]) else ""
         lines.append(
-            f"| {i} | {f['mode']} | {f['old_master']} → {_cell(f['new_master'])} | "
+            f"| {i} | {f['mode']} | {f['old_master']} → {_cell(f['new_master'])}{again} | "
             f"{f['held_messages']} | {_cell(f['promoted_after_s'])} | "
             f"{_cell(f['without_writable_master_s'])} | {ready} |"
         )

@@ -25,8 +25,11 @@ from redis.exceptions import RedisError
 
 from taskq.redis_urls import sentinel_url
 
-#: Sentinel timing: a master silent this long is down (subjectively, then by quorum).
-DOWN_AFTER_MS = 1_000
+#: Sentinel timing: a master silent this long is down (subjectively, then by quorum). A
+#: sentinel pings every second and drops a link whose ping waits over half this long
+#: (sentinelCheckSubjectivelyDown, sentinel.c), so at 1 s one ping late on a busy machine made
+#: a freshly promoted master look down and failed it over a second time.
+DOWN_AFTER_MS = 2_000
 #: How long one failover attempt may take before another sentinel tries.
 FAILOVER_TIMEOUT_MS = 5_000
 #: A replica this many seconds behind no longer counts for min-replicas-to-write.
@@ -104,29 +107,39 @@ class RedisGroup:
     def wait_replicated(self, index: int, replicas: int = 1, timeout_s: float = 30.0) -> None:
         """Until node ``index`` has ``replicas`` online replicas: only then does a master
         take writes (min-replicas-to-write)."""
-        client = self.node_client(index)
         deadline = time.monotonic() + timeout_s
-        try:
-            while time.monotonic() < deadline:
-                try:
-                    info = client.info("replication")
-                except (RedisError, OSError):
-                    info = {}
-                online = [
-                    v
-                    for k, v in info.items()
-                    if str(k).startswith("slave")
-                    and isinstance(v, dict)
-                    and v.get("state") == "online"
-                ]
-                if len(online) >= replicas:
-                    return
-                time.sleep(0.05)
-        finally:
-            client.close()
+        while time.monotonic() < deadline:
+            if self._online_replicas(index) >= replicas:
+                return
+            time.sleep(0.05)
         raise TimeoutError(
             f"node{index} has fewer than {replicas} online replica(s): {self.describe()}"
         )
+
+    def wait_whole(self, timeout_s: float = 30.0) -> int:
+        """Until some node is master with every other node its online replica; its index.
+        Whichever node that is: the sentinels may have failed over again meanwhile."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for index in range(len(self.nodes)):
+                if self._online_replicas(index) == len(self.nodes) - 1:
+                    return index
+            time.sleep(0.05)
+        raise TimeoutError(f"no node has every other one as its replica: {self.describe()}")
+
+    def _online_replicas(self, index: int) -> int:
+        """How many online replicas node ``index`` reports as master (0 if none, or not a
+        master, or unreachable)."""
+        client = self.node_client(index)
+        try:
+            info = client.info("replication")
+        except (RedisError, OSError):
+            return 0
+        finally:
+            client.close()
+        if info.get("role") != "master":
+            return 0
+        return len(_online(info))
 
     def describe(self) -> str:
         """What each node says of its replication (or that its process exited): the
@@ -144,6 +157,15 @@ class RedisGroup:
             finally:
                 client.close()
         return "; ".join(views)
+
+
+def _online(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """The online replicas a master's INFO replication lists."""
+    return [
+        v
+        for k, v in info.items()
+        if str(k).startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
+    ]
 
 
 def _replication_view(info: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from taskq.drills.broker_failover import FailoverOptions
 from taskq.drills.failover_probes import Reading, first, last_before, readings_json
-from taskq.drills.failover_report import command_line, judge, refusals
+from taskq.drills.failover_report import command_line, failed_over_again, judge, refusals
 from taskq.faults.load import Submission
 
 
@@ -128,3 +128,10 @@ def test_alternate_mode_takes_turns_and_the_command_repeats_it() -> None:
     assert [options.mode_of(i) for i in range(4)] == ["kill", "partition", "kill", "partition"]
     assert "--alternate" in command_line(options)
     assert "--partition" in command_line(FailoverOptions(mode="partition"))
+
+
+def test_a_second_failover_before_the_group_was_whole_is_named() -> None:
+    once = {"new_master": "broker3", "settled_master": "broker3"}
+    again = {"new_master": "broker3", "settled_master": "broker2"}
+    aborted = {"new_master": "broker3", "settled_master": None}
+    assert failed_over_again([once, again, aborted]) == [again]
