@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import RedisError
 
 from taskq.drills import analysis
 from taskq.drills.executions import read_executions, summarize
@@ -119,21 +118,6 @@ def say(options: FailoverOptions, origin: float, text: str) -> None:
         print(f"[broker-failover {time.monotonic() - origin:6.1f}s] {text}", file=sys.stderr)
 
 
-def current_master(group: Any) -> int | None:
-    """The node that says role:master and has an online replica (None: no such node)."""
-    for index in range(len(group.nodes)):
-        client = group.node_client(index)
-        try:
-            info = client.info("replication")
-            if info.get("role") == "master" and int(info.get("connected_slaves", 0)) >= 1:
-                return index
-        except (RedisError, OSError):
-            pass
-        finally:
-            client.close()
-    return None
-
-
 def held_task_ids(client: Redis) -> list[str]:
     """Task ids in the master's ``unacked`` record (kombu: tag -> [message, exchange, key])."""
     ids = []
@@ -156,9 +140,8 @@ def _until(what: str, bound_s: float, check: Callable[[], bool]) -> None:
 def make_failover(stack: HostsStack, observers: Observers, mode: str) -> Failover:
     """Wait until tasks are held, make the fault, wait for the new master, restore the group."""
     group = stack.group
-    old = current_master(group)
-    if old is None:
-        raise RuntimeError("no master with a replica before the fault")
+    # Faults are made on a whole group only: a node that left it may still call itself master.
+    old = group.wait_whole(RESTORE_BOUND_S)
     client = group.node_client(old, 1.0)
     held: list[str] = []
     deadline = time.monotonic() + HELD_WAIT_S

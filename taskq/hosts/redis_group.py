@@ -117,29 +117,45 @@ class RedisGroup:
         )
 
     def wait_whole(self, timeout_s: float = 30.0) -> int:
-        """Until some node is master with every other node its online replica; its index.
-        Whichever node that is: the sentinels may have failed over again meanwhile."""
+        """Until some node is master and every other node its replica, said by both sides;
+        that master's index. Whichever node it is: the sentinels may have failed over again
+        meanwhile. Both sides, because an isolated old master still lists the replicas it had
+        as online until its replication timeout, long after they left it."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for index in range(len(self.nodes)):
-                if self._online_replicas(index) == len(self.nodes) - 1:
+            views = [self._replication(index) for index in range(len(self.nodes))]
+            for index, info in enumerate(views):
+                if info.get("role") == "master" and self._followed(index, views):
                     return index
             time.sleep(0.05)
         raise TimeoutError(f"no node has every other one as its replica: {self.describe()}")
 
-    def _online_replicas(self, index: int) -> int:
-        """How many online replicas node ``index`` reports as master (0 if none, or not a
-        master, or unreachable)."""
+    def _followed(self, index: int, views: list[dict[str, Any]]) -> bool:
+        master = self.nodes[index]
+        return len(_online(views[index])) == len(self.nodes) - 1 and all(
+            info.get("role") == "slave"
+            and str(info.get("master_host")) == master.host
+            and int(info.get("master_port", 0)) == master.redis_port
+            and info.get("master_link_status") == "up"
+            for other, info in enumerate(views)
+            if other != index
+        )
+
+    def _replication(self, index: int) -> dict[str, Any]:
+        """Node ``index``'s INFO replication ({} if unreachable)."""
         client = self.node_client(index)
         try:
-            info = client.info("replication")
+            return dict(client.info("replication"))
         except (RedisError, OSError):
-            return 0
+            return {}
         finally:
             client.close()
-        if info.get("role") != "master":
-            return 0
-        return len(_online(info))
+
+    def _online_replicas(self, index: int) -> int:
+        """How many online replicas node ``index`` lists as master (0 if none, or not a
+        master, or unreachable)."""
+        info = self._replication(index)
+        return len(_online(info)) if info.get("role") == "master" else 0
 
     def describe(self) -> str:
         """What each node says of its replication (or that its process exited): the

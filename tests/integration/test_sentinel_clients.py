@@ -314,3 +314,15 @@ def test_a_replication_timeout_says_what_each_node_was_doing(group: RedisGroup) 
     told = str(raised.value)
     assert "node0 master, replicas [" in told and "node2 exited -9" in told, told
     assert f"node1 replica of 127.0.0.1:{group.nodes[0].redis_port} link up" in told, told
+
+
+def test_the_group_is_whole_only_while_every_replica_follows_its_master(
+    group: RedisGroup,
+) -> None:
+    assert group.wait_whole(timeout_s=5) == 0
+    # node2 leaves: node0 no longer lists it, and node2 is a master nobody follows.
+    client = group.node_client(2)
+    client.replicaof("NO", "ONE")
+    client.close()
+    with pytest.raises(TimeoutError, match="no node has every other one as its replica"):
+        group.wait_whole(timeout_s=0.3)
