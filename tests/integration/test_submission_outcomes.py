@@ -163,19 +163,25 @@ def test_an_unsettled_submission_says_so_and_names_its_task(
         assert _queued_ids(redis, "high") == [task_id]
 
 
+def _gated(wire: RedisWire, socket_timeout_s: float, gate_s: float) -> Settings:
+    """The API's settings through the wire, with this socket timeout and stall gate."""
+    return Settings(
+        redis_url=wire.url,
+        redis_socket_timeout_s=socket_timeout_s,
+        redis_stall_gate_s=gate_s,
+        breaker_enabled=False,
+        enable_drill_tasks=True,
+    )
+
+
 def test_while_redis_answers_nothing_new_submissions_are_refused_unsent(
     wire: RedisWire, scratch: int
 ) -> None:
     """Past the stall gate a submission is not sent: its 503 comes at once, not after the
     socket timeout, and it is true (Redis never saw it)."""
     gate_s = 0.2
-    settings = Settings(
-        redis_url=wire.url,
-        redis_socket_timeout_s=10.0,  # a stall this long would hold every submission sent
-        redis_stall_gate_s=gate_s,
-        breaker_enabled=False,
-        enable_drill_tasks=True,
-    )
+    # A stall this long would hold every submission sent.
+    settings = _gated(wire, socket_timeout_s=10.0, gate_s=gate_s)
     wire.hold("submit", evalsha_of(SUBMIT_SHA))
     with (
         TestClient(create_app(settings)) as api,
@@ -214,14 +220,7 @@ def test_after_an_unanswered_batch_the_next_one_goes_out_alone(
     of whether Redis answers again) is on the wire: a third submission is not sent to join it."""
     # The gate is shorter than a lost batch's wait; the probe's own timeout leaves the
     # refused submission below seconds to arrive while the probe is still on the wire.
-    timeout_s, gate_s = 3.0, 0.8
-    settings = Settings(
-        redis_url=wire.url,
-        redis_socket_timeout_s=timeout_s,
-        redis_stall_gate_s=gate_s,
-        breaker_enabled=False,
-        enable_drill_tasks=True,
-    )
+    settings = _gated(wire, socket_timeout_s=3.0, gate_s=0.8)
     wire.hold("submit", evalsha_of(SUBMIT_SHA))
     with (
         TestClient(create_app(settings)) as api,
