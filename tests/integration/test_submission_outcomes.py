@@ -379,6 +379,11 @@ def _answer(response: httpx.Response, elapsed_s: float) -> Answer:
     return Answer(response.status_code, error["code"], task_id, elapsed_s)
 
 
+#: A start signal already given.
+_GO = threading.Event()
+_GO.set()
+
+
 def _post(client: httpx.Client, go: threading.Event) -> Answer:
     go.wait()
     started = time.monotonic()
@@ -407,7 +412,17 @@ def _round(stack: RunningStack, stop_s: float, count: int) -> list[Answer]:
 
 def _warm(stack: RunningStack, count: int) -> list[Answer]:
     """``count`` plain submissions at once: each replica's pool then holds live connections,
-    so the stalled submissions are sent (not stuck opening a connection)."""
+    so the stalled submissions are sent (not stuck opening a connection).
+
+    First one submission to each replica directly, alone: after a batch the stall left
+    unanswered, a replica sends its next batch as the lone probe of whether Redis answers
+    again and refuses others meanwhile (api/script_batch.py); its reply opens the gate."""
+    probes = []
+    for port in stack.layout.api_ports:
+        with httpx.Client(
+            base_url=f"http://{stack.layout.bind_host}:{port}", timeout=20.0
+        ) as replica:
+            probes.append(_post(replica, _GO))
     limits = httpx.Limits(max_connections=count)
     with (
         httpx.Client(base_url=stack.layout.base_url, timeout=20.0, limits=limits) as client,
@@ -416,7 +431,7 @@ def _warm(stack: RunningStack, count: int) -> list[Answer]:
         go = threading.Event()
         futures = [pool.submit(_post, client, go) for _ in range(count)]
         go.set()
-        answers = [f.result(timeout=30) for f in futures]
+        answers = probes + [f.result(timeout=30) for f in futures]
     assert {a.status for a in answers} == {202}, answers
     return answers
 
