@@ -98,7 +98,7 @@ def failover_runs(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "503_outcome_unknown": refused["outcome_unknown"],
             "other_refusals": refused["other"],
             "processes_exited": len(data["dead_processes"]),
-            "failed_over_again": len(failed_over_again(data["failovers"])),
+            "failed_over_again": sum(map(failed_over_again, data["failovers"])),
             "switch_503_ms": refused["switch_503_ms"],
             "reasons": data["reasons"],
         }

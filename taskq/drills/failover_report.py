@@ -182,14 +182,11 @@ def judge(data: Mapping[str, Any]) -> tuple[str, list[str]]:
     return "PASSED", []
 
 
-def failed_over_again(failovers: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The faults after which the group was whole around another master than the one first
-    promoted: the sentinels failed over a second time (an outage of its own)."""
-    return [
-        f
-        for f in failovers
-        if f.get("settled_master") is not None and f["settled_master"] != f["new_master"]
-    ]
+def failed_over_again(failover: Mapping[str, Any]) -> bool:
+    """Whether the group was whole around another master than the one first promoted after
+    this fault: the sentinels failed over a second time (an outage of its own)."""
+    settled = failover.get("settled_master")
+    return settled is not None and settled != failover["new_master"]
 
 
 def _cell(value: Any) -> str:
@@ -227,7 +224,7 @@ def write(out: Path, data: Mapping[str, Any]) -> None:
         f"| other refusals | {refused['other']} {refused['by_code']} |",
         f"| processes exited | {len(data['dead_processes'])} |",
         f"| faults failed over a second time before the group was whole | "
-        f"{len(failed_over_again(data['failovers']))} |",
+        f"{sum(map(failed_over_again, data['failovers']))} |",
         "",
         "| # | mode | old → new | held | promoted after s | no writable master s | "
         "/readyz 200 after promotion s |",
@@ -235,7 +232,7 @@ def write(out: Path, data: Mapping[str, Any]) -> None:
     ]
     for i, f in enumerate(data["failovers"], start=1):
         ready = ", ".join(_cell(v) for v in f["readyz_200_after_promotion_s"].values())
-        again = f" → {f['settled_master']}" if f in failed_over_again([f]) else ""
+        again = f" → {f['settled_master']}" if failed_over_again(f) else ""
         lines.append(
             f"| {i} | {f['mode']} | {f['old_master']} → {_cell(f['new_master'])}{again} | "
             f"{f['held_messages']} | {_cell(f['promoted_after_s'])} | "

@@ -175,13 +175,14 @@ class RedisGroup:
         return "; ".join(views)
 
 
+def _replicas(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """The replicas a master's INFO replication lists (``slave0``, ``slave1``, ...)."""
+    return [v for k, v in info.items() if str(k).startswith("slave") and isinstance(v, dict)]
+
+
 def _online(info: dict[str, Any]) -> list[dict[str, Any]]:
     """The online replicas a master's INFO replication lists."""
-    return [
-        v
-        for k, v in info.items()
-        if str(k).startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
-    ]
+    return [v for v in _replicas(info) if v.get("state") == "online"]
 
 
 def _replication_view(info: dict[str, Any]) -> str:
@@ -191,11 +192,7 @@ def _replication_view(info: dict[str, Any]) -> str:
             f"link {info.get('master_link_status')}, sync in progress "
             f"{info.get('master_sync_in_progress')}"
         )
-    states = [
-        f"{v.get('ip')}:{v.get('port')} {v.get('state')}"
-        for k, v in info.items()
-        if str(k).startswith("slave") and isinstance(v, dict)
-    ]
+    states = [f"{v.get('ip')}:{v.get('port')} {v.get('state')}" for v in _replicas(info)]
     return f"master, replicas [{', '.join(states)}]"
 
 
